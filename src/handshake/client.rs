@@ -1,0 +1,169 @@
+//! The client's side of the opening handshake (RFC 6455 §4.1).
+
+use super::error::HandshakeError;
+use super::head::{
+    any_has_token, is_token, list_items, own_headers, parse_error, single, values, write_header,
+    HandshakeLimits, HeadScanner,
+};
+use super::{accept_key, encode_key};
+
+/// What the client asks for: where, and with which subprotocols and headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRequest {
+    host: String,
+    target: String,
+    protocols: Vec<String>,
+    headers: Vec<(String, String)>,
+}
+
+impl ClientRequest {
+    /// A request for `target` (path and query, e.g. `/chat?room=1`) on
+    /// `host` (the Host field: `example.com` or `example.com:8080`).
+    pub fn new(host: impl Into<String>, target: impl Into<String>) -> Self {
+        ClientRequest { host: host.into(), target: target.into(), protocols: Vec::new(), headers: Vec::new() }
+    }
+
+    /// Offers a subprotocol (RFC 6455 §4.1 item 10), most preferred first.
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocols.push(protocol.into());
+        self
+    }
+
+    /// Adds a header field, such as `Origin`, `Authorization` or `Cookie`.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// The server's accepted answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    headers: Vec<(String, Vec<u8>)>,
+    protocol: Option<String>,
+}
+
+impl Response {
+    /// The subprotocol the server chose, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// The first value of a header field (case-insensitive name), if it is UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        values(&self.headers, name).next().and_then(|v| std::str::from_utf8(v).ok())
+    }
+}
+
+/// Writes the client's request and checks the server's response.
+///
+/// ```
+/// use sabai::handshake::{ClientHandshake, ClientRequest};
+///
+/// let key = [0x42; 16]; // use rand::random() for real
+/// let mut handshake = ClientHandshake::new(ClientRequest::new("example.com", "/chat"), key);
+/// let request = handshake.request_bytes().unwrap();
+/// assert!(request.starts_with(b"GET /chat HTTP/1.1\r\n"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientHandshake {
+    request: ClientRequest,
+    key: String,
+    limits: HandshakeLimits,
+    scanner: HeadScanner,
+}
+
+impl ClientHandshake {
+    /// `key` is the 16-byte nonce of Sec-WebSocket-Key; RFC 6455 §4.1 item 7
+    /// requires it to be randomly selected, so take it from a CSPRNG.
+    pub fn new(request: ClientRequest, key: [u8; 16]) -> Self {
+        ClientHandshake {
+            request,
+            key: encode_key(key),
+            limits: HandshakeLimits::default(),
+            scanner: HeadScanner::default(),
+        }
+    }
+
+    pub fn with_limits(mut self, limits: HandshakeLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The request to write (RFC 6455 §4.1 items 1–12).
+    pub fn request_bytes(&self) -> Result<Vec<u8>, HandshakeError> {
+        let r = &self.request;
+        let mut out = Vec::with_capacity(256);
+        if r.target.bytes().any(|b| b <= b' ' || b == 0x7F) || !r.target.starts_with('/') {
+            return Err(HandshakeError::InvalidHeaderToSend("request target".into()));
+        }
+        out.extend_from_slice(format!("GET {} HTTP/1.1\r\n", r.target).as_bytes());
+        write_header(&mut out, "Host", &r.host)?;
+        out.extend_from_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\n");
+        write_header(&mut out, "Sec-WebSocket-Key", &self.key)?;
+        out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n");
+        if !r.protocols.is_empty() {
+            if let Some(bad) = r.protocols.iter().find(|p| !is_token(p.as_bytes())) {
+                return Err(HandshakeError::InvalidHeaderToSend(format!("Sec-WebSocket-Protocol {bad}")));
+            }
+            write_header(&mut out, "Sec-WebSocket-Protocol", &r.protocols.join(", "))?;
+        }
+        for (name, value) in &r.headers {
+            write_header(&mut out, name, value)?;
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(out)
+    }
+
+    /// Looks at everything received so far. `Ok(None)`: not complete yet.
+    /// `Ok(Some((response, n)))`: the response took the first `n` bytes; the
+    /// rest are the first WebSocket bytes.
+    pub fn parse_response(&mut self, buf: &[u8]) -> Result<Option<(Response, usize)>, HandshakeError> {
+        let Some(end) = self.scanner.find_end(buf, &self.limits)? else {
+            return Ok(None);
+        };
+        let mut slots = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
+        let mut parsed = httparse::Response::new(&mut slots);
+        if parsed.parse(&buf[..end]).map_err(parse_error)?.is_partial() {
+            return Err(HandshakeError::MalformedHttp(httparse::Error::NewLine));
+        }
+        // RFC 6455 §4.1: anything but 101 ends the handshake.
+        let status = parsed.code.unwrap_or(0);
+        if status != 101 {
+            return Err(HandshakeError::UnexpectedStatus(status));
+        }
+        let headers = own_headers(parsed.headers);
+        let protocol = self.check_response(&headers)?;
+        Ok(Some((Response { headers, protocol }, end)))
+    }
+
+    fn check_response(&self, headers: &[(String, Vec<u8>)]) -> Result<Option<String>, HandshakeError> {
+        // RFC 6455 §4.1 response item 2: Upgrade is "websocket", case-insensitively.
+        if !any_has_token(headers, "Upgrade", "websocket") {
+            return Err(HandshakeError::MissingUpgrade);
+        }
+        // RFC 6455 §4.1 response item 3: Connection lists "Upgrade".
+        if !any_has_token(headers, "Connection", "upgrade") {
+            return Err(HandshakeError::MissingConnectionUpgrade);
+        }
+        // RFC 6455 §4.1 response item 4: the accept value matches our key.
+        let accept = single(headers, "Sec-WebSocket-Accept").map_err(|_| HandshakeError::InvalidAccept)?;
+        if accept.map(<[u8]>::trim_ascii) != Some(accept_key(&self.key).as_bytes()) {
+            return Err(HandshakeError::InvalidAccept);
+        }
+        // RFC 6455 §4.1 response item 5: we offered no extensions.
+        if let Some(extension) = values(headers, "Sec-WebSocket-Extensions").flat_map(list_items).next() {
+            return Err(HandshakeError::UnofferedExtension(String::from_utf8_lossy(extension).into_owned()));
+        }
+        // RFC 6455 §4.1 response item 6: at most one subprotocol, one we offered.
+        let mut chosen = values(headers, "Sec-WebSocket-Protocol").flat_map(list_items);
+        let Some(protocol) = chosen.next() else {
+            return Ok(None);
+        };
+        let protocol = String::from_utf8_lossy(protocol).into_owned();
+        if chosen.next().is_some() || !self.request.protocols.contains(&protocol) {
+            return Err(HandshakeError::UnofferedProtocol(protocol));
+        }
+        Ok(Some(protocol))
+    }
+}

@@ -1,0 +1,163 @@
+//! Errors of the opening handshake, and the HTTP responses they render.
+
+use std::fmt;
+
+/// Why an opening handshake failed (RFC 6455 §4).
+///
+/// On the server, [`status`](Self::status) is the HTTP status to answer with
+/// and [`response`](Self::response) renders the whole rejection. On the
+/// client, the error says what was wrong with the server's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// RFC 6455 §10.4: the head is longer than the configured limit (431).
+    HeadTooLarge,
+    /// RFC 6455 §10.4: more header fields than the configured limit (431).
+    TooManyHeaders,
+    /// The head is not valid HTTP/1.1 (400).
+    MalformedHttp(httparse::Error),
+    /// RFC 6455 §4.2.1 item 1: the method must be GET (405).
+    MethodNotGet,
+    /// RFC 6455 §4.2.1 item 1: HTTP/1.1 or higher (400).
+    HttpVersion,
+    /// RFC 6455 §4.2.1 item 2: no Host field (400).
+    MissingHost,
+    /// A field that may appear once appeared more than once (400).
+    DuplicateHeader(&'static str),
+    /// RFC 6455 §4.2.1 item 3, §4.1: no `Upgrade: websocket` (400).
+    MissingUpgrade,
+    /// RFC 6455 §4.2.1 item 4, §4.1: no `Upgrade` token in Connection (400).
+    MissingConnectionUpgrade,
+    /// RFC 6455 §4.2.1 item 5: no Sec-WebSocket-Key (400).
+    MissingKey,
+    /// RFC 6455 §4.2.1 item 5: the key is not base64 of 16 bytes (400).
+    InvalidKey,
+    /// RFC 6455 §4.2.1 item 6, §4.4: the version is missing or not 13
+    /// (426, with `Sec-WebSocket-Version: 13`).
+    UnsupportedVersion,
+    /// RFC 6455 §4.1: a Sec-WebSocket-Protocol value that is not a list of
+    /// tokens (400).
+    InvalidProtocolHeader,
+    /// The application refused the request with this status (its hook
+    /// returned a [`Reject`](super::Reject)).
+    Rejected(u16),
+    /// The application chose a subprotocol the client did not offer
+    /// (RFC 6455 §4.2.2 item 5): a server-side bug (500).
+    ProtocolNotOffered(String),
+    /// A header the application added would break the response head (500).
+    InvalidHeaderToSend(String),
+    /// RFC 6455 §4.1: the server answered with a status other than 101.
+    UnexpectedStatus(u16),
+    /// RFC 6455 §4.1: Sec-WebSocket-Accept is missing or wrong.
+    InvalidAccept,
+    /// RFC 6455 §4.1: the server chose a subprotocol we did not offer.
+    UnofferedProtocol(String),
+    /// RFC 6455 §4.1: the server named extensions we did not offer.
+    UnofferedExtension(String),
+}
+
+impl HandshakeError {
+    /// The HTTP status a server answers this error with.
+    pub fn status(&self) -> u16 {
+        match self {
+            HandshakeError::HeadTooLarge | HandshakeError::TooManyHeaders => 431,
+            HandshakeError::MethodNotGet => 405,
+            HandshakeError::UnsupportedVersion => 426,
+            HandshakeError::Rejected(status) => *status,
+            HandshakeError::ProtocolNotOffered(_) | HandshakeError::InvalidHeaderToSend(_) => 500,
+            _ => 400,
+        }
+    }
+
+    /// The complete HTTP response refusing the handshake; the connection is
+    /// closed after it.
+    pub fn response(&self) -> Vec<u8> {
+        let mut extra = String::new();
+        match self {
+            // RFC 6455 §4.4: name the versions we support.
+            HandshakeError::UnsupportedVersion => {
+                extra.push_str("Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n")
+            }
+            HandshakeError::MethodNotGet => extra.push_str("Allow: GET\r\n"),
+            _ => {}
+        }
+        simple_response(self.status(), &extra, &format!("{self}\n"))
+    }
+}
+
+/// An HTTP/1.1 response with a plain-text body that closes the connection.
+pub(crate) fn simple_response(status: u16, extra_headers: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} {}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\n{extra_headers}\r\n{body}",
+        reason_phrase(status),
+        body.len()
+    )
+    .into_bytes()
+}
+
+pub(crate) fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::HeadTooLarge => f.write_str("handshake head too large"),
+            HandshakeError::TooManyHeaders => f.write_str("too many header fields in handshake"),
+            HandshakeError::MalformedHttp(e) => write!(f, "malformed HTTP in handshake: {e}"),
+            HandshakeError::MethodNotGet => f.write_str("WebSocket handshake must use GET (RFC 6455 §4.2.1)"),
+            HandshakeError::HttpVersion => {
+                f.write_str("WebSocket handshake needs HTTP/1.1 (RFC 6455 §4.2.1)")
+            }
+            HandshakeError::MissingHost => f.write_str("missing Host header (RFC 6455 §4.2.1)"),
+            HandshakeError::DuplicateHeader(name) => write!(f, "header {name} appears more than once"),
+            HandshakeError::MissingUpgrade => f.write_str("missing 'Upgrade: websocket' (RFC 6455 §4)"),
+            HandshakeError::MissingConnectionUpgrade => {
+                f.write_str("Connection header lacks the 'Upgrade' token (RFC 6455 §4)")
+            }
+            HandshakeError::MissingKey => f.write_str("missing Sec-WebSocket-Key (RFC 6455 §4.2.1)"),
+            HandshakeError::InvalidKey => {
+                f.write_str("Sec-WebSocket-Key is not base64 of 16 bytes (RFC 6455 §4.2.1)")
+            }
+            HandshakeError::UnsupportedVersion => {
+                f.write_str("Sec-WebSocket-Version must be 13 (RFC 6455 §4.4)")
+            }
+            HandshakeError::InvalidProtocolHeader => {
+                f.write_str("Sec-WebSocket-Protocol is not a list of tokens (RFC 6455 §4.1)")
+            }
+            HandshakeError::Rejected(status) => write!(f, "handshake rejected with status {status}"),
+            HandshakeError::ProtocolNotOffered(p) => {
+                write!(f, "subprotocol {p:?} chosen but not offered by the client")
+            }
+            HandshakeError::InvalidHeaderToSend(name) => write!(f, "invalid response header {name:?}"),
+            HandshakeError::UnexpectedStatus(status) => {
+                write!(f, "server answered {status} instead of 101 (RFC 6455 §4.1)")
+            }
+            HandshakeError::InvalidAccept => {
+                f.write_str("missing or wrong Sec-WebSocket-Accept (RFC 6455 §4.1)")
+            }
+            HandshakeError::UnofferedProtocol(p) => {
+                write!(f, "server chose subprotocol {p:?}, which was not offered (RFC 6455 §4.1)")
+            }
+            HandshakeError::UnofferedExtension(e) => {
+                write!(f, "server named extension {e:?}, which was not offered (RFC 6455 §4.1)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {}

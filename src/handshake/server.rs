@@ -1,0 +1,265 @@
+//! The server's side of the opening handshake (RFC 6455 §4.2).
+//!
+//! [`ServerHandshake::parse`] reads and checks the client's request; the
+//! application looks at the [`Request`] (Origin, path, query, auth headers,
+//! offered subprotocols) and answers with an [`Accept`] or a [`Reject`].
+
+use super::error::{simple_response, HandshakeError};
+use super::head::{
+    any_has_token, is_token, list_items, own_headers, parse_error, single, values, write_header,
+    HandshakeLimits, HeadScanner,
+};
+use super::{accept_key, decode_key};
+
+/// A checked WebSocket upgrade request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    target: String,
+    headers: Vec<(String, Vec<u8>)>,
+    key: String,
+    protocols: Vec<String>,
+}
+
+impl Request {
+    /// The request target as sent: path and query.
+    pub fn uri(&self) -> &str {
+        &self.target
+    }
+
+    /// The path, without the query.
+    pub fn path(&self) -> &str {
+        self.target.split_once('?').map_or(&self.target, |(path, _)| path)
+    }
+
+    /// The query string after `?`, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.target.split_once('?').map(|(_, query)| query)
+    }
+
+    /// The first value of a header field (case-insensitive name), if it is UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        values(&self.headers, name).next().and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Every header field, in order, as sent.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    }
+
+    /// The Origin field (RFC 6455 §4.2.1 item 7, §10.2), for an allow-list.
+    pub fn origin(&self) -> Option<&str> {
+        self.header("Origin")
+    }
+
+    /// The Host field.
+    pub fn host(&self) -> Option<&str> {
+        self.header("Host")
+    }
+
+    /// The subprotocols the client offered, in its order of preference
+    /// (RFC 6455 §4.2.1 item 8).
+    pub fn protocols(&self) -> &[String] {
+        &self.protocols
+    }
+
+    /// The client's Sec-WebSocket-Key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The 101 response accepting this request (RFC 6455 §4.2.2 item 5).
+    pub fn accept_response(&self, accept: &Accept) -> Result<Vec<u8>, HandshakeError> {
+        let mut out = Vec::with_capacity(160);
+        out.extend_from_slice(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+        );
+        write_header(&mut out, "Sec-WebSocket-Accept", &accept_key(&self.key))?;
+        if let Some(protocol) = &accept.protocol {
+            // RFC 6455 §4.2.2 item 5: the chosen subprotocol must be one the client offered.
+            if !self.protocols.iter().any(|p| p == protocol) {
+                return Err(HandshakeError::ProtocolNotOffered(protocol.clone()));
+            }
+            write_header(&mut out, "Sec-WebSocket-Protocol", protocol)?;
+        }
+        for (name, value) in &accept.headers {
+            write_header(&mut out, name, value)?;
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(out)
+    }
+}
+
+/// The application's yes to a request: the subprotocol it picked (if any)
+/// and extra response headers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Accept {
+    protocol: Option<String>,
+    headers: Vec<(String, String)>,
+}
+
+impl Accept {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Selects a subprotocol; it must be one of [`Request::protocols`].
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocol = Some(protocol.into());
+        self
+    }
+
+    /// Adds a response header (for example `Set-Cookie`).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The chosen subprotocol.
+    pub fn selected_protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+}
+
+/// The application's no to a request: an HTTP status, a short body and
+/// extra headers (for example `WWW-Authenticate` with a 401).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reject {
+    status: u16,
+    body: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Reject {
+    /// A rejection with this status (use 4xx or 5xx).
+    pub fn new(status: u16) -> Self {
+        Reject { status, body: String::new(), headers: Vec::new() }
+    }
+
+    /// 403: for example an Origin that is not on the allow-list (RFC 6455 §10.2).
+    pub fn forbidden() -> Self {
+        Self::new(403)
+    }
+
+    /// 401: missing or bad credentials.
+    pub fn unauthorized() -> Self {
+        Self::new(401)
+    }
+
+    pub fn body(mut self, body: impl Into<String>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The complete HTTP response. Headers that would break the head are
+    /// left out.
+    pub fn response(&self) -> Vec<u8> {
+        let mut extra = Vec::new();
+        for (name, value) in &self.headers {
+            // A header that fails the check is dropped rather than sent broken.
+            let mut one = Vec::new();
+            if write_header(&mut one, name, value).is_ok() {
+                extra.extend_from_slice(&one);
+            }
+        }
+        let status = if (400..=599).contains(&self.status) { self.status } else { 500 };
+        simple_response(status, &String::from_utf8_lossy(&extra), &self.body)
+    }
+}
+
+/// Reads the client's opening handshake.
+///
+/// ```
+/// use sabai::handshake::{Accept, ServerHandshake};
+///
+/// let bytes = b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
+///     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+///     Sec-WebSocket-Version: 13\r\n\r\n";
+/// let mut handshake = ServerHandshake::default();
+/// let (request, used) = handshake.parse(bytes).unwrap().unwrap();
+/// assert_eq!((request.path(), used), ("/chat", bytes.len()));
+/// let response = request.accept_response(&Accept::new()).unwrap();
+/// assert!(response.starts_with(b"HTTP/1.1 101"));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ServerHandshake {
+    limits: HandshakeLimits,
+    scanner: HeadScanner,
+}
+
+impl ServerHandshake {
+    pub fn new(limits: HandshakeLimits) -> Self {
+        ServerHandshake { limits, scanner: HeadScanner::default() }
+    }
+
+    /// Looks at everything received so far. `Ok(None)`: the request is not
+    /// complete yet; call again with the grown buffer. `Ok(Some((request,
+    /// n)))`: the request took the first `n` bytes; the rest are the first
+    /// WebSocket bytes and belong to the connection. `Err`: answer with
+    /// [`HandshakeError::response`] and close.
+    pub fn parse(&mut self, buf: &[u8]) -> Result<Option<(Request, usize)>, HandshakeError> {
+        let Some(end) = self.scanner.find_end(buf, &self.limits)? else {
+            return Ok(None);
+        };
+        let mut slots = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
+        let mut parsed = httparse::Request::new(&mut slots);
+        match parsed.parse(&buf[..end]).map_err(parse_error)? {
+            httparse::Status::Complete(_) => {}
+            // The scanner found the blank line, so httparse has it all.
+            httparse::Status::Partial => return Err(HandshakeError::MalformedHttp(httparse::Error::NewLine)),
+        }
+        // RFC 6455 §4.2.1 item 1: an HTTP/1.1 or higher GET request.
+        if parsed.method != Some("GET") {
+            return Err(HandshakeError::MethodNotGet);
+        }
+        if parsed.version != Some(1) {
+            return Err(HandshakeError::HttpVersion);
+        }
+        let target = parsed.path.unwrap_or("/").to_owned();
+        let headers = own_headers(parsed.headers);
+        let request = check_request(target, headers)?;
+        Ok(Some((request, end)))
+    }
+}
+
+fn check_request(target: String, headers: Vec<(String, Vec<u8>)>) -> Result<Request, HandshakeError> {
+    // RFC 6455 §4.2.1 item 2 (and RFC 9112 §3.2: exactly one Host).
+    if single(&headers, "Host")?.is_none() {
+        return Err(HandshakeError::MissingHost);
+    }
+    // RFC 6455 §4.2.1 item 3: Upgrade lists "websocket", case-insensitively.
+    if !any_has_token(&headers, "Upgrade", "websocket") {
+        return Err(HandshakeError::MissingUpgrade);
+    }
+    // RFC 6455 §4.2.1 item 4: Connection lists the "Upgrade" token.
+    if !any_has_token(&headers, "Connection", "upgrade") {
+        return Err(HandshakeError::MissingConnectionUpgrade);
+    }
+    // RFC 6455 §4.2.1 item 6, §4.4: version 13, else 426 naming it.
+    if single(&headers, "Sec-WebSocket-Version")?.map(<[u8]>::trim_ascii) != Some(b"13") {
+        return Err(HandshakeError::UnsupportedVersion);
+    }
+    // RFC 6455 §4.2.1 item 5, §11.3.1: one key, base64 of 16 bytes.
+    let key = single(&headers, "Sec-WebSocket-Key")?.ok_or(HandshakeError::MissingKey)?.trim_ascii();
+    decode_key(key).ok_or(HandshakeError::InvalidKey)?;
+    let key = String::from_utf8_lossy(key).into_owned();
+    // RFC 6455 §4.2.1 item 8, §11.3.4: a list of tokens, possibly over several fields.
+    let mut protocols = Vec::new();
+    for value in values(&headers, "Sec-WebSocket-Protocol") {
+        for item in list_items(value) {
+            if !is_token(item) {
+                return Err(HandshakeError::InvalidProtocolHeader);
+            }
+            protocols.push(String::from_utf8_lossy(item).into_owned());
+        }
+    }
+    Ok(Request { target, headers, key, protocols })
+}

@@ -1,0 +1,24 @@
+//! # sabai
+//!
+//! The WebSocket protocol (RFC 6455), written from the RFC: a sans-IO core
+//! ([`Connection`], [`handshake`]) and, with the default `tokio` feature, an
+//! async layer ([`WebSocket`]) that moves its bytes.
+#![forbid(unsafe_code)]
+#![warn(missing_debug_implementations)]
+
+pub mod handshake;
+pub mod proto;
+
+pub use handshake::{Accept, HandshakeError, Reject, Request};
+pub use proto::{
+    CloseCode, CloseFrame, Config, Connection, Event, Message, MessageKind, ProtocolError, Role, SendError,
+    State,
+};
+
+#[cfg(feature = "tokio")]
+mod tokio;
+#[cfg(feature = "tokio")]
+pub use crate::tokio::{
+    accept, accept_with, client, connect, connect_with, Error, ReadHalf, TimeoutKind, WebSocket,
+    WebSocketConfig, WriteHalf,
+};

@@ -1,0 +1,383 @@
+//! [`Connection`]: the whole RFC 6455 protocol after the handshake, as a
+//! state machine with no I/O.
+//!
+//! Feed it what the transport delivered ([`Connection::receive`],
+//! [`Connection::receive_eof`]), ask it for events
+//! ([`Connection::poll_event`]), give it commands ([`Connection::send`],
+//! [`Connection::ping`], [`Connection::close`]) and write out what it wants
+//! to send ([`Connection::poll_transmit`]). Replies the protocol requires,
+//! Pongs and the Close echo, are queued by the connection itself.
+
+use bytes::{Bytes, BytesMut};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
+use super::config::{Config, Role};
+use super::error::{ProtocolError, SendError};
+use super::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
+use super::mask::apply_mask;
+use super::message::{Event, Message, MessageKind};
+use super::receive::{Incoming, Receiver};
+use super::utf8::Utf8Validator;
+
+/// Where a connection is in its life (RFC 6455 §7).
+///
+/// ```text
+///            close() sent                      peer's Close received
+///   Open ──────────────────────▶ CloseSent ───────────────────────────▶ Closed
+///    │  peer's Close received (echo queued)                               ▲
+///    ├────────────────────────────────────────────────────────────────────┤
+///    │  transport ended without a Close (1006)                            │
+///    ├────────────────────────────────────────────────────────────────────┘
+///    │  the peer broke a rule: Close with its code queued (§7.1.7)
+///    └──────────────────────────────────────────────────────────▶ Failed
+///    (CloseSent moves to Failed or Closed on the same inputs)
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Data flows both ways.
+    Open,
+    /// We sent a Close (RFC 6455 §7.1.2); no more frames go out. Incoming
+    /// messages are still delivered until the peer's Close arrives.
+    CloseSent,
+    /// Both Close frames are exchanged, or the transport ended. Nothing more
+    /// is read or sent. The server closes the transport first (§7.1.1); a
+    /// client waits a while for the server to do so.
+    Closed,
+    /// We failed the connection (§7.1.7): our Close is queued, input is
+    /// discarded, and the transport should be closed once the Close is out.
+    Failed,
+}
+
+/// An outgoing message being sent in fragments.
+#[derive(Clone, Copy, Debug)]
+struct OutgoingFragments {
+    kind: MessageKind,
+    utf8: Utf8Validator,
+}
+
+/// One WebSocket connection's protocol state, without I/O.
+///
+/// ```
+/// use sabai::{Config, Connection, Event, Message};
+///
+/// let mut client = Connection::client(Config::default(), [7; 32]);
+/// let mut server = Connection::server(Config::default());
+///
+/// client.send(Message::text("hello")).unwrap();
+/// while let Some(bytes) = client.poll_transmit() {
+///     server.receive(&bytes);
+/// }
+/// assert_eq!(server.poll_event(), Ok(Some(Event::Message(Message::text("hello")))));
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    state: State,
+    receiver: Receiver,
+    /// Encoded frames waiting for the transport.
+    transmit: BytesMut,
+    sending: Option<OutgoingFragments>,
+    /// Mask key source for a client (RFC 6455 §10.3); `None` for a server.
+    masks: Option<Box<StdRng>>,
+    peer_close: Option<CloseFrame>,
+}
+
+impl Connection {
+    /// A server-side connection: it expects masked frames and sends unmasked ones.
+    pub fn server(config: Config) -> Self {
+        Self::new(Role::Server, config, None)
+    }
+
+    /// A client-side connection. RFC 6455 §10.3 requires unpredictable mask
+    /// keys: `mask_seed` seeds a ChaCha CSPRNG and must itself come from a
+    /// cryptographic source (for example `rand::random()`). A fixed seed is
+    /// only for tests.
+    pub fn client(config: Config, mask_seed: [u8; 32]) -> Self {
+        Self::new(Role::Client, config, Some(Box::new(StdRng::from_seed(mask_seed))))
+    }
+
+    fn new(role: Role, config: Config, masks: Option<Box<StdRng>>) -> Self {
+        Connection {
+            role,
+            config,
+            state: State::Open,
+            receiver: Receiver::default(),
+            transmit: BytesMut::new(),
+            sending: None,
+            masks,
+            peer_close: None,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The Close frame the peer sent, once it has arrived.
+    pub fn peer_close(&self) -> Option<&CloseFrame> {
+        self.peer_close.as_ref()
+    }
+
+    // ----- input -----------------------------------------------------------
+
+    /// Hands the connection bytes read from the transport. Call
+    /// [`poll_event`](Self::poll_event) until it returns `Ok(None)` before
+    /// receiving more, so the buffer holds at most one frame.
+    pub fn receive(&mut self, data: &[u8]) {
+        if self.is_reading() {
+            self.receiver.buf.extend_from_slice(data);
+        }
+    }
+
+    /// The buffer [`receive`](Self::receive) appends to, for reading from the
+    /// transport without a copy. Only append to it.
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        &mut self.receiver.buf
+    }
+
+    /// Tells the connection the transport has no more bytes to give.
+    pub fn receive_eof(&mut self) {
+        self.receiver.eof = true;
+    }
+
+    /// Bytes received but not yet turned into events.
+    pub fn buffered_input(&self) -> usize {
+        self.receiver.buf.len()
+    }
+
+    /// The next event, or `Ok(None)` when more input is needed (or none will
+    /// be read any more: see [`state`](Self::state)).
+    ///
+    /// On `Err`, the connection has failed (RFC 6455 §7.1.7): the Close
+    /// frame with [`ProtocolError::close_code`] is queued for transmission
+    /// and further input is discarded. The exception is
+    /// [`ProtocolError::AbnormalClosure`]: the transport ended first, so
+    /// nothing is queued.
+    pub fn poll_event(&mut self) -> Result<Option<Event>, ProtocolError> {
+        if !self.is_reading() {
+            return Ok(None);
+        }
+        let incoming = match self.receiver.poll(self.role, &self.config) {
+            Ok(Some(incoming)) => incoming,
+            Ok(None) if self.receiver.eof => {
+                // RFC 6455 §7.1.5: the transport closed without a Close frame: 1006.
+                self.state = State::Closed;
+                self.receiver.discard();
+                return Err(ProtocolError::AbnormalClosure);
+            }
+            Ok(None) => return Ok(None),
+            Err(error) => return Err(self.fail(error)),
+        };
+        let event = match incoming {
+            Incoming::Message(message) => Event::Message(message),
+            Incoming::Control(OpCode::Ping, payload) => {
+                // RFC 6455 §5.5.2: answer a Ping with a Pong of the same
+                // payload, unless our Close went out already (§5.5.1).
+                if self.state == State::Open {
+                    self.encode_frame(true, OpCode::Pong, &payload);
+                }
+                Event::Ping(payload)
+            }
+            // RFC 6455 §5.5.3: an unsolicited Pong needs no response.
+            Incoming::Control(OpCode::Pong, payload) => Event::Pong(payload),
+            Incoming::Control(_, payload) => match CloseFrame::parse(&payload) {
+                Ok(frame) => self.on_peer_close(frame),
+                Err(error) => return Err(self.fail(error)),
+            },
+        };
+        Ok(Some(event))
+    }
+
+    fn on_peer_close(&mut self, frame: Option<CloseFrame>) -> Event {
+        if self.state == State::Open {
+            // RFC 6455 §5.5.1: reply with a Close, echoing the status code.
+            let payload = frame.as_ref().map(|f| f.code.0.to_be_bytes());
+            self.encode_frame(true, OpCode::Close, payload.as_ref().map_or(&[][..], |p| &p[..]));
+        }
+        // RFC 6455 §1.4: after the Close handshake, further data is discarded.
+        self.state = State::Closed;
+        self.receiver.discard();
+        self.sending = None;
+        self.peer_close = frame.clone();
+        Event::Close(frame)
+    }
+
+    /// RFC 6455 §7.1.7: _Fail the WebSocket Connection_: send a Close with
+    /// the error's code (unless ours already went out) and stop reading.
+    fn fail(&mut self, error: ProtocolError) -> ProtocolError {
+        if self.state == State::Open {
+            let reason = error.to_string();
+            self.encode_close(error.close_code(), truncate_utf8(&reason, MAX_CLOSE_REASON));
+        }
+        self.state = State::Failed;
+        self.receiver.discard();
+        self.sending = None;
+        error
+    }
+
+    fn is_reading(&self) -> bool {
+        matches!(self.state, State::Open | State::CloseSent)
+    }
+
+    // ----- commands --------------------------------------------------------
+
+    /// Queues a whole message, split into frames of at most
+    /// [`Config::max_send_frame_size`] bytes if that is set.
+    pub fn send(&mut self, message: Message) -> Result<(), SendError> {
+        self.check_open()?;
+        if self.sending.is_some() {
+            // RFC 6455 §5.4: another message's frames may not be interleaved.
+            return Err(SendError::FragmentedMessageInProgress);
+        }
+        let opcode = match message.kind() {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        };
+        let data = message.as_bytes();
+        let max = self.config.max_send_frame_size.unwrap_or(usize::MAX).max(1);
+        if data.len() <= max {
+            self.encode_frame(true, opcode, data);
+            return Ok(());
+        }
+        // RFC 6455 §5.4: the first fragment carries the opcode, the rest are
+        // continuations, and only the last has FIN.
+        let mut chunks = data.chunks(max).peekable();
+        let mut frame_opcode = opcode;
+        while let Some(chunk) = chunks.next() {
+            self.encode_frame(chunks.peek().is_none(), frame_opcode, chunk);
+            frame_opcode = OpCode::Continuation;
+        }
+        Ok(())
+    }
+
+    /// Queues one fragment of a message (RFC 6455 §5.4). The first call
+    /// starts a message of type `kind`; later calls continue it; `fin` ends
+    /// it. Text fragments may split a character, but the whole must be UTF-8.
+    /// Control frames may be sent between fragments; other messages may not.
+    pub fn send_fragment(&mut self, kind: MessageKind, data: &[u8], fin: bool) -> Result<(), SendError> {
+        self.check_open()?;
+        let (opcode, mut outgoing) = match self.sending {
+            None => {
+                let opcode = if kind == MessageKind::Text { OpCode::Text } else { OpCode::Binary };
+                (opcode, OutgoingFragments { kind, utf8: Utf8Validator::new() })
+            }
+            Some(outgoing) if outgoing.kind == kind => (OpCode::Continuation, outgoing),
+            Some(_) => return Err(SendError::FragmentedMessageInProgress),
+        };
+        if kind == MessageKind::Text {
+            // RFC 6455 §5.6: text is UTF-8, so refuse what the peer must reject.
+            let checked = if fin { outgoing.utf8.finish(data) } else { outgoing.utf8.feed(data) };
+            checked.map_err(|_| SendError::InvalidUtf8)?;
+        }
+        self.encode_frame(fin, opcode, data);
+        self.sending = if fin { None } else { Some(outgoing) };
+        Ok(())
+    }
+
+    /// Queues a Ping (RFC 6455 §5.5.2); the payload is at most 125 bytes.
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Ping, payload)
+    }
+
+    /// Queues an unsolicited Pong, a one-way heartbeat (RFC 6455 §5.5.3).
+    pub fn pong(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Pong, payload)
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        self.check_open()?;
+        // RFC 6455 §5.5: control frame payloads are at most 125 bytes.
+        if payload.len() > 125 {
+            return Err(SendError::ControlPayloadTooLong(payload.len()));
+        }
+        self.encode_frame(true, opcode, payload);
+        Ok(())
+    }
+
+    /// Starts the closing handshake (RFC 6455 §7.1.2): queues a Close frame;
+    /// after it, nothing else is sent.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        self.check_open()?;
+        // RFC 6455 §7.4: only codes valid on the wire may be sent.
+        if !code.is_valid() {
+            return Err(SendError::InvalidCloseCode(code.0));
+        }
+        // RFC 6455 §5.5: the 2-byte code plus the reason fit in 125 bytes.
+        if reason.len() > MAX_CLOSE_REASON {
+            return Err(SendError::CloseReasonTooLong(reason.len()));
+        }
+        self.encode_close(code, reason);
+        self.state = State::CloseSent;
+        self.sending = None;
+        Ok(())
+    }
+
+    /// RFC 6455 §5.5.1: after sending a Close, an endpoint sends no more frames.
+    fn check_open(&self) -> Result<(), SendError> {
+        if self.state == State::Open {
+            Ok(())
+        } else {
+            Err(SendError::Closed)
+        }
+    }
+
+    // ----- output ----------------------------------------------------------
+
+    /// Takes the bytes waiting to be written to the transport, if any.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        if self.transmit.is_empty() {
+            None
+        } else {
+            Some(self.transmit.split().freeze())
+        }
+    }
+
+    /// How many bytes wait to be written.
+    pub fn pending_transmit(&self) -> usize {
+        self.transmit.len()
+    }
+
+    fn encode_close(&mut self, code: CloseCode, reason: &str) {
+        let mut payload = [0u8; 125];
+        payload[..2].copy_from_slice(&code.0.to_be_bytes());
+        payload[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
+        self.encode_frame(true, OpCode::Close, &payload[..2 + reason.len()]);
+    }
+
+    fn encode_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
+        // RFC 6455 §5.3: a client masks every frame with a fresh key from a
+        // strong source of entropy (§10.3); a server never masks.
+        let mask = self.masks.as_mut().map(|rng| rng.next_u32().to_ne_bytes());
+        let header = FrameHeader { fin, rsv: 0, opcode, mask, len: payload.len() as u64 };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let head_len = header.encode(&mut head);
+        self.transmit.reserve(head_len + payload.len());
+        self.transmit.extend_from_slice(&head[..head_len]);
+        let start = self.transmit.len();
+        self.transmit.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut self.transmit[start..], key);
+        }
+    }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a
+/// character boundary.
+fn truncate_utf8(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

@@ -1,0 +1,249 @@
+//! Frame headers: the first 2 to 14 bytes of every frame (RFC 6455 §5.2).
+//!
+//! ```text
+//!  0                   1                   2                   3
+//!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//! +-+-+-+-+-------+-+-------------+-------------------------------+
+//! |F|R|R|R| opcode|M| Payload len |    Extended payload length    |
+//! |I|S|S|S|  (4)  |A|     (7)     |             (16/64)           |
+//! |N|V|V|V|       |S|             |   (if payload len==126/127)   |
+//! | |1|2|3|       |K|             |                               |
+//! +-+-+-+-+-------+-+-------------+ - - - - - - - - - - - - - - - +
+//! |     Extended payload length continued, if payload len == 127  |
+//! + - - - - - - - - - - - - - - - +-------------------------------+
+//! |                               |Masking-key, if MASK set to 1  |
+//! +-------------------------------+-------------------------------+
+//! ```
+//!
+//! This module only knows the wire format. Rules that depend on the role or on
+//! what came before (masking direction, RSV bits, fragmentation, limits) are
+//! checked by [`Connection`](super::Connection).
+
+use super::error::ProtocolError;
+
+/// The longest header: 2 bytes, a 64-bit length and a masking key.
+pub const MAX_HEADER_LEN: usize = 14;
+
+/// A frame's opcode (RFC 6455 §5.2). Reserved opcodes have no variant: a
+/// frame carrying one is rejected by [`FrameHeader::parse`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpCode {
+    Continuation = 0x0,
+    Text = 0x1,
+    Binary = 0x2,
+    Close = 0x8,
+    Ping = 0x9,
+    Pong = 0xA,
+}
+
+impl OpCode {
+    /// The opcode for a 4-bit value, or `None` for the reserved values
+    /// 0x3–0x7 and 0xB–0xF.
+    pub fn from_u8(value: u8) -> Option<OpCode> {
+        Some(match value {
+            0x0 => OpCode::Continuation,
+            0x1 => OpCode::Text,
+            0x2 => OpCode::Binary,
+            0x8 => OpCode::Close,
+            0x9 => OpCode::Ping,
+            0xA => OpCode::Pong,
+            _ => return None,
+        })
+    }
+
+    /// RFC 6455 §5.5: control frames have opcodes whose high bit is set.
+    pub fn is_control(self) -> bool {
+        (self as u8) & 0x8 != 0
+    }
+}
+
+/// A parsed frame header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// FIN: this is the final fragment of a message.
+    pub fin: bool,
+    /// RSV1, RSV2 and RSV3 as the low three bits (RSV1 = 0b100).
+    pub rsv: u8,
+    pub opcode: OpCode,
+    /// The masking key, present exactly when the MASK bit is set.
+    pub mask: Option<[u8; 4]>,
+    /// Payload length in bytes.
+    pub len: u64,
+}
+
+impl FrameHeader {
+    /// Parses a header from the start of `buf`.
+    ///
+    /// Returns `Ok(None)` when `buf` does not yet hold the whole header
+    /// (partial input is not an error), or the header and its length in bytes.
+    pub fn parse(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
+        let [b0, b1, ..] = *buf else {
+            return Ok(None);
+        };
+        // RFC 6455 §5.2: reserved opcodes MUST fail the connection.
+        let opcode = OpCode::from_u8(b0 & 0x0F).ok_or(ProtocolError::ReservedOpcode(b0 & 0x0F))?;
+        let masked = b1 & 0x80 != 0;
+        let (len, len_bytes) = match b1 & 0x7F {
+            126 => {
+                let Some(ext) = buf.get(2..4) else {
+                    return Ok(None);
+                };
+                let len = u16::from_be_bytes([ext[0], ext[1]]) as u64;
+                // RFC 6455 §5.2: "the minimal number of bytes MUST be used to
+                // encode the length". We reject violations (see SPEC_NOTES.md).
+                if len < 126 {
+                    return Err(ProtocolError::NonMinimalLength);
+                }
+                (len, 2)
+            }
+            127 => {
+                let Some(ext) = buf.get(2..10) else {
+                    return Ok(None);
+                };
+                let mut be = [0u8; 8];
+                be.copy_from_slice(ext);
+                let len = u64::from_be_bytes(be);
+                // RFC 6455 §5.2: the most significant bit of a 64-bit length MUST be 0.
+                if len >> 63 != 0 {
+                    return Err(ProtocolError::LengthMsbSet);
+                }
+                if len <= u16::MAX as u64 {
+                    return Err(ProtocolError::NonMinimalLength);
+                }
+                (len, 8)
+            }
+            short => (short as u64, 0),
+        };
+        let mask_at = 2 + len_bytes;
+        let (mask, header_len) = if masked {
+            let Some(key) = buf.get(mask_at..mask_at + 4) else {
+                return Ok(None);
+            };
+            (Some([key[0], key[1], key[2], key[3]]), mask_at + 4)
+        } else {
+            (None, mask_at)
+        };
+        let header = FrameHeader { fin: b0 & 0x80 != 0, rsv: (b0 >> 4) & 0x7, opcode, mask, len };
+        Ok(Some((header, header_len)))
+    }
+
+    /// Writes the header into `out` and returns how many bytes it took,
+    /// always using the minimal length encoding (RFC 6455 §5.2).
+    pub fn encode(&self, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
+        out[0] = (u8::from(self.fin) << 7) | ((self.rsv & 0x7) << 4) | self.opcode as u8;
+        let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
+        let mut at = if self.len < 126 {
+            out[1] = mask_bit | self.len as u8;
+            2
+        } else if self.len <= u16::MAX as u64 {
+            out[1] = mask_bit | 126;
+            out[2..4].copy_from_slice(&(self.len as u16).to_be_bytes());
+            4
+        } else {
+            out[1] = mask_bit | 127;
+            out[2..10].copy_from_slice(&self.len.to_be_bytes());
+            10
+        };
+        if let Some(key) = self.mask {
+            out[at..at + 4].copy_from_slice(&key);
+            at += 4;
+        }
+        at
+    }
+
+    /// The header's size on the wire.
+    pub fn encoded_len(&self) -> usize {
+        let ext = match self.len {
+            0..=125 => 0,
+            126..=0xFFFF => 2,
+            _ => 8,
+        };
+        2 + ext + if self.mask.is_some() { 4 } else { 0 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(opcode: OpCode, len: u64, mask: Option<[u8; 4]>) -> FrameHeader {
+        FrameHeader { fin: true, rsv: 0, opcode, mask, len }
+    }
+
+    fn round_trip(h: FrameHeader) {
+        let mut out = [0u8; MAX_HEADER_LEN];
+        let n = h.encode(&mut out);
+        assert_eq!(n, h.encoded_len());
+        assert_eq!(FrameHeader::parse(&out[..n]).unwrap(), Some((h, n)));
+        // Every strict prefix is "need more input", never an error.
+        for cut in 0..n {
+            assert_eq!(FrameHeader::parse(&out[..cut]).unwrap(), None, "prefix {cut}");
+        }
+    }
+
+    #[test]
+    fn round_trips_each_length_encoding() {
+        for len in [0, 1, 125, 126, 127, 0xFFFF, 0x1_0000, (1 << 63) - 1] {
+            round_trip(header(OpCode::Binary, len, None));
+            round_trip(header(OpCode::Text, len, Some([1, 2, 3, 4])));
+        }
+    }
+
+    #[test]
+    fn rfc_example_unmasked_hello() {
+        // RFC 6455 §5.7: a single-frame unmasked text message "Hello".
+        let bytes = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
+        let (h, n) = FrameHeader::parse(&bytes).unwrap().unwrap();
+        assert_eq!((n, h), (2, header(OpCode::Text, 5, None)));
+    }
+
+    #[test]
+    fn rfc_example_masked_hello() {
+        // RFC 6455 §5.7: a single-frame masked text message "Hello".
+        let bytes = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let (h, n) = FrameHeader::parse(&bytes).unwrap().unwrap();
+        assert_eq!((n, h), (6, header(OpCode::Text, 5, Some([0x37, 0xfa, 0x21, 0x3d]))));
+    }
+
+    #[test]
+    fn rejects_reserved_opcodes() {
+        for op in (0x3..=0x7).chain(0xB..=0xF) {
+            assert_eq!(FrameHeader::parse(&[0x80 | op, 0]), Err(ProtocolError::ReservedOpcode(op)));
+        }
+    }
+
+    #[test]
+    fn rejects_64_bit_length_with_msb_set() {
+        let mut bytes = vec![0x82, 127];
+        bytes.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(FrameHeader::parse(&bytes), Err(ProtocolError::LengthMsbSet));
+        bytes[2] = 0x80;
+        bytes[3..10].fill(0);
+        assert_eq!(FrameHeader::parse(&bytes), Err(ProtocolError::LengthMsbSet));
+    }
+
+    #[test]
+    fn rejects_non_minimal_lengths() {
+        assert_eq!(FrameHeader::parse(&[0x82, 126, 0, 125]), Err(ProtocolError::NonMinimalLength));
+        let mut bytes = vec![0x82, 127];
+        bytes.extend_from_slice(&0xFFFFu64.to_be_bytes());
+        assert_eq!(FrameHeader::parse(&bytes), Err(ProtocolError::NonMinimalLength));
+    }
+
+    #[test]
+    fn reads_fin_and_rsv_bits() {
+        let (h, _) = FrameHeader::parse(&[0x70 | 0x1, 0]).unwrap().unwrap();
+        assert!(!h.fin);
+        assert_eq!(h.rsv, 0b111);
+        let (h, _) = FrameHeader::parse(&[0xC0 | 0x1, 0]).unwrap().unwrap();
+        assert!(h.fin);
+        assert_eq!(h.rsv, 0b100);
+    }
+
+    #[test]
+    fn control_opcodes_are_the_high_ones() {
+        assert!(OpCode::Close.is_control() && OpCode::Ping.is_control() && OpCode::Pong.is_control());
+        assert!(!OpCode::Text.is_control() && !OpCode::Binary.is_control());
+        assert!(!OpCode::Continuation.is_control());
+    }
+}

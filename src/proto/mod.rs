@@ -1,0 +1,21 @@
+//! The WebSocket protocol after the handshake (RFC 6455 §5–§8), sans-IO:
+//! bytes in, events out, bytes to send out. No I/O, clock or OS randomness.
+
+mod close;
+mod config;
+mod connection;
+mod error;
+mod frame;
+mod mask;
+mod message;
+mod receive;
+mod utf8;
+
+pub use close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
+pub use config::{Config, Role, DEFAULT_MAX_MESSAGE_SIZE};
+pub use connection::{Connection, State};
+pub use error::{ProtocolError, SendError};
+pub use frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
+pub use mask::{apply_mask, apply_mask_at};
+pub use message::{Event, Message, MessageKind};
+pub use utf8::{Utf8Error, Utf8Validator};

@@ -1,0 +1,221 @@
+//! The receiving half of a connection: bytes in, frames checked, messages out.
+//!
+//! Work happens on demand, in [`Receiver::poll`]: every call parses as many
+//! complete frames as it needs from the buffer. Payload that has arrived but
+//! is not yet a whole frame is unmasked in place and, for text, validated
+//! right away, so invalid UTF-8 fails the connection in the read where it
+//! arrives (RFC 6455 §8.1, Autobahn 6.4.x). Results do not depend on how the
+//! bytes were chunked.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::config::{Config, Role};
+use super::error::ProtocolError;
+use super::frame::{FrameHeader, OpCode};
+use super::mask::apply_mask_at;
+use super::message::{Message, MessageKind};
+use super::utf8::Utf8Validator;
+
+/// A complete unit the connection must act on.
+#[derive(Debug)]
+pub(super) enum Incoming {
+    Message(Message),
+    /// A Close, Ping or Pong frame and its (unmasked) payload.
+    Control(OpCode, Bytes),
+}
+
+/// A frame whose header has been parsed and whose payload is arriving.
+#[derive(Clone, Copy, Debug)]
+struct PartialFrame {
+    header: FrameHeader,
+    /// Payload bytes at the front of the buffer already unmasked (and validated).
+    done: usize,
+}
+
+/// A fragmented message being put together (RFC 6455 §5.4).
+#[derive(Debug)]
+struct Assembly {
+    kind: MessageKind,
+    data: BytesMut,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Receiver {
+    /// Received bytes not yet consumed. While `frame` is set, it starts with
+    /// that frame's payload.
+    pub(super) buf: BytesMut,
+    frame: Option<PartialFrame>,
+    assembly: Option<Assembly>,
+    /// Validates the text message currently arriving.
+    utf8: Utf8Validator,
+    /// The transport has ended: no more bytes will come.
+    pub(super) eof: bool,
+}
+
+impl Receiver {
+    /// Produces the next complete message or control frame, `None` when more
+    /// input is needed.
+    pub(super) fn poll(&mut self, role: Role, config: &Config) -> Result<Option<Incoming>, ProtocolError> {
+        loop {
+            let frame = match self.frame {
+                Some(frame) => frame,
+                None => {
+                    let Some((header, header_len)) = FrameHeader::parse(&self.buf)? else {
+                        return Ok(None);
+                    };
+                    self.check_header(&header, role, config)?;
+                    self.buf.advance(header_len);
+                    if header.opcode == OpCode::Text {
+                        self.utf8.reset();
+                    }
+                    let frame = PartialFrame { header, done: 0 };
+                    self.frame = Some(frame);
+                    frame
+                }
+            };
+            // `check_header` bounded the length by `max_frame_size`, a usize.
+            let len = frame.header.len as usize;
+            if self.buf.len() < len {
+                self.process_partial(frame)?;
+                return Ok(None);
+            }
+            self.frame = None;
+            let mut payload = self.buf.split_to(len);
+            if let Some(key) = frame.header.mask {
+                apply_mask_at(&mut payload[frame.done..], key, frame.done);
+            }
+            if let Some(incoming) = self.complete_frame(frame, payload)? {
+                return Ok(Some(incoming));
+            }
+        }
+    }
+
+    /// The per-frame rules that do not need the payload. Checked before any
+    /// payload is buffered, so an oversized frame is refused on its header.
+    fn check_header(&self, h: &FrameHeader, role: Role, config: &Config) -> Result<(), ProtocolError> {
+        // RFC 6455 §5.2: RSV bits MUST be 0 unless an extension defines them.
+        if h.rsv != 0 {
+            return Err(ProtocolError::ReservedBits(h.rsv));
+        }
+        if h.opcode.is_control() {
+            // RFC 6455 §5.5: control frames MUST NOT be fragmented.
+            if !h.fin {
+                return Err(ProtocolError::FragmentedControlFrame);
+            }
+            // RFC 6455 §5.5: control frame payloads are at most 125 bytes.
+            if h.len > 125 {
+                return Err(ProtocolError::ControlFrameTooLong(h.len));
+            }
+        }
+        // RFC 6455 §5.1: clients MUST mask, servers MUST NOT; the receiver
+        // MUST close the connection otherwise.
+        match (role, h.mask) {
+            (Role::Server, None) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, Some(_)) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        // RFC 6455 §10.4: limits on frame and message size.
+        if h.len > config.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooLarge { len: h.len, max: config.max_frame_size });
+        }
+        let so_far = match (h.opcode, &self.assembly) {
+            // RFC 6455 §5.4: a continuation frame needs a message to continue.
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Continuation, Some(assembly)) => assembly.data.len() as u64,
+            // RFC 6455 §5.4: fragments of one message MUST NOT be interleaved
+            // with another message's data frames.
+            (OpCode::Text | OpCode::Binary, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+            (OpCode::Text | OpCode::Binary, None) => 0,
+            _ => return Ok(()),
+        };
+        if so_far + h.len > config.max_message_size as u64 {
+            return Err(ProtocolError::MessageTooLarge { len: so_far + h.len, max: config.max_message_size });
+        }
+        Ok(())
+    }
+
+    /// Whether this frame's payload is text to validate as it arrives.
+    fn is_text(&self, header: &FrameHeader) -> bool {
+        match header.opcode {
+            OpCode::Text => true,
+            OpCode::Continuation => matches!(&self.assembly, Some(a) if a.kind == MessageKind::Text),
+            _ => false,
+        }
+    }
+
+    /// Unmasks and validates the part of an incomplete payload that has
+    /// arrived, so bad UTF-8 fails now rather than when the frame ends.
+    fn process_partial(&mut self, frame: PartialFrame) -> Result<(), ProtocolError> {
+        let arrived = self.buf.len();
+        if arrived == frame.done {
+            return Ok(());
+        }
+        let new = &mut self.buf[frame.done..arrived];
+        if let Some(key) = frame.header.mask {
+            apply_mask_at(new, key, frame.done);
+        }
+        if self.is_text(&frame.header) {
+            // RFC 6455 §8.1: invalid UTF-8 fails the connection (1007).
+            self.utf8.feed(&self.buf[frame.done..arrived]).map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        self.frame = Some(PartialFrame { done: arrived, ..frame });
+        Ok(())
+    }
+
+    /// Acts on a whole, unmasked frame: returns a message or control frame,
+    /// or `None` for a fragment that does not end its message.
+    fn complete_frame(
+        &mut self,
+        frame: PartialFrame,
+        payload: BytesMut,
+    ) -> Result<Option<Incoming>, ProtocolError> {
+        let FrameHeader { fin, opcode, .. } = frame.header;
+        if opcode.is_control() {
+            return Ok(Some(Incoming::Control(opcode, payload.freeze())));
+        }
+        let is_text = self.is_text(&frame.header);
+        if opcode == OpCode::Text && fin && frame.done == 0 {
+            // A whole text message in one go: the String conversion is its
+            // only validation pass.
+            return text_message(payload).map(Some);
+        }
+        if is_text {
+            let rest = &payload[frame.done..];
+            let checked = if fin { self.utf8.finish(rest) } else { self.utf8.feed(rest) };
+            checked.map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        let data = match (opcode, self.assembly.take()) {
+            (OpCode::Continuation, Some(mut assembly)) => {
+                assembly.data.extend_from_slice(&payload);
+                if !fin {
+                    self.assembly = Some(assembly);
+                    return Ok(None);
+                }
+                assembly.data
+            }
+            _ if !fin => {
+                let kind = if is_text { MessageKind::Text } else { MessageKind::Binary };
+                self.assembly = Some(Assembly { kind, data: payload });
+                return Ok(None);
+            }
+            _ => payload,
+        };
+        if is_text {
+            text_message(data).map(Some)
+        } else {
+            Ok(Some(Incoming::Message(Message::Binary(data.freeze()))))
+        }
+    }
+
+    /// Drops everything buffered: after a Close or a failure, further input
+    /// is discarded (RFC 6455 §1.4, §7.1.7).
+    pub(super) fn discard(&mut self) {
+        *self = Receiver { eof: self.eof, ..Receiver::default() };
+    }
+}
+
+fn text_message(data: BytesMut) -> Result<Incoming, ProtocolError> {
+    String::from_utf8(Vec::from(data))
+        .map(|text| Incoming::Message(Message::Text(text)))
+        .map_err(|_| ProtocolError::InvalidUtf8)
+}

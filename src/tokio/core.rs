@@ -1,0 +1,289 @@
+//! The engine that moves a [`Connection`]'s bytes over an async transport.
+//!
+//! Everything is a `poll_*` function on [`Core`], whose state lives in the
+//! struct and never in a future, so every public async method built on it
+//! is cancel-safe: dropping one loses no bytes and no events. The whole
+//! [`WebSocket`](super::WebSocket) and the split halves both drive a `Core`.
+//!
+//! Writes are batched: receiving never waits on a write. Before it waits for
+//! input, `poll_recv_event` pushes out what is queued (Pongs, deferred
+//! sends) as far as the socket takes it, and waits for the socket only when
+//! more than [`FLUSH_THRESHOLD`] bytes are stuck (backpressure).
+
+use std::future::Future;
+use std::io;
+use std::pin::{pin, Pin};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::time::{sleep, Sleep};
+
+use super::error::{Error, TimeoutKind};
+use crate::proto::{Connection, Event, Role, SendError, State};
+
+/// Output held back while more input is buffered, before `send` writes.
+pub(crate) const FLUSH_THRESHOLD: usize = 64 * 1024;
+/// Smallest free space worth a read syscall, and how much to add below it.
+const READ_MIN: usize = 4 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Reading side of a transport.
+pub(crate) trait ReadIo {
+    fn poll_read_buf(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>>;
+}
+
+/// Writing side of a transport.
+pub(crate) trait WriteIo {
+    fn poll_write(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>>;
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+/// Reads into the spare capacity of `buf` without zero-filling it.
+pub(crate) fn poll_read_into<R: AsyncRead + Unpin>(
+    io: &mut R,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_MIN {
+        buf.reserve(READ_CHUNK);
+    }
+    // tokio's read_buf future does the uninitialised-memory bookkeeping; one
+    // poll of it is one poll_read, and dropping it after Pending loses nothing.
+    pin!(io.read_buf(buf)).poll(cx)
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ReadIo for S {
+    fn poll_read_buf(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        poll_read_into(self, cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WriteIo for S {
+    fn poll_write(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(self).poll_write(cx, data)
+    }
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self).poll_flush(cx)
+    }
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self).poll_shutdown(cx)
+    }
+}
+
+/// The transport's life, beside the protocol state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Frames flow (the protocol may be `Open` or `CloseSent`).
+    Open,
+    /// The protocol is done; the transport is being closed, step by step.
+    Closing(Step),
+    /// Nothing more will happen.
+    Done,
+}
+
+/// Closing the transport (RFC 6455 §7.1.1): the server closes TCP first; a
+/// client waits for the server to do it. Every step is bounded by the close
+/// deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Write out what is queued (our Close frame).
+    Flush,
+    /// Shut down our sending direction (TCP FIN).
+    Shutdown,
+    /// Read and discard until the peer closes its direction, so closing the
+    /// socket does not turn into a reset that could destroy our Close frame
+    /// in flight.
+    AwaitEof,
+}
+
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) conn: Connection,
+    /// Bytes taken from the connection, not yet fully written.
+    writing: Bytes,
+    phase: Phase,
+    /// The peer ended its direction of the transport.
+    eof: bool,
+    close_timeout: Duration,
+    /// Bounds the closing handshake, armed when it starts.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// What `recv` reports once the transport is closed.
+    outcome: Option<Error>,
+}
+
+impl Core {
+    pub(crate) fn new(conn: Connection, close_timeout: Duration) -> Self {
+        Core {
+            conn,
+            writing: Bytes::new(),
+            phase: Phase::Open,
+            eof: false,
+            close_timeout,
+            deadline: None,
+            outcome: None,
+        }
+    }
+
+    /// Bytes queued for the transport.
+    pub(crate) fn pending_output(&self) -> usize {
+        self.writing.len() + self.conn.pending_transmit()
+    }
+
+    /// Sending on a transport that is gone fails like sending after Close.
+    pub(crate) fn check_sendable(&self) -> Result<(), Error> {
+        match self.phase {
+            Phase::Open => Ok(()),
+            _ => Err(Error::Send(SendError::Closed)),
+        }
+    }
+
+    /// Writes everything queued and flushes the transport.
+    pub(crate) fn poll_write_out(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut impl WriteIo,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if self.writing.is_empty() {
+                match self.conn.poll_transmit() {
+                    Some(bytes) => self.writing = bytes,
+                    None => break,
+                }
+            }
+            let n = ready!(io.poll_write(cx, &self.writing))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.writing.advance(n);
+        }
+        // Drop our reference so the connection can reuse its buffer.
+        self.writing = Bytes::new();
+        io.poll_flush(cx)
+    }
+
+    /// The next event from the peer; `Ok(None)` once the connection is over
+    /// and the transport closed (with the close timeout as the bound).
+    pub(crate) fn poll_recv_event(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut (impl ReadIo + WriteIo),
+    ) -> Poll<Result<Option<Event>, Error>> {
+        loop {
+            match self.phase {
+                Phase::Open => {}
+                Phase::Closing(_) => {
+                    ready!(self.poll_close_transport(cx, io));
+                    self.phase = Phase::Done;
+                    return Poll::Ready(self.outcome.take().map_or(Ok(None), Err));
+                }
+                Phase::Done => return Poll::Ready(Ok(None)),
+            }
+            match self.conn.poll_event() {
+                Ok(Some(event)) => {
+                    self.after_protocol_step();
+                    return Poll::Ready(Ok(Some(event)));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    self.outcome = Some(Error::Protocol(error));
+                    self.after_protocol_step();
+                    continue;
+                }
+            }
+            // Waiting for the peer's Close is bounded (RFC 6455 §7.1.1 leaves
+            // the time to us).
+            self.after_protocol_step();
+            if self.deadline_passed(cx) {
+                self.outcome = Some(Error::Timeout(TimeoutKind::Close));
+                self.phase = Phase::Closing(Step::Shutdown);
+                continue;
+            }
+            // About to wait for input: push out what is queued first.
+            match self.poll_write_out(cx, io) {
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.io_failed(e))),
+                Poll::Pending if self.pending_output() > FLUSH_THRESHOLD => return Poll::Pending,
+                _ => {}
+            }
+            match ready!(io.poll_read_buf(cx, self.conn.read_buffer())) {
+                Ok(0) => {
+                    self.eof = true;
+                    self.conn.receive_eof();
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(self.io_failed(e))),
+            }
+        }
+    }
+
+    /// Moves the transport along after the protocol state may have changed:
+    /// arms the close deadline, and starts closing once the protocol is done.
+    pub(crate) fn after_protocol_step(&mut self) {
+        let state = self.conn.state();
+        if state != State::Open && self.deadline.is_none() {
+            self.deadline = Some(Box::pin(sleep(self.close_timeout)));
+        }
+        if self.phase == Phase::Open && matches!(state, State::Closed | State::Failed) {
+            self.phase = Phase::Closing(Step::Flush);
+        }
+    }
+
+    fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready())
+    }
+
+    fn io_failed(&mut self, error: io::Error) -> Error {
+        self.phase = Phase::Done;
+        self.writing = Bytes::new();
+        Error::Io(error)
+    }
+
+    /// Runs the closing steps; errors only end them early (the connection is
+    /// over either way).
+    fn poll_close_transport(&mut self, cx: &mut Context<'_>, io: &mut (impl ReadIo + WriteIo)) -> Poll<()> {
+        let client_waits = self.conn.role() == Role::Client && self.conn.state() == State::Closed;
+        while let Phase::Closing(step) = self.phase {
+            if self.deadline_passed(cx) {
+                break;
+            }
+            let next = match step {
+                Step::Flush => match ready!(self.poll_write_out(cx, io)) {
+                    Ok(()) if client_waits && !self.eof => Some(Step::AwaitEof),
+                    Ok(()) => Some(Step::Shutdown),
+                    Err(_) => None,
+                },
+                Step::Shutdown => match ready!(io.poll_shutdown(cx)) {
+                    Ok(()) if !self.eof => Some(Step::AwaitEof),
+                    _ => None,
+                },
+                Step::AwaitEof => {
+                    let buf = self.conn.read_buffer();
+                    let read = ready!(io.poll_read_buf(cx, buf));
+                    buf.clear();
+                    match read {
+                        Ok(0) => {
+                            self.eof = true;
+                            // The client shuts down after the server's EOF.
+                            if client_waits {
+                                Some(Step::Shutdown)
+                            } else {
+                                None
+                            }
+                        }
+                        Ok(_) => Some(Step::AwaitEof),
+                        Err(_) => None,
+                    }
+                }
+            };
+            match next {
+                Some(step) => self.phase = Phase::Closing(step),
+                None => break,
+            }
+        }
+        self.phase = Phase::Done;
+        self.writing = Bytes::new();
+        Poll::Ready(())
+    }
+}

@@ -1,0 +1,290 @@
+//! The opening handshake over an async transport: `accept` on the server,
+//! `connect` and `client` on the client.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use super::core::poll_read_into;
+use super::error::{Error, TimeoutKind};
+use super::{WebSocket, WebSocketConfig};
+use crate::handshake::{
+    Accept, ClientHandshake, ClientRequest, HandshakeError, Reject, Request, Response, ServerHandshake,
+};
+use crate::proto::Connection;
+
+/// Accepts a WebSocket on `stream` with the default configuration, any
+/// path, any Origin and no subprotocol.
+///
+/// Cancel safety: not cancel-safe (a half-done handshake is lost with the
+/// stream); it has its own time limit.
+pub async fn accept<S>(stream: S) -> Result<WebSocket<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    accept_with(stream, &WebSocketConfig::default(), |_| Ok(Accept::new())).await
+}
+
+/// Accepts a WebSocket on `stream`, letting `hook` inspect the request
+/// (path, query, Origin, headers) and accept it, with a subprotocol, or
+/// reject it with an HTTP status.
+///
+/// ```no_run
+/// use sabai::handshake::{Accept, Reject};
+///
+/// # async fn demo(stream: tokio::net::TcpStream) -> Result<(), sabai::Error> {
+/// let config = sabai::WebSocketConfig::default();
+/// let ws = sabai::accept_with(stream, &config, |request| {
+///     if request.origin() != Some("https://example.com") {
+///         return Err(Reject::forbidden().body("unknown origin"));
+///     }
+///     match request.protocols().iter().find(|p| *p == "chat.v1") {
+///         Some(p) => Ok(Accept::new().protocol(p.as_str())),
+///         None => Ok(Accept::new()),
+///     }
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+///
+/// A bad request gets its HTTP error (400, 405, 426, 431), a rejection the
+/// hook's response, and both return [`Error::Handshake`]. The whole
+/// handshake must finish within
+/// [`WebSocketConfig::handshake_timeout`].
+///
+/// Cancel safety: not cancel-safe.
+pub async fn accept_with<S, F>(stream: S, config: &WebSocketConfig, hook: F) -> Result<WebSocket<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&Request) -> Result<Accept, Reject>,
+{
+    timeout(config.handshake_timeout, server_handshake(stream, config, hook))
+        .await
+        .unwrap_or(Err(Error::Timeout(TimeoutKind::Handshake)))
+}
+
+async fn server_handshake<S, F>(
+    mut stream: S,
+    config: &WebSocketConfig,
+    hook: F,
+) -> Result<WebSocket<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&Request) -> Result<Accept, Reject>,
+{
+    let mut handshake = ServerHandshake::new(config.handshake.clone());
+    let mut buf = BytesMut::new();
+    let parsed = loop {
+        match handshake.parse(&buf) {
+            Ok(Some(parsed)) => break parsed,
+            Ok(None) => {}
+            Err(error) => return Err(refuse(&mut stream, error.response(), error).await),
+        }
+        if std::future::poll_fn(|cx| poll_read_into(&mut stream, cx, &mut buf)).await? == 0 {
+            return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    };
+    let (request, head_len) = parsed;
+    let accept = match hook(&request) {
+        Ok(accept) => accept,
+        Err(reject) => {
+            let error = HandshakeError::Rejected(reject.status());
+            return Err(refuse(&mut stream, reject.response(), error).await);
+        }
+    };
+    let response = match request.accept_response(&accept) {
+        Ok(response) => response,
+        Err(error) => return Err(refuse(&mut stream, error.response(), error).await),
+    };
+    stream.write_all(&response).await?;
+    let mut conn = Connection::server(config.protocol.clone());
+    // Bytes after the request's blank line are the client's first frames.
+    conn.receive(&buf[head_len..]);
+    let protocol = accept.selected_protocol().map(str::to_owned);
+    Ok(WebSocket::from_connection(stream, conn, config).with_protocol(protocol))
+}
+
+/// Sends an HTTP error response and closes; the error is what we report.
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, response: Vec<u8>, error: HandshakeError) -> Error {
+    // Best effort: the peer may already be gone, and the error says why we stopped.
+    let _ = stream.write_all(&response).await;
+    let _ = stream.shutdown().await;
+    Error::Handshake(error)
+}
+
+/// Connects to a `ws://` URL over TCP, with the default configuration.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), sabai::Error> {
+/// let mut ws = sabai::connect("ws://127.0.0.1:9001/chat").await?;
+/// ws.send(sabai::Message::text("hello")).await?;
+/// let reply = ws.recv().await?;
+/// ws.close(sabai::CloseCode::NORMAL, "done").await?;
+/// # Ok(()) }
+/// ```
+///
+/// `wss://` needs TLS, which sabai leaves to you: open the TLS stream and
+/// use [`client`]. Cancel safety: not cancel-safe.
+pub async fn connect(url: &str) -> Result<WebSocket<TcpStream>, Error> {
+    connect_with(url, &WebSocketConfig::default(), |request| request).await
+}
+
+/// Like [`connect`], with a configuration and a chance to add subprotocols
+/// or headers to the request.
+pub async fn connect_with(
+    url: &str,
+    config: &WebSocketConfig,
+    customize: impl FnOnce(ClientRequest) -> ClientRequest,
+) -> Result<WebSocket<TcpStream>, Error> {
+    let target = WsUrl::parse(url)?;
+    let request = customize(ClientRequest::new(target.host_header(), target.resource));
+    let handshake = async {
+        let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        stream.set_nodelay(true)?;
+        client_handshake(stream, request, config).await
+    };
+    let (ws, _) = timeout(config.handshake_timeout, handshake)
+        .await
+        .unwrap_or(Err(Error::Timeout(TimeoutKind::Handshake)))?;
+    Ok(ws)
+}
+
+/// Performs the client handshake over any transport (for example a TLS
+/// stream), returning the WebSocket and the server's response.
+///
+/// Cancel safety: not cancel-safe; bounded by the handshake timeout.
+pub async fn client<S>(
+    stream: S,
+    request: ClientRequest,
+    config: &WebSocketConfig,
+) -> Result<(WebSocket<S>, Response), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    timeout(config.handshake_timeout, client_handshake(stream, request, config))
+        .await
+        .unwrap_or(Err(Error::Timeout(TimeoutKind::Handshake)))
+}
+
+async fn client_handshake<S>(
+    mut stream: S,
+    request: ClientRequest,
+    config: &WebSocketConfig,
+) -> Result<(WebSocket<S>, Response), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // RFC 6455 §4.1 item 7: the key is a random nonce; §10.3: mask keys from
+    // a strong source too. Both come from the OS-seeded thread CSPRNG.
+    let mut handshake = ClientHandshake::new(request, rand::random()).with_limits(config.handshake.clone());
+    stream.write_all(&handshake.request_bytes()?).await?;
+    let mut buf = BytesMut::new();
+    let (response, head_len) = loop {
+        if let Some(parsed) = handshake.parse_response(&buf)? {
+            break parsed;
+        }
+        if std::future::poll_fn(|cx| poll_read_into(&mut stream, cx, &mut buf)).await? == 0 {
+            return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    };
+    let mut conn = Connection::client(config.protocol.clone(), rand::random());
+    conn.receive(&buf[head_len..]);
+    let protocol = response.protocol().map(str::to_owned);
+    Ok((WebSocket::from_connection(stream, conn, config).with_protocol(protocol), response))
+}
+
+/// The parts of a `ws://` URL (RFC 6455 §3).
+#[derive(Debug, PartialEq, Eq)]
+struct WsUrl {
+    host: String,
+    port: u16,
+    /// Path and query: the request target.
+    resource: String,
+}
+
+impl WsUrl {
+    fn parse(url: &str) -> Result<WsUrl, Error> {
+        let bad = |why: &str| Error::Url(format!("{why}: {url:?}"));
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme"))?;
+        if scheme.eq_ignore_ascii_case("wss") {
+            return Err(bad("wss:// needs TLS; open the TLS stream yourself and use sabai::client"));
+        }
+        if !scheme.eq_ignore_ascii_case("ws") {
+            return Err(bad("scheme must be ws"));
+        }
+        // RFC 6455 §3: fragment identifiers are meaningless here and MUST NOT be used.
+        if rest.contains('#') {
+            return Err(bad("fragment identifiers are not allowed (RFC 6455 §3)"));
+        }
+        let (authority, resource) = match rest.find(['/', '?']) {
+            Some(i) if rest.as_bytes()[i] == b'?' => (&rest[..i], format!("/{}", &rest[i..])),
+            Some(i) => (&rest[..i], rest[i..].to_owned()),
+            None => (rest, "/".to_owned()),
+        };
+        if authority.contains('@') {
+            return Err(bad("user information is not supported"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => {
+                (host, port.parse::<u16>().map_err(|_| bad("invalid port"))?)
+            }
+            _ => (authority, 80),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad("missing host"));
+        }
+        Ok(WsUrl { host: host.to_owned(), port, resource })
+    }
+
+    /// The Host field: the port only when it is not the default (RFC 6455 §4.1 item 4).
+    fn host_header(&self) -> String {
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        if self.port == 80 {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> WsUrl {
+        WsUrl::parse(s).unwrap()
+    }
+
+    #[test]
+    fn parses_ws_urls() {
+        let u = url("ws://127.0.0.1:9001/runCase?case=1&agent=sabai");
+        assert_eq!(
+            (u.host.as_str(), u.port, u.resource.as_str()),
+            ("127.0.0.1", 9001, "/runCase?case=1&agent=sabai")
+        );
+        assert_eq!(u.host_header(), "127.0.0.1:9001");
+        let u = url("ws://example.com");
+        assert_eq!((u.port, u.resource.as_str(), u.host_header().as_str()), (80, "/", "example.com"));
+        let u = url("ws://example.com?x=1");
+        assert_eq!(u.resource, "/?x=1");
+        let u = url("ws://[::1]:8080/a");
+        assert_eq!((u.host.as_str(), u.port, u.host_header().as_str()), ("::1", 8080, "[::1]:8080"));
+    }
+
+    #[test]
+    fn refuses_unusable_urls() {
+        for bad in [
+            "wss://example.com/",
+            "http://x/",
+            "example.com",
+            "ws://x/#frag",
+            "ws://:80/",
+            "ws://x:99999/",
+            "ws://u@x/",
+        ] {
+            assert!(matches!(WsUrl::parse(bad), Err(Error::Url(_))), "{bad}");
+        }
+    }
+}

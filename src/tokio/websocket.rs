@@ -1,0 +1,196 @@
+//! [`WebSocket`]: a [`Connection`] on an async transport.
+
+use std::future::poll_fn;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::core::{Core, FLUSH_THRESHOLD};
+use super::error::Error;
+use super::split::{self, ReadHalf, WriteHalf};
+use super::WebSocketConfig;
+use crate::proto::{CloseCode, CloseFrame, Connection, Event, Message, MessageKind, Role, State};
+
+/// A WebSocket over any `AsyncRead + AsyncWrite` transport, after the
+/// opening handshake. Get one from [`accept`](super::accept),
+/// [`connect`](super::connect), or [`WebSocket::from_connection`].
+///
+/// ```no_run
+/// # async fn demo(mut ws: sabai::WebSocket<tokio::net::TcpStream>) -> Result<(), sabai::Error> {
+/// // An echo loop: `recv` returns `Ok(None)` once the peer closed normally.
+/// while let Some(message) = ws.recv().await? {
+///     ws.send(message).await?;
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// Pings are answered and Close frames echoed by the connection itself;
+/// writes are batched (see [`send`](Self::send)).
+#[derive(Debug)]
+pub struct WebSocket<S> {
+    io: S,
+    core: Core,
+    protocol: Option<String>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// Wraps a transport whose handshake is done. Bytes that arrived after
+    /// the handshake must already be in the connection
+    /// ([`Connection::receive`]).
+    pub fn from_connection(io: S, conn: Connection, config: &WebSocketConfig) -> Self {
+        WebSocket { io, core: Core::new(conn, config.close_timeout), protocol: None }
+    }
+
+    pub(crate) fn with_protocol(mut self, protocol: Option<String>) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// The subprotocol agreed in the handshake, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    pub fn role(&self) -> Role {
+        self.core.conn.role()
+    }
+
+    /// The protocol state (see [`State`]).
+    pub fn state(&self) -> State {
+        self.core.conn.state()
+    }
+
+    /// The peer's Close frame, once it arrived.
+    pub fn close_frame(&self) -> Option<&CloseFrame> {
+        self.core.conn.peer_close()
+    }
+
+    /// The transport, for socket options or addresses.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// The next message. Pings and Pongs are handled on the way (use
+    /// [`recv_event`](Self::recv_event) to see them). Returns `Ok(None)`
+    /// once the closing handshake completed and the transport is closed,
+    /// and on every call after that.
+    ///
+    /// On `Err(Error::Protocol(_))` the peer broke a rule: the Close frame
+    /// with the matching code was sent and the transport closed.
+    ///
+    /// Cancel safety: cancel-safe. It can be a `select!` branch: if another
+    /// branch wins, no data is lost.
+    pub async fn recv(&mut self) -> Result<Option<Message>, Error> {
+        loop {
+            match self.recv_event().await? {
+                Some(Event::Message(message)) => return Ok(Some(message)),
+                Some(_) => continue,
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next event: a message, a Ping (already answered), a Pong, or the
+    /// peer's Close (already echoed). After `Close`, call again to finish
+    /// closing the transport: that call returns `Ok(None)`.
+    ///
+    /// Cancel safety: cancel-safe.
+    pub async fn recv_event(&mut self) -> Result<Option<Event>, Error> {
+        poll_fn(|cx| self.poll_recv_event(cx)).await
+    }
+
+    /// Poll form of [`recv_event`](Self::recv_event).
+    pub fn poll_recv_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Event>, Error>> {
+        self.core.poll_recv_event(cx, &mut self.io)
+    }
+
+    /// Sends a message, split into frames if
+    /// [`Config::max_send_frame_size`](crate::Config::max_send_frame_size) is set.
+    ///
+    /// Writes are batched: while received bytes are still waiting in the
+    /// buffer (so the caller is in the middle of a burst and will call
+    /// `recv` again), the frame is queued and goes out with the next write,
+    /// at the latest when `recv` is about to wait for input or 64 KiB are
+    /// queued. A burst of replies leaves in one system call. If you stop
+    /// calling `recv` after a `send`, call [`flush`](Self::flush).
+    ///
+    /// Cancel safety: if cancelled, the message may still be sent, in full,
+    /// by a later call; never partly.
+    pub async fn send(&mut self, message: Message) -> Result<(), Error> {
+        self.core.check_sendable()?;
+        self.core.conn.send(message)?;
+        self.flush_unless_batching().await
+    }
+
+    /// Queues a message without writing; it goes out with the next write.
+    pub fn feed(&mut self, message: Message) -> Result<(), Error> {
+        self.core.check_sendable()?;
+        Ok(self.core.conn.send(message)?)
+    }
+
+    /// Sends one fragment of a message (RFC 6455 §5.4): the first call
+    /// starts a message of type `kind`, `fin` ends it. See
+    /// [`Connection::send_fragment`].
+    ///
+    /// Cancel safety: as [`send`](Self::send).
+    pub async fn send_fragment(&mut self, kind: MessageKind, data: &[u8], fin: bool) -> Result<(), Error> {
+        self.core.check_sendable()?;
+        self.core.conn.send_fragment(kind, data, fin)?;
+        self.flush_unless_batching().await
+    }
+
+    /// Sends a Ping (at most 125 bytes of payload). Its Pong arrives as
+    /// [`Event::Pong`] from [`recv_event`](Self::recv_event).
+    ///
+    /// Cancel safety: as [`send`](Self::send).
+    pub async fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.core.check_sendable()?;
+        self.core.conn.ping(payload)?;
+        self.flush().await
+    }
+
+    /// Writes everything queued.
+    ///
+    /// Cancel safety: cancel-safe; what was not written stays queued.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        poll_fn(|cx| self.core.poll_write_out(cx, &mut self.io)).await.map_err(Error::Io)
+    }
+
+    /// Closes the connection: sends a Close frame, waits (up to the close
+    /// timeout) for the peer's Close, discarding data messages that arrive
+    /// meanwhile, and closes the transport. To read the messages that
+    /// arrive after your Close, use [`Connection::close`] through
+    /// [`start_close`](Self::start_close) and keep calling `recv`.
+    ///
+    /// Cancel safety: cancel-safe; calling `recv` or `close` again resumes.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        if self.state() == State::Open {
+            self.start_close(code, reason)?;
+        }
+        while self.recv_event().await?.is_some() {}
+        Ok(())
+    }
+
+    /// Queues a Close frame without waiting: keep calling `recv` to read
+    /// what the peer still sends, until it returns `Ok(None)`.
+    pub fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.core.check_sendable()?;
+        self.core.conn.close(code, reason)?;
+        self.core.after_protocol_step();
+        Ok(())
+    }
+
+    /// Splits into a read half and a write half that can be moved to two
+    /// tasks. See [`ReadHalf`] and [`WriteHalf`].
+    pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
+        split::split(self.io, self.core)
+    }
+
+    async fn flush_unless_batching(&mut self) -> Result<(), Error> {
+        let more_input = self.core.conn.buffered_input() > 0;
+        if more_input && self.core.pending_output() < FLUSH_THRESHOLD {
+            return Ok(());
+        }
+        self.flush().await
+    }
+}
