@@ -1,0 +1,241 @@
+//! The sans-IO `Connection` driven directly: client-role rules, sending
+//! rules and local misuse (`SendError`), and state transitions.
+
+mod support;
+
+use bytes::Bytes;
+use sabai::{
+    CloseCode, CloseFrame, Config, Connection, Event, Message, MessageKind, ProtocolError, SendError, State,
+};
+use support::*;
+
+fn client() -> Connection {
+    Connection::client(Config::default(), [9; 32])
+}
+
+fn frames_sent(conn: &mut Connection) -> Vec<Frame> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = conn.poll_transmit() {
+        bytes.extend_from_slice(&chunk);
+    }
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while let Some((frame, used)) = Frame::decode(&bytes[at..]) {
+        frames.push(frame);
+        at += used;
+    }
+    assert_eq!(at, bytes.len(), "partial frame queued");
+    frames
+}
+
+// §5.3: a client masks every frame, with a fresh key each time.
+#[test]
+fn client_masks_every_frame_with_fresh_keys() {
+    let mut conn = client();
+    for _ in 0..20 {
+        conn.send(Message::text("same payload")).unwrap();
+    }
+    conn.ping(b"p").unwrap();
+    let frames = frames_sent(&mut conn);
+    let keys: std::collections::HashSet<[u8; 4]> =
+        frames.iter().map(|f| f.mask.expect("client frames are masked")).collect();
+    assert_eq!(keys.len(), frames.len(), "mask keys repeat");
+    assert!(frames[..20].iter().all(|f| f.payload == b"same payload"));
+}
+
+// §10.3: different seeds (from the OS in the tokio layer) give different keys.
+#[test]
+fn mask_keys_depend_on_the_seed() {
+    let mut a = Connection::client(Config::default(), [1; 32]);
+    let mut b = Connection::client(Config::default(), [2; 32]);
+    a.send(Message::text("x")).unwrap();
+    b.send(Message::text("x")).unwrap();
+    assert_ne!(frames_sent(&mut a)[0].mask, frames_sent(&mut b)[0].mask);
+}
+
+// §5.1: a server never masks.
+#[test]
+fn server_frames_are_unmasked() {
+    let mut conn = Connection::server(Config::default());
+    conn.send(Message::binary(vec![1, 2, 3])).unwrap();
+    assert_eq!(frames_sent(&mut conn), vec![Frame::binary([1, 2, 3]).unmasked()]);
+}
+
+// §5.1: a client MUST close the connection if it receives a masked frame.
+#[test]
+fn client_rejects_masked_frames() {
+    let mut conn = client();
+    conn.receive(&Frame::text("masked").encode());
+    assert_eq!(conn.poll_event(), Err(ProtocolError::MaskedFrame));
+    assert_eq!(conn.state(), State::Failed);
+    let sent = frames_sent(&mut conn);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].close_code(), Some(1002));
+}
+
+#[test]
+fn client_receives_unmasked_frames() {
+    let mut conn = client();
+    conn.receive(&wire(&[Frame::text("hi").unmasked(), Frame::ping("p").unmasked()]));
+    assert_eq!(conn.poll_event(), Ok(Some(Event::Message(Message::text("hi")))));
+    assert_eq!(conn.poll_event(), Ok(Some(Event::Ping(Bytes::from_static(b"p")))));
+    assert_eq!(conn.poll_event(), Ok(None));
+    let pong = &frames_sent(&mut conn)[0];
+    assert_eq!((pong.opcode, pong.payload.as_slice(), pong.mask.is_some()), (PONG, &b"p"[..], true));
+}
+
+// §5.5: control payloads are at most 125 bytes, on the way out too.
+#[test]
+fn refuses_to_send_oversized_control_frames() {
+    let mut conn = client();
+    assert_eq!(conn.ping(&[0; 126]), Err(SendError::ControlPayloadTooLong(126)));
+    assert_eq!(conn.pong(&[0; 200]), Err(SendError::ControlPayloadTooLong(200)));
+    assert!(conn.ping(&[0; 125]).is_ok());
+}
+
+// §7.4: only codes valid on the wire may be sent; the reason fits in 123 bytes.
+#[test]
+fn refuses_invalid_close_codes_and_long_reasons() {
+    let mut conn = client();
+    for code in [999, 1004, 1005, 1006, 1015, 2000, 5000] {
+        assert_eq!(conn.close(CloseCode(code), ""), Err(SendError::InvalidCloseCode(code)));
+    }
+    assert_eq!(conn.close(CloseCode::NORMAL, &"x".repeat(124)), Err(SendError::CloseReasonTooLong(124)));
+    assert_eq!(conn.state(), State::Open, "nothing was sent");
+    assert!(conn.poll_transmit().is_none());
+    conn.close(CloseCode(4000), &"x".repeat(123)).unwrap();
+    assert_eq!(frames_sent(&mut conn)[0].close_code(), Some(4000));
+}
+
+// §5.5.1: after sending a Close, nothing else is sent.
+#[test]
+fn nothing_is_sent_after_close() {
+    let mut conn = client();
+    conn.close(CloseCode::NORMAL, "bye").unwrap();
+    assert_eq!(conn.state(), State::CloseSent);
+    assert_eq!(conn.send(Message::text("late")), Err(SendError::Closed));
+    assert_eq!(conn.ping(b""), Err(SendError::Closed));
+    assert_eq!(conn.close(CloseCode::NORMAL, ""), Err(SendError::Closed));
+    // A Ping from the peer is reported, but not answered.
+    conn.receive(&Frame::ping("still there?").unmasked().encode());
+    assert_eq!(conn.poll_event(), Ok(Some(Event::Ping(Bytes::from_static(b"still there?")))));
+    let sent = frames_sent(&mut conn);
+    assert_eq!(sent.len(), 1, "only our Close: {sent:?}");
+    // Messages the peer sent before seeing our Close are still delivered.
+    conn.receive(&Frame::text("in flight").unmasked().encode());
+    assert_eq!(conn.poll_event(), Ok(Some(Event::Message(Message::text("in flight")))));
+    conn.receive(&Frame::close(1000, "ok").unmasked().encode());
+    assert_eq!(conn.poll_event(), Ok(Some(Event::Close(Some(CloseFrame::new(1000, "ok"))))));
+    assert_eq!(conn.state(), State::Closed);
+    assert!(frames_sent(&mut conn).is_empty(), "no second Close");
+}
+
+// §5.5.1: the peer's Close is echoed with its code; the peer's frame is kept.
+#[test]
+fn peer_close_is_echoed_and_remembered() {
+    let mut conn = Connection::server(Config::default());
+    conn.receive(&Frame::close(4001, "going").encode());
+    assert_eq!(conn.poll_event(), Ok(Some(Event::Close(Some(CloseFrame::new(4001, "going"))))));
+    assert_eq!(conn.peer_close(), Some(&CloseFrame::new(4001, "going")));
+    assert_eq!(frames_sent(&mut conn)[0].close_code(), Some(4001));
+    assert_eq!(conn.send(Message::text("x")), Err(SendError::Closed));
+}
+
+// §7.1.7: a failed connection sends its Close once and discards all input.
+#[test]
+fn failed_connection_discards_input() {
+    let mut conn = Connection::server(Config::default());
+    conn.receive(&wire(&[Frame::new(0x3, ""), Frame::text("after")]));
+    assert_eq!(conn.poll_event(), Err(ProtocolError::ReservedOpcode(3)));
+    assert_eq!(conn.poll_event(), Ok(None));
+    conn.receive(&Frame::ping("more").encode());
+    assert_eq!(conn.poll_event(), Ok(None));
+    assert_eq!(conn.buffered_input(), 0);
+    let sent = frames_sent(&mut conn);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].close_code(), Some(1002));
+    assert!(std::str::from_utf8(&sent[0].payload[2..]).unwrap().contains("reserved opcode"));
+}
+
+// §5.4: automatic fragmentation by a maximum frame size.
+#[test]
+fn auto_fragmentation_splits_by_max_send_frame_size() {
+    let mut config = Config::default();
+    config.max_send_frame_size = Some(1000);
+    let mut conn = Connection::server(config);
+    conn.send(Message::text("a".repeat(2500))).unwrap();
+    conn.send(Message::binary(vec![0; 1000])).unwrap();
+    let shapes: Vec<(bool, u8, usize)> =
+        frames_sent(&mut conn).iter().map(|f| (f.fin, f.opcode, f.payload.len())).collect();
+    assert_eq!(
+        shapes,
+        [(false, TEXT, 1000), (false, CONTINUATION, 1000), (true, CONTINUATION, 500), (true, BINARY, 1000)]
+    );
+}
+
+// §5.4: sending a message as fragments, with a Ping between them.
+#[test]
+fn send_fragment_builds_one_message() {
+    let mut conn = Connection::server(Config::default());
+    conn.send_fragment(MessageKind::Text, "κό".as_bytes(), false).unwrap();
+    conn.ping(b"between").unwrap();
+    conn.send_fragment(MessageKind::Text, &"σμε".as_bytes()[..1], false).unwrap(); // splits a character
+    conn.send_fragment(MessageKind::Text, &"σμε".as_bytes()[1..], true).unwrap();
+    let shapes: Vec<(bool, u8)> = frames_sent(&mut conn).iter().map(|f| (f.fin, f.opcode)).collect();
+    assert_eq!(shapes, [(false, TEXT), (true, PING), (false, CONTINUATION), (true, CONTINUATION)]);
+}
+
+#[test]
+fn send_fragment_refuses_interleaving_and_bad_utf8() {
+    let mut conn = Connection::server(Config::default());
+    conn.send_fragment(MessageKind::Binary, b"part", false).unwrap();
+    assert_eq!(conn.send(Message::text("other")), Err(SendError::FragmentedMessageInProgress));
+    assert_eq!(
+        conn.send_fragment(MessageKind::Text, b"x", true),
+        Err(SendError::FragmentedMessageInProgress)
+    );
+    conn.send_fragment(MessageKind::Binary, b"end", true).unwrap();
+    assert_eq!(conn.send_fragment(MessageKind::Text, b"\xff", false), Err(SendError::InvalidUtf8));
+    assert_eq!(conn.send_fragment(MessageKind::Text, b"ok\xe2\x82", true), Err(SendError::InvalidUtf8));
+    // The refused fragments queued nothing and left no message open.
+    conn.send(Message::text("fine")).unwrap();
+    assert_eq!(frames_sent(&mut conn).len(), 3);
+}
+
+// Chunking: the same bytes in any pieces give the same events.
+#[test]
+fn events_do_not_depend_on_chunking() {
+    let bytes = wire(&[
+        Frame::text("fragment1").fin(false),
+        Frame::ping("p"),
+        Frame::cont("fragment2"),
+        Frame::binary(vec![5; 300]),
+        Frame::close(1000, "end"),
+    ]);
+    let events_for = |chunk: usize| {
+        let mut conn = Connection::server(Config::default());
+        let mut events = Vec::new();
+        for piece in bytes.chunks(chunk) {
+            conn.receive(piece);
+            while let Some(event) = conn.poll_event().unwrap() {
+                events.push(event);
+            }
+        }
+        events
+    };
+    let whole = events_for(bytes.len());
+    assert_eq!(whole.len(), 4);
+    for chunk in 1..64 {
+        assert_eq!(events_for(chunk), whole, "chunk size {chunk}");
+    }
+}
+
+// Bytes after the peer's Close are dropped, not buffered (bounded memory).
+#[test]
+fn input_after_close_is_not_buffered() {
+    let mut conn = Connection::server(Config::default());
+    conn.receive(&Frame::close(1000, "").encode());
+    conn.poll_event().unwrap();
+    conn.receive(&vec![0u8; 1 << 20]);
+    assert_eq!(conn.buffered_input(), 0);
+}

@@ -1,0 +1,270 @@
+//! The tokio layer: cancel safety, split halves in two tasks, who closes
+//! TCP first, time limits, and local misuse.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::time::{Duration, Instant};
+
+use sabai::{
+    CloseCode, Config, Connection, Event, Message, MessageKind, SendError, WebSocket, WebSocketConfig,
+};
+use support::*;
+use tokio::io::AsyncWriteExt;
+
+fn server_over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(io: S) -> WebSocket<S> {
+    WebSocket::from_connection(io, Connection::server(Config::default()), &WebSocketConfig::default())
+}
+
+fn client_over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(io: S) -> WebSocket<S> {
+    WebSocket::from_connection(
+        io,
+        Connection::client(Config::default(), rand::random()),
+        &WebSocketConfig::default(),
+    )
+}
+
+// recv() dropped at every await point inside select! loses nothing.
+#[tokio::test]
+async fn recv_is_cancel_safe_in_select() {
+    let (a, mut b) = tokio::io::duplex(1 << 16);
+    let mut ws = server_over(a);
+    let expected: Vec<String> = (0..50).map(|i| format!("message {i} ").repeat(i % 7 + 1)).collect();
+    let frames: Vec<Frame> = expected.iter().map(Frame::text).collect();
+    let bytes = wire(&frames);
+    let writer = tokio::spawn(async move {
+        for piece in bytes.chunks(7) {
+            b.write_all(piece).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        b
+    });
+    let (mut got, mut cancelled) = (Vec::new(), 0);
+    while got.len() < expected.len() {
+        tokio::select! {
+            biased;
+            message = ws.recv() => got.push(message.unwrap().unwrap()),
+            // Ready on its second poll: cancels recv() again and again.
+            _ = tokio::task::yield_now() => cancelled += 1,
+        }
+    }
+    assert!(cancelled > 10, "recv was cancelled only {cancelled} times");
+    assert_eq!(got, expected.into_iter().map(Message::Text).collect::<Vec<_>>());
+    drop(writer.await.unwrap());
+}
+
+// Both halves write (echoes and automatic Pongs) through a tiny pipe, so both
+// often wait for write readiness at once: a lost wakeup would hang here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_halves_in_two_tasks_do_not_lose_wakeups() {
+    const MESSAGES: usize = 2000;
+    const PINGS: usize = 200;
+    let (a, b) = tokio::io::duplex(64);
+    let (mut server_read, mut server_write) = server_over(a).split();
+    let (mut client_read, mut client_write) = client_over(b).split();
+
+    let (to_writer, mut from_reader) = tokio::sync::mpsc::channel::<Message>(16);
+    let server_reader = tokio::spawn(async move {
+        while let Some(message) = server_read.recv().await.unwrap() {
+            to_writer.send(message).await.unwrap();
+        }
+    });
+    let server_writer = tokio::spawn(async move {
+        while let Some(message) = from_reader.recv().await {
+            server_write.send(message).await.unwrap();
+        }
+    });
+    let client_sender = tokio::spawn(async move {
+        for i in 0..MESSAGES {
+            client_write.send(Message::binary(vec![i as u8; 100 + i % 300])).await.unwrap();
+            if i % (MESSAGES / PINGS) == 0 {
+                client_write.ping(&(i as u32).to_be_bytes()).await.unwrap();
+            }
+        }
+        client_write
+    });
+    let client_receiver = tokio::spawn(async move {
+        let (mut echoes, mut pongs) = (0, 0);
+        while echoes < MESSAGES || pongs < PINGS {
+            match client_read.recv_event().await.unwrap() {
+                Some(Event::Message(Message::Binary(data))) => {
+                    assert_eq!(data.len(), 100 + echoes % 300);
+                    assert!(data.iter().all(|&b| b == echoes as u8));
+                    echoes += 1;
+                }
+                Some(Event::Pong(_)) => pongs += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        client_read
+    });
+    let all = async {
+        let mut client_write = client_sender.await.unwrap();
+        let mut client_read = client_receiver.await.unwrap();
+        client_write.close(CloseCode::NORMAL, "done").await.unwrap();
+        assert_eq!(client_read.recv().await.unwrap(), None);
+        server_reader.await.unwrap();
+        server_writer.await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(20), all).await.expect("a half hung: lost wakeup");
+}
+
+/// A raw TCP server thread: does the handshake with whatever key the client
+/// sent, then runs `script` on the socket.
+fn raw_server(script: impl FnOnce(std::net::TcpStream) + Send + 'static) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let key = head.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap().trim();
+        let accept = sabai::handshake::accept_key(key);
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        stream.write_all(response.as_bytes()).unwrap();
+        script(stream);
+    });
+    port
+}
+
+fn read_frame(stream: &mut std::net::TcpStream) -> Frame {
+    let mut buf = Vec::new();
+    let mut byte = [0u8];
+    loop {
+        if let Some((frame, _)) = Frame::decode(&buf) {
+            return frame;
+        }
+        stream.read_exact(&mut byte).unwrap();
+        buf.push(byte[0]);
+    }
+}
+
+// §7.1.1: the client waits for the server to close TCP first.
+#[tokio::test]
+async fn client_waits_for_the_server_to_close_tcp() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let port = raw_server(move |mut stream| {
+        stream.write_all(&Frame::close(1000, "server done").unmasked().encode()).unwrap();
+        let echo = read_frame(&mut stream);
+        assert_eq!(echo.close_code(), Some(1000));
+        // The client must still be connected: it waits for us.
+        stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let still_open = matches!(stream.read(&mut [0u8; 1]), Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut));
+        tx.send((still_open, Instant::now())).unwrap();
+        drop(stream); // now the server closes
+    });
+    let mut ws = sabai::connect(&format!("ws://127.0.0.1:{port}/")).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap(), None);
+    let returned = Instant::now();
+    let (still_open, server_closed) = rx.recv().unwrap();
+    assert!(still_open, "the client closed TCP before the server");
+    assert!(returned >= server_closed, "recv returned before the server closed TCP");
+    assert_eq!(ws.close_frame(), Some(&sabai::CloseFrame::new(1000, "server done")));
+}
+
+// The client's wait is bounded by the close timeout.
+#[tokio::test]
+async fn client_close_times_out_when_the_server_never_answers() {
+    let port = raw_server(|mut stream| {
+        let _ = read_frame(&mut stream); // our Close; never answered
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let mut config = WebSocketConfig::default();
+    config.close_timeout = Duration::from_millis(200);
+    let mut ws = sabai::connect_with(&format!("ws://127.0.0.1:{port}/"), &config, |r| r).await.unwrap();
+    let started = Instant::now();
+    let error = ws.close(CloseCode::NORMAL, "").await.unwrap_err();
+    assert!(matches!(error, sabai::Error::Timeout(sabai::TimeoutKind::Close)), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(ws.recv().await.unwrap(), None, "closed for good");
+}
+
+// A client that receives a masked frame fails with 1002 (§5.1).
+#[tokio::test]
+async fn client_fails_on_masked_server_frame() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let port = raw_server(move |mut stream| {
+        stream.write_all(&Frame::text("masked!").encode()).unwrap();
+        tx.send(read_frame(&mut stream).close_code()).unwrap();
+    });
+    let mut ws = sabai::connect(&format!("ws://127.0.0.1:{port}/")).await.unwrap();
+    let error = ws.recv().await.unwrap_err();
+    assert!(matches!(error, sabai::Error::Protocol(sabai::ProtocolError::MaskedFrame)), "{error}");
+    assert_eq!(rx.recv_timeout(TIMEOUT).unwrap(), Some(1002));
+}
+
+// A server-initiated close: both sides end cleanly and see the code.
+#[tokio::test]
+async fn server_initiated_close_completes_on_both_sides() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let mut ws = sabai::accept(listener.accept().await.unwrap().0).await.unwrap();
+        ws.send(Message::text("bye soon")).await.unwrap();
+        ws.close(CloseCode::GOING_AWAY, "restart").await.unwrap();
+        assert_eq!(ws.close_frame().map(|f| f.code), Some(CloseCode::GOING_AWAY), "echoed code");
+        assert!(matches!(ws.send(Message::text("x")).await, Err(sabai::Error::Send(SendError::Closed))));
+    });
+    let mut ws = sabai::connect(&format!("ws://127.0.0.1:{port}/")).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap(), Some(Message::text("bye soon")));
+    assert_eq!(ws.recv().await.unwrap(), None);
+    assert_eq!(ws.close_frame(), Some(&sabai::CloseFrame::new(1001, "restart")));
+    tokio::time::timeout(TIMEOUT, server).await.unwrap().unwrap();
+}
+
+// Pings from the application, Pongs back as events; fragments from the
+// application arrive as one message.
+#[tokio::test]
+async fn ping_events_and_fragmented_sends() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let mut ws = sabai::accept(listener.accept().await.unwrap().0).await.unwrap();
+        while let Some(message) = ws.recv().await.unwrap() {
+            ws.send(message).await.unwrap();
+        }
+    });
+    let mut ws = sabai::connect(&format!("ws://127.0.0.1:{port}/")).await.unwrap();
+    ws.ping(b"heartbeat").await.unwrap();
+    assert_eq!(ws.recv_event().await.unwrap(), Some(Event::Pong(bytes::Bytes::from_static(b"heartbeat"))));
+    ws.send_fragment(MessageKind::Text, b"one, ", false).await.unwrap();
+    ws.send_fragment(MessageKind::Text, b"two", true).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap(), Some(Message::text("one, two")));
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+    tokio::time::timeout(TIMEOUT, server).await.unwrap().unwrap();
+}
+
+// Auto-fragmentation over the tokio layer, seen by a raw client.
+#[test]
+fn auto_fragmentation_on_the_wire() {
+    let mut config = WebSocketConfig::default();
+    config.protocol.max_send_frame_size = Some(1000);
+    let mut peer = TcpPeer::with_config(config);
+    peer.send_frames(&[Frame::binary(vec![4; 2500])]);
+    peer.expect(Frame::binary(vec![4; 1000]).fin(false).unmasked());
+    peer.expect(Frame::cont(vec![4; 1000]).fin(false).unmasked());
+    peer.expect(Frame::cont(vec![4; 500]).unmasked());
+    peer.close_cleanly();
+}
+
+// A peer that stops reading: send() waits (backpressure) instead of
+// buffering without bound.
+#[tokio::test]
+async fn send_applies_backpressure_when_the_peer_does_not_read() {
+    let (a, _b) = tokio::io::duplex(4096);
+    let mut ws = server_over(a);
+    let sent = async {
+        loop {
+            ws.send(Message::binary(vec![0; 1024])).await.unwrap();
+        }
+    };
+    assert!(tokio::time::timeout(Duration::from_millis(200), sent).await.is_err(), "send never blocked");
+}
