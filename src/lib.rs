@@ -22,3 +22,8 @@ pub use crate::tokio::{
     accept, accept_with, client, connect, connect_with, Error, ReadHalf, TimeoutKind, WebSocket,
     WebSocketConfig, WriteHalf,
 };
+
+// The README's examples compile and run as doctests.
+#[cfg(all(doctest, feature = "tokio"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
