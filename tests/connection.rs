@@ -239,3 +239,15 @@ fn input_after_close_is_not_buffered() {
     conn.receive(&vec![0u8; 1 << 20]);
     assert_eq!(conn.buffered_input(), 0);
 }
+
+// The same through `read_buffer`, which appends without the connection
+// looking: the next `poll_event` drops it.
+#[test]
+fn input_appended_through_read_buffer_after_failure_is_dropped() {
+    let mut conn = Connection::server(Config::default());
+    conn.receive(&Frame::new(0x3, "").encode());
+    assert_eq!(conn.poll_event(), Err(ProtocolError::ReservedOpcode(3)));
+    conn.read_buffer().extend_from_slice(&vec![0u8; 1 << 20]);
+    assert_eq!(conn.poll_event(), Ok(None));
+    assert_eq!(conn.buffered_input(), 0);
+}

@@ -226,6 +226,18 @@ fn reject_renders_status_headers_and_body() {
     assert!(!text.contains("Set-Cookie"));
 }
 
+#[test]
+fn a_rejection_always_answers_with_an_error_status() {
+    // A hook cannot turn a refusal into a success or a redirect by mistake.
+    for status in [200, 302, 101, 99, 600] {
+        let error = HandshakeError::Rejected(status);
+        assert_eq!(error.status(), 500, "{status}");
+        let text = String::from_utf8(error.response()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 500 "), "{text}");
+    }
+    assert_eq!(HandshakeError::Rejected(429).status(), 429);
+}
+
 // ----- client -------------------------------------------------------------
 
 fn client() -> ClientHandshake {

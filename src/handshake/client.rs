@@ -106,6 +106,13 @@ impl ClientHandshake {
             if let Some(bad) = r.protocols.iter().find(|p| !is_token(p.as_bytes())) {
                 return Err(HandshakeError::InvalidHeaderToSend(format!("Sec-WebSocket-Protocol {bad}")));
             }
+            // RFC 6455 §4.1 item 10: the offered values MUST all be unique.
+            let mut seen = r.protocols.iter().enumerate();
+            if let Some(dup) = seen.find_map(|(i, p)| r.protocols[..i].contains(p).then_some(p)) {
+                return Err(HandshakeError::InvalidHeaderToSend(format!(
+                    "Sec-WebSocket-Protocol {dup} (offered twice)"
+                )));
+            }
             write_header(&mut out, "Sec-WebSocket-Protocol", &r.protocols.join(", "))?;
         }
         for (name, value) in &r.headers {

@@ -62,7 +62,10 @@ impl HandshakeError {
             HandshakeError::HeadTooLarge | HandshakeError::TooManyHeaders => 431,
             HandshakeError::MethodNotGet => 405,
             HandshakeError::UnsupportedVersion => 426,
-            HandshakeError::Rejected(status) => *status,
+            // Only an error status can refuse a handshake; anything else
+            // would read as success (the same clamp as `Reject::response`).
+            HandshakeError::Rejected(status) if (400..=599).contains(status) => *status,
+            HandshakeError::Rejected(_) => 500,
             HandshakeError::ProtocolNotOffered(_) | HandshakeError::InvalidHeaderToSend(_) => 500,
             _ => 400,
         }

@@ -39,8 +39,13 @@ impl HeadScanner {
         limits: &HandshakeLimits,
     ) -> Result<Option<usize>, HandshakeError> {
         // Re-check the last two bytes: the blank line may straddle the boundary.
-        let from = self.scanned.saturating_sub(2);
-        let window = &buf[from..buf.len().min(limits.max_head_bytes)];
+        // A caller that hands in a shorter buffer gets a rescan, not a panic.
+        if buf.len() < self.scanned {
+            self.scanned = 0;
+        }
+        let end = buf.len().min(limits.max_head_bytes);
+        let from = self.scanned.saturating_sub(2).min(end);
+        let window = &buf[from..end];
         for (i, _) in window.iter().enumerate().filter(|(_, &b)| b == b'\n') {
             // A line feed followed by an empty line: "\n\n" or "\n\r\n".
             // httparse accepts bare LF line ends too (RFC 9112 §2.2).
@@ -111,7 +116,10 @@ pub(crate) fn own_headers(parsed: &[httparse::Header<'_>]) -> Vec<(String, Vec<u
 /// Renders `name: value\r\n`, refusing what would break the head
 /// (header injection through CR, LF or NUL, or a name that is not a token).
 pub(crate) fn write_header(out: &mut Vec<u8>, name: &str, value: &str) -> Result<(), HandshakeError> {
-    if !is_token(name.as_bytes()) || value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+    // RFC 9110 §5.5: a field value is visible characters, spaces and tabs;
+    // any other control byte could split or smuggle a header.
+    let bad_byte = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
+    if !is_token(name.as_bytes()) || value.bytes().any(bad_byte) {
         return Err(HandshakeError::InvalidHeaderToSend(name.to_owned()));
     }
     out.extend_from_slice(name.as_bytes());
@@ -182,6 +190,20 @@ mod tests {
         assert!(write_header(&mut out, "X-Ok", "fine").is_ok());
         assert!(write_header(&mut out, "X-Bad", "a\r\nSet-Cookie: x").is_err());
         assert!(write_header(&mut out, "Bad Name", "v").is_err());
-        assert_eq!(out, b"X-Ok: fine\r\n");
+        // Every control byte but HTAB, and DEL, is refused too.
+        for b in (0u8..0x20).chain([0x7f]).filter(|&b| b != b'\t') {
+            let value = format!("a{}b", b as char);
+            assert!(write_header(&mut out, "X-Ctl", &value).is_err(), "byte {b:#x}");
+        }
+        assert!(write_header(&mut out, "X-Tab", "a\tb").is_ok());
+        assert_eq!(out, b"X-Ok: fine\r\nX-Tab: a\tb\r\n");
+    }
+
+    #[test]
+    fn a_shorter_buffer_is_rescanned_not_a_panic() {
+        let limits = HandshakeLimits::default();
+        let mut scanner = HeadScanner::default();
+        assert_eq!(scanner.find_end(b"GET / HTTP/1.1\r\nHost: x\r\n", &limits), Ok(None));
+        assert_eq!(scanner.find_end(b"\r\n\r\n", &limits), Ok(Some(4)));
     }
 }

@@ -166,6 +166,9 @@ impl Connection {
     /// nothing is queued.
     pub fn poll_event(&mut self) -> Result<Option<Event>, ProtocolError> {
         if !self.is_reading() {
+            // Input after Closed/Failed is discarded (RFC 6455 §7.1.7), also
+            // what a caller appended through `read_buffer` since then.
+            self.receiver.discard();
             return Ok(None);
         }
         let incoming = match self.receiver.poll(self.role, &self.config) {

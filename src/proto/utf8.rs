@@ -28,8 +28,17 @@ impl Utf8Validator {
     }
 
     /// Validates the next piece. Fails as soon as the bytes seen so far
-    /// cannot be the beginning of valid UTF-8.
-    pub fn feed(&mut self, mut input: &[u8]) -> Result<(), Utf8Error> {
+    /// cannot be the beginning of valid UTF-8. After an error the validator
+    /// starts over, as if new: the failed message is not carried into the next.
+    pub fn feed(&mut self, input: &[u8]) -> Result<(), Utf8Error> {
+        let result = self.feed_piece(input);
+        if result.is_err() {
+            *self = Self::default();
+        }
+        result
+    }
+
+    fn feed_piece(&mut self, mut input: &[u8]) -> Result<(), Utf8Error> {
         if self.partial_len > 0 {
             let have = self.partial_len as usize;
             let need = sequence_len(self.partial[0]) - have;
@@ -65,10 +74,13 @@ impl Utf8Validator {
     }
 
     /// Validates the last piece of a message: like `feed`, and the message
-    /// must not end inside a code point.
+    /// must not end inside a code point. Either way the validator is then
+    /// ready for the next message.
     pub fn finish(&mut self, input: &[u8]) -> Result<(), Utf8Error> {
         self.feed(input)?;
-        if self.is_complete() {
+        let complete = self.is_complete();
+        *self = Self::default();
+        if complete {
             Ok(())
         } else {
             Err(Utf8Error)
@@ -143,6 +155,19 @@ mod tests {
         let mut v = Utf8Validator::new();
         v.feed(&text[..3]).unwrap();
         assert!(!v.is_complete());
+    }
+
+    #[test]
+    fn starts_over_after_an_error() {
+        let mut v = Utf8Validator::new();
+        v.feed(b"\xe2\x82").unwrap();
+        assert_eq!(v.feed(b"\xff"), Err(Utf8Error));
+        // The cut-off prefix of the failed message is gone.
+        assert!(v.is_complete());
+        v.finish(b"next message").unwrap();
+        // `finish` on a message cut mid code point also leaves it fresh.
+        assert_eq!(v.finish(b"\xe2\x82"), Err(Utf8Error));
+        v.finish(b"ok").unwrap();
     }
 
     #[test]

@@ -107,6 +107,8 @@ pub(crate) struct Core {
     phase: Phase,
     /// The peer ended its direction of the transport.
     eof: bool,
+    /// We ended ours (sent FIN).
+    shut_down: bool,
     close_timeout: Duration,
     /// Bounds the closing handshake, armed when it starts.
     deadline: Option<Pin<Box<Sleep>>>,
@@ -121,6 +123,7 @@ impl Core {
             writing: Bytes::new(),
             phase: Phase::Open,
             eof: false,
+            shut_down: false,
             close_timeout,
             deadline: None,
             outcome: None,
@@ -246,6 +249,12 @@ impl Core {
         let client_waits = self.conn.role() == Role::Client && self.conn.state() == State::Closed;
         while let Phase::Closing(step) = self.phase {
             if self.deadline_passed(cx) {
+                // Time is up, but our direction still gets its FIN (RFC 6455
+                // §7.1.1): one try, without waiting on a transport that stalls.
+                if !self.shut_down {
+                    let _ = io.poll_shutdown(cx);
+                    self.shut_down = true;
+                }
                 break;
             }
             let next = match step {
@@ -254,10 +263,14 @@ impl Core {
                     Ok(()) => Some(Step::Shutdown),
                     Err(_) => None,
                 },
-                Step::Shutdown => match ready!(io.poll_shutdown(cx)) {
-                    Ok(()) if !self.eof => Some(Step::AwaitEof),
-                    _ => None,
-                },
+                Step::Shutdown => {
+                    let result = ready!(io.poll_shutdown(cx));
+                    self.shut_down = true;
+                    match result {
+                        Ok(()) if !self.eof => Some(Step::AwaitEof),
+                        _ => None,
+                    }
+                }
                 Step::AwaitEof => {
                     let buf = self.conn.read_buffer();
                     let read = ready!(io.poll_read_buf(cx, buf));
