@@ -251,3 +251,46 @@ fn input_appended_through_read_buffer_after_failure_is_dropped() {
     assert_eq!(conn.poll_event(), Ok(None));
     assert_eq!(conn.buffered_input(), 0);
 }
+
+// Writing in place: `transmit_buffer` + `advance_transmit` give the same
+// bytes as `poll_transmit`, and a partial write keeps the rest queued.
+#[test]
+fn transmit_buffer_can_be_written_in_pieces() {
+    let mut a = Connection::server(Config::default());
+    let mut b = Connection::server(Config::default());
+    for conn in [&mut a, &mut b] {
+        conn.send(Message::binary(vec![7u8; 300])).unwrap();
+        conn.ping(b"p").unwrap();
+    }
+    let whole = a.poll_transmit().unwrap();
+    let mut pieces = Vec::new();
+    while !b.transmit_buffer().is_empty() {
+        let n = b.transmit_buffer().len().min(100);
+        pieces.extend_from_slice(&b.transmit_buffer()[..n]);
+        b.advance_transmit(n);
+        assert_eq!(b.pending_transmit(), whole.len() - pieces.len());
+    }
+    assert_eq!(pieces, whole);
+    // Advancing past the end is clamped.
+    b.ping(b"q").unwrap();
+    b.advance_transmit(usize::MAX);
+    assert_eq!(b.pending_transmit(), 0);
+}
+
+// An idle connection gives its buffers back; a partial frame keeps its bytes.
+#[test]
+fn idle_buffers_are_released_but_partial_input_is_kept() {
+    let mut conn = Connection::server(Config::default());
+    conn.read_buffer().reserve(16 * 1024);
+    conn.send(Message::text("x")).unwrap();
+    conn.advance_transmit(usize::MAX);
+    conn.release_idle_buffers();
+    assert_eq!(conn.read_buffer().capacity(), 0);
+
+    let frame = Frame::text("hello").encode();
+    conn.receive(&frame[..frame.len() - 2]);
+    assert_eq!(conn.poll_event(), Ok(None));
+    conn.release_idle_buffers();
+    conn.receive(&frame[frame.len() - 2..]);
+    assert_eq!(conn.poll_event(), Ok(Some(Event::Message(Message::text("hello")))));
+}

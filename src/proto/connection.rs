@@ -82,7 +82,8 @@ pub struct Connection {
     sending: Option<OutgoingFragments>,
     /// Mask key source for a client (RFC 6455 §10.3); `None` for a server.
     masks: Option<Box<StdRng>>,
-    peer_close: Option<CloseFrame>,
+    /// Boxed: set once per connection, so idle connections stay small.
+    peer_close: Option<Box<CloseFrame>>,
 }
 
 impl Connection {
@@ -126,7 +127,7 @@ impl Connection {
 
     /// The Close frame the peer sent, once it has arrived.
     pub fn peer_close(&self) -> Option<&CloseFrame> {
-        self.peer_close.as_ref()
+        self.peer_close.as_deref()
     }
 
     // ----- input -----------------------------------------------------------
@@ -149,6 +150,16 @@ impl Connection {
     /// Tells the connection the transport has no more bytes to give.
     pub fn receive_eof(&mut self) {
         self.receiver.eof = true;
+    }
+
+    /// Frees the input and output buffers if they hold no bytes, so an idle
+    /// connection costs almost no memory. Call it when the transport has
+    /// nothing to read; the next `read_buffer` or `send` allocates afresh.
+    pub fn release_idle_buffers(&mut self) {
+        self.receiver.release_if_empty();
+        if self.transmit.is_empty() {
+            self.transmit = BytesMut::new();
+        }
     }
 
     /// Bytes received but not yet turned into events.
@@ -212,7 +223,7 @@ impl Connection {
         self.state = State::Closed;
         self.receiver.discard();
         self.sending = None;
-        self.peer_close = frame.clone();
+        self.peer_close = frame.clone().map(Box::new);
         Event::Close(frame)
     }
 
@@ -349,6 +360,22 @@ impl Connection {
     /// How many bytes wait to be written.
     pub fn pending_transmit(&self) -> usize {
         self.transmit.len()
+    }
+
+    /// The bytes waiting to be written, left in place: write a prefix of
+    /// them, then call [`advance_transmit`](Self::advance_transmit) with its
+    /// length. An alternative to [`poll_transmit`](Self::poll_transmit) for
+    /// transports that copy what they are given (a socket), with no
+    /// reference counting and a buffer that is reused.
+    pub fn transmit_buffer(&self) -> &[u8] {
+        &self.transmit
+    }
+
+    /// Marks the first `n` bytes of [`transmit_buffer`](Self::transmit_buffer)
+    /// as written (at most all of them).
+    pub fn advance_transmit(&mut self, n: usize) {
+        let n = n.min(self.transmit.len());
+        bytes::Buf::advance(&mut self.transmit, n);
     }
 
     fn encode_close(&mut self, code: CloseCode, reason: &str) {

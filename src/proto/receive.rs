@@ -45,7 +45,8 @@ pub(super) struct Receiver {
     /// that frame's payload.
     pub(super) buf: BytesMut,
     frame: Option<PartialFrame>,
-    assembly: Option<Assembly>,
+    /// Boxed: most messages are one frame, and idle connections stay small.
+    assembly: Option<Box<Assembly>>,
     /// Validates the text message currently arriving.
     utf8: Utf8Validator,
     /// The transport has ended: no more bytes will come.
@@ -195,7 +196,7 @@ impl Receiver {
             }
             _ if !fin => {
                 let kind = if is_text { MessageKind::Text } else { MessageKind::Binary };
-                self.assembly = Some(Assembly { kind, data: payload });
+                self.assembly = Some(Box::new(Assembly { kind, data: payload }));
                 return Ok(None);
             }
             _ => payload,
@@ -204,6 +205,15 @@ impl Receiver {
             text_message(data).map(Some)
         } else {
             Ok(Some(Incoming::Message(Message::Binary(data.freeze()))))
+        }
+    }
+
+    /// Frees the buffer when it holds no bytes. A partly received frame
+    /// keeps it (its parsed header lives in `frame`, so even then the bytes
+    /// already handled are gone from `buf`).
+    pub(super) fn release_if_empty(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
         }
     }
 

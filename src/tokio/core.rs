@@ -16,7 +16,7 @@ use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::{sleep, Sleep};
 
@@ -102,16 +102,25 @@ enum Step {
 #[derive(Debug)]
 pub(crate) struct Core {
     pub(crate) conn: Connection,
-    /// Bytes taken from the connection, not yet fully written.
-    writing: Bytes,
     phase: Phase,
     /// The peer ended its direction of the transport.
     eof: bool,
     /// We ended ours (sent FIN).
     shut_down: bool,
-    close_timeout: Duration,
-    /// Bounds the closing handshake, armed when it starts.
-    deadline: Option<Pin<Box<Sleep>>>,
+    timer: CloseTimer,
+}
+
+/// Bounds the closing handshake (RFC 6455 §7.1.1 leaves the time to us).
+/// Until it starts, only its length is kept: an open connection stays small.
+#[derive(Debug)]
+enum CloseTimer {
+    Unarmed(Duration),
+    Armed(Box<Closing>),
+}
+
+#[derive(Debug)]
+struct Closing {
+    deadline: Pin<Box<Sleep>>,
     /// What `recv` reports once the transport is closed.
     outcome: Option<Error>,
 }
@@ -120,19 +129,16 @@ impl Core {
     pub(crate) fn new(conn: Connection, close_timeout: Duration) -> Self {
         Core {
             conn,
-            writing: Bytes::new(),
             phase: Phase::Open,
             eof: false,
             shut_down: false,
-            close_timeout,
-            deadline: None,
-            outcome: None,
+            timer: CloseTimer::Unarmed(close_timeout),
         }
     }
 
     /// Bytes queued for the transport.
     pub(crate) fn pending_output(&self) -> usize {
-        self.writing.len() + self.conn.pending_transmit()
+        self.conn.pending_transmit()
     }
 
     /// Sending on a transport that is gone fails like sending after Close.
@@ -149,21 +155,15 @@ impl Core {
         cx: &mut Context<'_>,
         io: &mut impl WriteIo,
     ) -> Poll<io::Result<()>> {
-        loop {
-            if self.writing.is_empty() {
-                match self.conn.poll_transmit() {
-                    Some(bytes) => self.writing = bytes,
-                    None => break,
-                }
-            }
-            let n = ready!(io.poll_write(cx, &self.writing))?;
+        // Written straight from the connection's buffer, which is then
+        // reused: no copy, no reference count.
+        while !self.conn.transmit_buffer().is_empty() {
+            let n = ready!(io.poll_write(cx, self.conn.transmit_buffer()))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.writing.advance(n);
+            self.conn.advance_transmit(n);
         }
-        // Drop our reference so the connection can reuse its buffer.
-        self.writing = Bytes::new();
         io.poll_flush(cx)
     }
 
@@ -180,7 +180,7 @@ impl Core {
                 Phase::Closing(_) => {
                     ready!(self.poll_close_transport(cx, io));
                     self.phase = Phase::Done;
-                    return Poll::Ready(self.outcome.take().map_or(Ok(None), Err));
+                    return Poll::Ready(self.take_outcome().map_or(Ok(None), Err));
                 }
                 Phase::Done => return Poll::Ready(Ok(None)),
             }
@@ -191,8 +191,9 @@ impl Core {
                 }
                 Ok(None) => {}
                 Err(error) => {
-                    self.outcome = Some(Error::Protocol(error));
+                    // A failed connection is no longer Open: the timer is armed.
                     self.after_protocol_step();
+                    self.set_outcome(Error::Protocol(error));
                     continue;
                 }
             }
@@ -200,7 +201,7 @@ impl Core {
             // the time to us).
             self.after_protocol_step();
             if self.deadline_passed(cx) {
-                self.outcome = Some(Error::Timeout(TimeoutKind::Close));
+                self.set_outcome(Error::Timeout(TimeoutKind::Close));
                 self.phase = Phase::Closing(Step::Shutdown);
                 continue;
             }
@@ -210,7 +211,12 @@ impl Core {
                 Poll::Pending if self.pending_output() > FLUSH_THRESHOLD => return Poll::Pending,
                 _ => {}
             }
-            match ready!(io.poll_read_buf(cx, self.conn.read_buffer())) {
+            let Poll::Ready(read) = io.poll_read_buf(cx, self.conn.read_buffer()) else {
+                // Nothing to read: an idle connection keeps no buffers.
+                self.conn.release_idle_buffers();
+                return Poll::Pending;
+            };
+            match read {
                 Ok(0) => {
                     self.eof = true;
                     self.conn.receive_eof();
@@ -225,8 +231,9 @@ impl Core {
     /// arms the close deadline, and starts closing once the protocol is done.
     pub(crate) fn after_protocol_step(&mut self) {
         let state = self.conn.state();
-        if state != State::Open && self.deadline.is_none() {
-            self.deadline = Some(Box::pin(sleep(self.close_timeout)));
+        if let (false, CloseTimer::Unarmed(timeout)) = (state == State::Open, &self.timer) {
+            let deadline = Box::pin(sleep(*timeout));
+            self.timer = CloseTimer::Armed(Box::new(Closing { deadline, outcome: None }));
         }
         if self.phase == Phase::Open && matches!(state, State::Closed | State::Failed) {
             self.phase = Phase::Closing(Step::Flush);
@@ -234,12 +241,32 @@ impl Core {
     }
 
     fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
-        self.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready())
+        match &mut self.timer {
+            CloseTimer::Armed(closing) => closing.deadline.as_mut().poll(cx).is_ready(),
+            CloseTimer::Unarmed(_) => false,
+        }
+    }
+
+    /// Records what `recv` reports at the end; only once the timer is armed,
+    /// which every path that ends the connection has done.
+    fn set_outcome(&mut self, error: Error) {
+        debug_assert!(matches!(self.timer, CloseTimer::Armed(_)), "outcome before the close timer");
+        if let CloseTimer::Armed(closing) = &mut self.timer {
+            closing.outcome = Some(error);
+        }
+    }
+
+    fn take_outcome(&mut self) -> Option<Error> {
+        match &mut self.timer {
+            CloseTimer::Armed(closing) => closing.outcome.take(),
+            CloseTimer::Unarmed(_) => None,
+        }
     }
 
     fn io_failed(&mut self, error: io::Error) -> Error {
         self.phase = Phase::Done;
-        self.writing = Bytes::new();
+        // Nothing more can be written: free what was queued.
+        self.conn.advance_transmit(usize::MAX);
         Error::Io(error)
     }
 
@@ -296,7 +323,8 @@ impl Core {
             }
         }
         self.phase = Phase::Done;
-        self.writing = Bytes::new();
+        self.conn.advance_transmit(usize::MAX);
+        self.conn.release_idle_buffers();
         Poll::Ready(())
     }
 }

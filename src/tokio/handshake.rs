@@ -59,7 +59,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(&Request) -> Result<Accept, Reject>,
 {
-    timeout(config.handshake_timeout, server_handshake(stream, config, hook))
+    // Boxed: the handshake's state (buffers, request, timer) lives on the heap
+    // only while it runs, so the caller's task stays small for the whole
+    // life of the connection.
+    Box::pin(timeout(config.handshake_timeout, server_handshake(stream, config, hook)))
         .await
         .unwrap_or(Err(Error::Timeout(TimeoutKind::Handshake)))
 }
@@ -144,7 +147,8 @@ pub async fn connect_with(
         stream.set_nodelay(true)?;
         client_handshake(stream, request, config).await
     };
-    let (ws, _) = timeout(config.handshake_timeout, handshake)
+    // Boxed, as in `accept_with`.
+    let (ws, _) = Box::pin(timeout(config.handshake_timeout, handshake))
         .await
         .unwrap_or(Err(Error::Timeout(TimeoutKind::Handshake)))?;
     Ok(ws)
@@ -162,7 +166,8 @@ pub async fn client<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    timeout(config.handshake_timeout, client_handshake(stream, request, config))
+    // Boxed, as in `accept_with`.
+    Box::pin(timeout(config.handshake_timeout, client_handshake(stream, request, config)))
         .await
         .unwrap_or(Err(Error::Timeout(TimeoutKind::Handshake)))
 }

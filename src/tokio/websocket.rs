@@ -1,7 +1,7 @@
 //! [`WebSocket`]: a [`Connection`] on an async transport.
 
 use std::future::poll_fn;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -29,8 +29,11 @@ use crate::proto::{CloseCode, CloseFrame, Connection, Event, Message, MessageKin
 #[derive(Debug)]
 pub struct WebSocket<S> {
     io: S,
-    core: Core,
-    protocol: Option<String>,
+    /// Boxed: a `WebSocket` lives inside every connection's task, and a
+    /// small task is what keeps an idle connection near 1 KiB (see
+    /// BENCHMARKS.md). The extra pointer costs nothing measurable.
+    core: Box<Core>,
+    protocol: Option<Box<str>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
@@ -38,11 +41,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// the handshake must already be in the connection
     /// ([`Connection::receive`]).
     pub fn from_connection(io: S, conn: Connection, config: &WebSocketConfig) -> Self {
-        WebSocket { io, core: Core::new(conn, config.close_timeout), protocol: None }
+        WebSocket { io, core: Box::new(Core::new(conn, config.close_timeout)), protocol: None }
     }
 
     pub(crate) fn with_protocol(mut self, protocol: Option<String>) -> Self {
-        self.protocol = protocol;
+        self.protocol = protocol.map(String::into_boxed_str);
         self
     }
 
@@ -81,13 +84,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Cancel safety: cancel-safe. It can be a `select!` branch: if another
     /// branch wins, no data is lost.
     pub async fn recv(&mut self) -> Result<Option<Message>, Error> {
-        loop {
-            match self.recv_event().await? {
-                Some(Event::Message(message)) => return Ok(Some(message)),
+        // One poll_fn, no nested futures: this state lives in every
+        // connection's task, so it is kept small.
+        poll_fn(|cx| loop {
+            match ready!(self.poll_recv_event(cx))? {
+                Some(Event::Message(message)) => return Poll::Ready(Ok(Some(message))),
                 Some(_) => continue,
-                None => return Ok(None),
+                None => return Poll::Ready(Ok(None)),
             }
-        }
+        })
+        .await
     }
 
     /// The next event: a message, a Ping (already answered), a Pong, or the
@@ -119,7 +125,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
         self.core.check_sendable()?;
         self.core.conn.send(message)?;
-        self.flush_unless_batching().await
+        if self.batching() {
+            return Ok(());
+        }
+        poll_fn(|cx| self.poll_flush(cx)).await
     }
 
     /// Queues a message without writing; it goes out with the next write.
@@ -136,7 +145,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub async fn send_fragment(&mut self, kind: MessageKind, data: &[u8], fin: bool) -> Result<(), Error> {
         self.core.check_sendable()?;
         self.core.conn.send_fragment(kind, data, fin)?;
-        self.flush_unless_batching().await
+        if self.batching() {
+            return Ok(());
+        }
+        poll_fn(|cx| self.poll_flush(cx)).await
     }
 
     /// Sends a Ping (at most 125 bytes of payload). Its Pong arrives as
@@ -146,14 +158,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub async fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
         self.core.check_sendable()?;
         self.core.conn.ping(payload)?;
-        self.flush().await
+        poll_fn(|cx| self.poll_flush(cx)).await
     }
 
     /// Writes everything queued.
     ///
     /// Cancel safety: cancel-safe; what was not written stays queued.
     pub async fn flush(&mut self) -> Result<(), Error> {
-        poll_fn(|cx| self.core.poll_write_out(cx, &mut self.io)).await.map_err(Error::Io)
+        poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.core.poll_write_out(cx, &mut self.io).map_err(Error::Io)
     }
 
     /// Closes the connection: sends a Close frame, waits (up to the close
@@ -183,14 +199,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Splits into a read half and a write half that can be moved to two
     /// tasks. See [`ReadHalf`] and [`WriteHalf`].
     pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
-        split::split(self.io, self.core)
+        split::split(self.io, *self.core)
     }
 
-    async fn flush_unless_batching(&mut self) -> Result<(), Error> {
-        let more_input = self.core.conn.buffered_input() > 0;
-        if more_input && self.core.pending_output() < FLUSH_THRESHOLD {
-            return Ok(());
-        }
-        self.flush().await
+    /// Whether a send may leave its frame queued: more input is buffered,
+    /// so the caller will call `recv` again, and that flushes.
+    fn batching(&self) -> bool {
+        self.core.conn.buffered_input() > 0 && self.core.pending_output() < FLUSH_THRESHOLD
     }
 }
