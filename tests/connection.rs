@@ -294,3 +294,90 @@ fn idle_buffers_are_released_but_partial_input_is_kept() {
     conn.receive(&frame[frame.len() - 2..]);
     assert_eq!(conn.poll_event(), Ok(Some(Event::Message(Message::text("hello")))));
 }
+
+// Large server payloads are queued without a copy; the bytes on the wire
+// are the same whichever way they are taken out, and interleave correctly
+// with small frames queued before and after them.
+#[test]
+fn large_payloads_go_out_intact_in_order() {
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let text: String = "añb€".repeat(10_000);
+    let queue = |conn: &mut Connection| {
+        conn.send(Message::text("before")).unwrap();
+        conn.send(Message::binary(big.clone())).unwrap();
+        conn.ping(b"mid").unwrap();
+        conn.send(Message::text(text.clone())).unwrap();
+        conn.send(Message::binary(vec![1u8; 10])).unwrap();
+    };
+    let mut by_pop = Connection::server(Config::default());
+    queue(&mut by_pop);
+    let mut by_slices = Connection::server(Config::default());
+    queue(&mut by_slices);
+    let total = by_slices.pending_transmit();
+    let mut wire = Vec::new();
+    while by_slices.pending_transmit() > 0 {
+        let mut slices = [std::io::IoSlice::new(&[]); 3];
+        let n = by_slices.transmit_chunks(&mut slices);
+        assert!(n > 0);
+        // A short write: at most 7000 bytes of the first slices.
+        let mut budget = 7000;
+        let mut wrote = 0;
+        for s in &slices[..n] {
+            let take = s.len().min(budget);
+            wire.extend_from_slice(&s[..take]);
+            (budget, wrote) = (budget - take, wrote + take);
+        }
+        by_slices.advance_transmit(wrote);
+    }
+    assert_eq!(wire.len(), total);
+    let popped: Vec<u8> = std::iter::from_fn(|| by_pop.poll_transmit()).flatten().collect();
+    assert_eq!(popped, wire);
+
+    let mut client = client();
+    client.receive(&wire);
+    let mut events = Vec::new();
+    while let Some(event) = client.poll_event().unwrap() {
+        events.push(event);
+    }
+    assert_eq!(
+        events,
+        [
+            Event::Message(Message::text("before")),
+            Event::Message(Message::binary(big.clone())),
+            Event::Ping(Bytes::from_static(b"mid")),
+            Event::Message(Message::text(text.clone())),
+            Event::Message(Message::binary(vec![1u8; 10])),
+        ]
+    );
+}
+
+// The same with automatic fragmentation: each fragment of a large message
+// is a slice of it, not a copy, and reassembles to the original.
+#[test]
+fn large_payloads_fragment_without_copies() {
+    let big: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+    let mut config = Config::default();
+    config.max_send_frame_size = Some(9000);
+    let mut server = Connection::server(config);
+    server.send(Message::binary(big.clone())).unwrap();
+    let frames = frames_sent(&mut server);
+    assert_eq!(frames.len(), 6);
+    assert!(frames.iter().all(|f| f.payload.len() <= 9000));
+    let mut client = client();
+    client.receive(&frames.iter().flat_map(Frame::encode).collect::<Vec<u8>>());
+    assert_eq!(client.poll_event(), Ok(Some(Event::Message(Message::binary(big)))));
+}
+
+// Reading hint: the rest of the frame in progress, 0 otherwise.
+#[test]
+fn input_needed_is_the_rest_of_the_frame() {
+    let mut conn = Connection::server(Config::default());
+    assert_eq!(conn.input_needed(), 0);
+    let frame = Frame::binary(vec![5u8; 70_000]).encode();
+    conn.receive(&frame[..1000]);
+    assert_eq!(conn.poll_event(), Ok(None));
+    assert_eq!(conn.input_needed(), frame.len() - 1000);
+    conn.receive(&frame[1000..]);
+    assert!(matches!(conn.poll_event(), Ok(Some(Event::Message(_)))));
+    assert_eq!(conn.input_needed(), 0);
+}

@@ -8,6 +8,8 @@
 //! to send ([`Connection::poll_transmit`]). Replies the protocol requires,
 //! Pongs and the Close echo, are queued by the connection itself.
 
+use std::io::IoSlice;
+
 use bytes::{Bytes, BytesMut};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -19,6 +21,7 @@ use super::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use super::mask::apply_mask;
 use super::message::{Event, Message, MessageKind};
 use super::receive::{Incoming, Receiver};
+use super::transmit::{Transmit, ZERO_COPY_MIN};
 use super::utf8::Utf8Validator;
 
 /// Where a connection is in its life (RFC 6455 §7).
@@ -78,7 +81,7 @@ pub struct Connection {
     state: State,
     receiver: Receiver,
     /// Encoded frames waiting for the transport.
-    transmit: BytesMut,
+    transmit: Transmit,
     sending: Option<OutgoingFragments>,
     /// Mask key source for a client (RFC 6455 §10.3); `None` for a server.
     masks: Option<Box<StdRng>>,
@@ -106,7 +109,7 @@ impl Connection {
             config,
             state: State::Open,
             receiver: Receiver::default(),
-            transmit: BytesMut::new(),
+            transmit: Transmit::default(),
             sending: None,
             masks,
             peer_close: None,
@@ -157,9 +160,15 @@ impl Connection {
     /// nothing to read; the next `read_buffer` or `send` allocates afresh.
     pub fn release_idle_buffers(&mut self) {
         self.receiver.release_if_empty();
-        if self.transmit.is_empty() {
-            self.transmit = BytesMut::new();
-        }
+        self.transmit.release_if_empty();
+    }
+
+    /// How many more bytes the frame now arriving needs, 0 when none is
+    /// in progress: a hint for sizing the next read. Its declared length
+    /// passed [`Config::max_frame_size`] already; bound the hint further
+    /// before allocating on it, since a peer may declare and not send.
+    pub fn input_needed(&self) -> usize {
+        self.receiver.input_needed()
     }
 
     /// Bytes received but not yet turned into events.
@@ -258,19 +267,20 @@ impl Connection {
             MessageKind::Text => OpCode::Text,
             MessageKind::Binary => OpCode::Binary,
         };
-        let data = message.as_bytes();
+        // No copy: a large payload may be queued as it is.
+        let data = message.into_bytes();
         let max = self.config.max_send_frame_size.unwrap_or(usize::MAX).max(1);
         if data.len() <= max {
-            self.encode_frame(true, opcode, data);
+            self.encode_data(true, opcode, data);
             return Ok(());
         }
         // RFC 6455 §5.4: the first fragment carries the opcode, the rest are
         // continuations, and only the last has FIN.
-        let mut chunks = data.chunks(max).peekable();
-        let mut frame_opcode = opcode;
-        while let Some(chunk) = chunks.next() {
-            self.encode_frame(chunks.peek().is_none(), frame_opcode, chunk);
-            frame_opcode = OpCode::Continuation;
+        let (mut start, mut frame_opcode) = (0, opcode);
+        while start < data.len() {
+            let end = data.len().min(start + max);
+            self.encode_data(end == data.len(), frame_opcode, data.slice(start..end));
+            (start, frame_opcode) = (end, OpCode::Continuation);
         }
         Ok(())
     }
@@ -350,11 +360,7 @@ impl Connection {
 
     /// Takes the bytes waiting to be written to the transport, if any.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        if self.transmit.is_empty() {
-            None
-        } else {
-            Some(self.transmit.split().freeze())
-        }
+        self.transmit.pop()
     }
 
     /// How many bytes wait to be written.
@@ -362,20 +368,27 @@ impl Connection {
         self.transmit.len()
     }
 
-    /// The bytes waiting to be written, left in place: write a prefix of
-    /// them, then call [`advance_transmit`](Self::advance_transmit) with its
-    /// length. An alternative to [`poll_transmit`](Self::poll_transmit) for
-    /// transports that copy what they are given (a socket), with no
-    /// reference counting and a buffer that is reused.
+    /// The oldest bytes waiting to be written, left in place: write a
+    /// prefix of them, then call [`advance_transmit`](Self::advance_transmit)
+    /// with its length. Empty when nothing waits. An alternative to
+    /// [`poll_transmit`](Self::poll_transmit) for transports that copy what
+    /// they are given (a socket): no reference counting, and the buffer is
+    /// reused.
     pub fn transmit_buffer(&self) -> &[u8] {
-        &self.transmit
+        self.transmit.front()
     }
 
-    /// Marks the first `n` bytes of [`transmit_buffer`](Self::transmit_buffer)
-    /// as written (at most all of them).
+    /// Like [`transmit_buffer`](Self::transmit_buffer), for a vectored write:
+    /// fills `out` with slices of the waiting bytes, oldest first, and
+    /// returns how many it filled. Large payloads are queued without a copy,
+    /// so the waiting bytes may be in several pieces.
+    pub fn transmit_chunks<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        self.transmit.chunks(out)
+    }
+
+    /// Marks the first `n` waiting bytes as written (at most all of them).
     pub fn advance_transmit(&mut self, n: usize) {
-        let n = n.min(self.transmit.len());
-        bytes::Buf::advance(&mut self.transmit, n);
+        self.transmit.advance(n);
     }
 
     fn encode_close(&mut self, code: CloseCode, reason: &str) {
@@ -385,6 +398,20 @@ impl Connection {
         self.encode_frame(true, OpCode::Close, &payload[..2 + reason.len()]);
     }
 
+    /// Encodes a data frame whose payload the connection may keep: a large
+    /// one that needs no mask is queued without a copy.
+    fn encode_data(&mut self, fin: bool, opcode: OpCode, payload: Bytes) {
+        if self.masks.is_none() && payload.len() >= ZERO_COPY_MIN {
+            let header = FrameHeader { fin, rsv: 0, opcode, mask: None, len: payload.len() as u64 };
+            let mut head = [0u8; MAX_HEADER_LEN];
+            let head_len = header.encode(&mut head);
+            self.transmit.tail().extend_from_slice(&head[..head_len]);
+            self.transmit.push_shared(payload);
+        } else {
+            self.encode_frame(fin, opcode, &payload);
+        }
+    }
+
     fn encode_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
         // RFC 6455 §5.3: a client masks every frame with a fresh key from a
         // strong source of entropy (§10.3); a server never masks.
@@ -392,12 +419,13 @@ impl Connection {
         let header = FrameHeader { fin, rsv: 0, opcode, mask, len: payload.len() as u64 };
         let mut head = [0u8; MAX_HEADER_LEN];
         let head_len = header.encode(&mut head);
-        self.transmit.reserve(head_len + payload.len());
-        self.transmit.extend_from_slice(&head[..head_len]);
-        let start = self.transmit.len();
-        self.transmit.extend_from_slice(payload);
+        let out = self.transmit.tail();
+        out.reserve(head_len + payload.len());
+        out.extend_from_slice(&head[..head_len]);
+        let start = out.len();
+        out.extend_from_slice(payload);
         if let Some(key) = mask {
-            apply_mask(&mut self.transmit[start..], key);
+            apply_mask(&mut out[start..], key);
         }
     }
 }

@@ -9,6 +9,7 @@ mod frame;
 mod mask;
 mod message;
 mod receive;
+mod transmit;
 mod utf8;
 
 pub use close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};

@@ -208,6 +208,15 @@ impl Receiver {
         }
     }
 
+    /// Bytes still to come before the frame in progress is complete (0 when
+    /// no frame is in progress). Its length passed the limits already.
+    pub(super) fn input_needed(&self) -> usize {
+        match self.frame {
+            Some(frame) => (frame.header.len as usize).saturating_sub(self.buf.len()),
+            None => 0,
+        }
+    }
+
     /// Frees the buffer when it holds no bytes. A partly received frame
     /// keeps it (its parsed header lives in `frame`, so even then the bytes
     /// already handled are gone from `buf`).

@@ -11,7 +11,7 @@
 //! more than [`FLUSH_THRESHOLD`] bytes are stuck (backpressure).
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -26,8 +26,16 @@ use crate::proto::{Connection, Event, Role, SendError, State};
 /// Output held back while more input is buffered, before `send` writes.
 pub(crate) const FLUSH_THRESHOLD: usize = 64 * 1024;
 /// Smallest free space worth a read syscall, and how much to add below it.
+/// A read buffer is freed whenever a read would wait, so this is what a busy
+/// connection holds, not an idle one.
 const READ_MIN: usize = 4 * 1024;
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
+/// How far ahead of the data a frame in progress may have room reserved:
+/// a large frame is read in few system calls into one buffer that does not
+/// move, while a declared length that never arrives costs at most this.
+const READ_AHEAD_MAX: usize = 1024 * 1024;
+/// Slices per vectored write.
+const WRITE_SLICES: usize = 16;
 
 /// Reading side of a transport.
 pub(crate) trait ReadIo {
@@ -36,7 +44,7 @@ pub(crate) trait ReadIo {
 
 /// Writing side of a transport.
 pub(crate) trait WriteIo {
-    fn poll_write(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>>;
+    fn poll_write_vectored(&mut self, cx: &mut Context<'_>, data: &[IoSlice<'_>]) -> Poll<io::Result<usize>>;
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
@@ -55,6 +63,16 @@ pub(crate) fn poll_read_into<R: AsyncRead + Unpin>(
     pin!(io.read_buf(buf)).poll(cx)
 }
 
+/// Makes room in the connection's read buffer: the rest of a frame in
+/// progress (up to a bound), or at least a chunk.
+fn reserve_for_read(conn: &mut Connection) {
+    let want = conn.input_needed().clamp(READ_MIN, READ_AHEAD_MAX);
+    let buf = conn.read_buffer();
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want.max(READ_CHUNK));
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> ReadIo for S {
     fn poll_read_buf(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
         poll_read_into(self, cx, buf)
@@ -62,8 +80,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ReadIo for S {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WriteIo for S {
-    fn poll_write(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(self).poll_write(cx, data)
+    fn poll_write_vectored(&mut self, cx: &mut Context<'_>, data: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        // A transport without vectored writes takes the first slice.
+        Pin::new(self).poll_write_vectored(cx, data)
     }
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(self).poll_flush(cx)
@@ -158,7 +177,9 @@ impl Core {
         // Written straight from the connection's buffer, which is then
         // reused: no copy, no reference count.
         while !self.conn.transmit_buffer().is_empty() {
-            let n = ready!(io.poll_write(cx, self.conn.transmit_buffer()))?;
+            let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+            let count = self.conn.transmit_chunks(&mut slices);
+            let n = ready!(io.poll_write_vectored(cx, &slices[..count]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -211,6 +232,7 @@ impl Core {
                 Poll::Pending if self.pending_output() > FLUSH_THRESHOLD => return Poll::Pending,
                 _ => {}
             }
+            reserve_for_read(&mut self.conn);
             let Poll::Ready(read) = io.poll_read_buf(cx, self.conn.read_buffer()) else {
                 // Nothing to read: an idle connection keeps no buffers.
                 self.conn.release_idle_buffers();

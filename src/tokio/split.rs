@@ -12,7 +12,7 @@
 //! for nothing just polls again.
 
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, IoSlice};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -78,8 +78,9 @@ struct SharedWriter<'a, S> {
 }
 
 impl<S: AsyncWrite> WriteIo for SharedWriter<'_, S> {
-    fn poll_write(&mut self, _: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut *self.write).poll_write(&mut Context::from_waker(self.fanout), data)
+    fn poll_write_vectored(&mut self, _: &mut Context<'_>, data: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let cx = &mut Context::from_waker(self.fanout);
+        std::pin::Pin::new(&mut *self.write).poll_write_vectored(cx, data)
     }
     fn poll_flush(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         std::pin::Pin::new(&mut *self.write).poll_flush(&mut Context::from_waker(self.fanout))
@@ -102,8 +103,8 @@ impl<S: AsyncRead> ReadIo for ReaderIo<'_, S> {
 }
 
 impl<S: AsyncWrite> WriteIo for ReaderIo<'_, S> {
-    fn poll_write(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        self.writer.poll_write(cx, data)
+    fn poll_write_vectored(&mut self, cx: &mut Context<'_>, data: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        self.writer.poll_write_vectored(cx, data)
     }
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.writer.poll_flush(cx)
