@@ -11,8 +11,8 @@ pub mod proto;
 
 pub use handshake::{Accept, HandshakeError, Reject, Request};
 pub use proto::{
-    CloseCode, CloseFrame, Config, Connection, Event, Message, MessageKind, ProtocolError, Role, SendError,
-    State,
+    CloseCode, CloseFrame, Config, Connection, Event, Message, MessageKind, PreparedMessage, ProtocolError,
+    Role, SendError, State,
 };
 
 #[cfg(feature = "tokio")]

@@ -18,6 +18,7 @@ use super::error::{ProtocolError, SendError};
 use super::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use super::mask::apply_mask;
 use super::message::{Event, Message, MessageKind};
+use super::prepared::PreparedMessage;
 use super::receive::{Incoming, Receiver};
 use super::utf8::Utf8Validator;
 
@@ -260,6 +261,24 @@ impl Connection {
         while let Some(chunk) = chunks.next() {
             self.encode_frame(chunks.peek().is_none(), frame_opcode, chunk);
             frame_opcode = OpCode::Continuation;
+        }
+        Ok(())
+    }
+
+    /// Queues a message framed once by [`PreparedMessage`]. A server queues
+    /// the shared frame bytes as they are (RFC 6455 §5.1: server frames are
+    /// unmasked); a client re-encodes the payload, masked with a fresh key
+    /// (§5.3). The message always goes out as one frame.
+    pub fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), SendError> {
+        self.check_open()?;
+        if self.sending.is_some() {
+            // RFC 6455 §5.4: another message's frames may not be interleaved.
+            return Err(SendError::FragmentedMessageInProgress);
+        }
+        if self.masks.is_some() {
+            self.encode_frame(true, message.opcode(), message.payload());
+        } else {
+            self.transmit.extend_from_slice(message.frame());
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ mod error;
 mod frame;
 mod mask;
 mod message;
+mod prepared;
 mod receive;
 mod utf8;
 
@@ -18,4 +19,5 @@ pub use error::{ProtocolError, SendError};
 pub use frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 pub use mask::{apply_mask, apply_mask_at};
 pub use message::{Event, Message, MessageKind};
+pub use prepared::PreparedMessage;
 pub use utf8::{Utf8Error, Utf8Validator};
