@@ -23,6 +23,9 @@ pub use crate::tokio::{
     WebSocketConfig, WriteHalf,
 };
 
+#[cfg(feature = "hub")]
+pub mod hub;
+
 // The README's examples compile and run as doctests.
 #[cfg(all(doctest, feature = "tokio"))]
 #[doc = include_str!("../README.md")]
