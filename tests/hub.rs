@@ -57,6 +57,8 @@ async fn user(url: &str, name: &str) -> Client {
 
 async fn say(ws: &mut Client, text: &str) {
     ws.send(Message::text(text)).await.unwrap();
+    // `send` batches while received bytes wait unread; this client may not read next.
+    ws.flush().await.unwrap();
 }
 
 /// The next text, within 5 s.
