@@ -16,7 +16,6 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use sabai::handshake::{Accept, HandshakeError, Reject, ServerHandshake};
@@ -27,7 +26,7 @@ pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
 
 /// Step 1: sabai's view of the request, or the HTTP error response (as
 /// bytes, for [`from_bytes`]) to answer with.
-pub fn check(req: &Request<Incoming>, config: &WebSocketConfig) -> Result<sabai::Request, Vec<u8>> {
+pub fn check<B>(req: &Request<B>, config: &WebSocketConfig) -> Result<sabai::Request, Vec<u8>> {
     if req.version() != Version::HTTP_11 {
         // RFC 6455 §4.2.1 item 1: HTTP/1.1 or higher; the upgrade is HTTP/1.1's.
         return Err(HandshakeError::HttpVersion.response());
@@ -61,8 +60,9 @@ pub fn reject(reject: &Reject) -> Response<Body> {
     from_bytes(&reject.response())
 }
 
-/// Step 3: the WebSocket, once hyper has sent the 101. Spawn this.
-pub async fn websocket(req: Request<Incoming>, config: &WebSocketConfig) -> Option<WebSocket<Upgraded>> {
+/// Step 3: the WebSocket, once hyper has sent the 101. Spawn this. Any
+/// body type works, so an axum `Request<axum::body::Body>` does too.
+pub async fn websocket<B>(req: Request<B>, config: &WebSocketConfig) -> Option<WebSocket<Upgraded>> {
     let upgraded = hyper::upgrade::on(req).await.ok()?;
     let conn = Connection::server(config.protocol.clone());
     Some(WebSocket::from_connection(TokioIo::new(upgraded), conn, config))
