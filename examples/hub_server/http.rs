@@ -2,6 +2,7 @@
 //! the /ws upgrade handed to sabai.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -218,7 +219,12 @@ pub fn admit(options: &crate::options::Options, request: &sabai::Request) -> Res
         .take(32)
         .collect();
     let name = name.trim();
-    Ok(if name.is_empty() { format!("guest-{}", protocol::now_ms() % 100_000) } else { name.to_owned() })
+    if !name.is_empty() {
+        return Ok(name.to_owned());
+    }
+    // Each anonymous connection is its own guest.
+    static GUESTS: AtomicU64 = AtomicU64::new(1);
+    Ok(format!("guest-{}", GUESTS.fetch_add(1, Ordering::Relaxed)))
 }
 
 fn percent_decode(text: &str) -> String {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use sabai::hub::Hub;
 use tokio::net::TcpListener;
 
@@ -56,8 +56,13 @@ pub async fn accept_loop(listener: &TcpListener, app: Arc<App>) {
         let app = app.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| http::route(app.clone(), req));
-            let _ =
-                http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades().await;
+            // A client gets 10 s to send a request head (slow-loris bound).
+            let http = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let _ = http.await;
         });
     }
 }

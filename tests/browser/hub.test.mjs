@@ -26,13 +26,14 @@ function startServer(args = []) {
   const child = spawn(serverBin, ["--addr", "127.0.0.1:0", ...args], { stdio: ["ignore", "pipe", "inherit"] });
   return new Promise((resolvePromise, reject) => {
     const timer = setTimeout(() => reject(new Error("server did not start in 10 s")), 10000);
-    let out = "";
+    const started = { child, out: "" };
     child.stdout.on("data", (chunk) => {
-      out += chunk;
-      const match = out.match(/listening on (http:\/\/127\.0\.0\.1:(\d+))\//);
-      if (match) {
+      started.out += chunk;
+      const match = started.out.match(/listening on (http:\/\/127\.0\.0\.1:(\d+))\//);
+      if (match && !started.url) {
         clearTimeout(timer);
-        resolvePromise({ child, url: match[1], port: Number(match[2]) });
+        Object.assign(started, { url: match[1], port: Number(match[2]) });
+        resolvePromise(started);
       }
     });
     child.on("exit", (code) => reject(new Error(`server exited early with ${code}`)));
@@ -179,6 +180,12 @@ test("after the server is killed and restarted the page reconnects and resumes",
   );
   const rooms = await (await fetch(`${second.url}/rooms`)).json();
   assert.deepEqual(rooms.rooms, [{ room: "global", members: 1 }]);
+
+  // SIGTERM is a graceful shutdown: the page gets its Close and the server
+  // exits cleanly after saying goodbye to its one connection.
+  await stopServer(second, "SIGTERM");
+  assert.equal(second.child.exitCode, 0);
+  assert.match(second.out, /shutting down: closing 1 connections\nshut down\n/);
+  await page.locator("#state[data-state=reconnecting]").waitFor();
   await page.close();
-  await stopServer(second);
 });
