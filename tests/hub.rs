@@ -374,3 +374,26 @@ async fn shutdown_is_bounded_when_a_client_never_answers() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(hub.connection_count(), 0);
 }
+
+#[tokio::test]
+async fn a_dropped_connection_task_still_cleans_the_indexes() {
+    let hub = Hub::new(HubConfig::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = hub.clone();
+    let task = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let accepted = server.accept(stream, |_| Ok(Some("ann".into()))).await.unwrap();
+        accepted.serve(handle).await
+    });
+    let mut ws = client(&url).await;
+    join(&mut ws, "room").await;
+    assert_eq!(hub.users_in("room"), ["ann"]);
+    // The application's task is aborted (a cancelled future, a dropped runtime).
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert_eq!((hub.connection_count(), hub.rooms().len(), hub.send_to_user("ann", "x")), (0, 0, 0));
+    assert_eq!(hub.stats().close_codes.get(&1006), Some(&1));
+    // Its place is free again (shutdown waits for every place).
+    assert!(hub.shutdown(Duration::from_secs(1)).await);
+}

@@ -116,27 +116,27 @@ impl Hub {
             }
             !full
         };
-        let code = if admitted {
-            Counters::add(&self.shared.counters.connections_total, 1);
-            self.emit(HubEvent::Connected { conn: id, user: user.clone() });
-            if self.is_shutting_down() {
-                outbox.close(CloseCode::GOING_AWAY, "Server shutting down");
-            }
-            let code = self.run(id, ws, &outbox, handler).await;
-            self.cleanup(id, code);
-            code
-        } else {
+        if !admitted {
             let mut ws = ws;
             let code = codes::TOO_MANY_CONNECTIONS;
             let _ = timeout(config.close_timeout * 2, ws.close(code, "Too many connections")).await;
-            Some(code)
-        };
-        self.shared.counters.close_code(code.map_or(CloseCode::ABNORMAL.0, |c| c.0));
-        drop(slot);
-        code
+            self.shared.counters.close_code(code.0);
+            drop(slot);
+            return Some(code);
+        }
+        Counters::add(&self.shared.counters.connections_total, 1);
+        // Cleans the indexes even if this future is dropped midway.
+        let mut registered = Registered { hub: self, id, code: None, _slot: slot };
+        self.emit(HubEvent::Connected { conn: id, user });
+        if self.is_shutting_down() {
+            outbox.close(CloseCode::GOING_AWAY, "Server shutting down");
+        }
+        registered.code = self.run(id, ws, &outbox, handler).await;
+        registered.code
     }
 
     fn cleanup(&self, id: ConnId, code: Option<CloseCode>) {
+        self.shared.counters.close_code(code.map_or(CloseCode::ABNORMAL.0, |c| c.0));
         let Some(member) = self.registry().remove(id) else { return };
         member.outbox.close(CloseCode::NORMAL, "");
         for room in member.rooms {
@@ -275,6 +275,21 @@ impl Hub {
     /// handshake, then gives up on the connection.
     async fn linger(&self) {
         sleep(self.shared.config.close_timeout).await
+    }
+}
+
+/// A registered connection; dropping it removes it from every index,
+/// reports it gone, and then frees its slot.
+struct Registered<'a> {
+    hub: &'a Hub,
+    id: ConnId,
+    code: Option<CloseCode>,
+    _slot: Slot,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.hub.cleanup(self.id, self.code);
     }
 }
 
