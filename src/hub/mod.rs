@@ -299,6 +299,9 @@ impl Hub {
     /// to every connection and waits up to `wait` for them to end. Returns
     /// whether all did. Connections still open after that are cut when
     /// their tasks are dropped (for example when the runtime stops).
+    ///
+    /// Cancel safety: cancel-safe; the hub stays in shutdown and the Close
+    /// frames are already queued.
     pub async fn shutdown(&self, wait: Duration) -> bool {
         self.shared.shutting_down.store(true, SeqCst);
         for member in self.registry().conns.values() {

@@ -51,7 +51,8 @@ pub struct Accepted<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Accepted<S> {
-    /// Runs the connection until it ends; see [`Hub::serve`].
+    /// Runs the connection until it ends; see [`Hub::serve`] (and its
+    /// cancel safety).
     pub async fn serve(self, handler: impl FnMut(&Hub, ConnId, Message)) -> Option<CloseCode> {
         let hub = self.slot.hub.clone();
         hub.serve(self.slot, self.ws, self.user, handler).await
@@ -63,6 +64,9 @@ impl Hub {
     /// WebSocket settings, and lets `hook` authenticate the request:
     /// `Ok(Some(user))`, `Ok(None)` for an anonymous connection, or a
     /// [`Reject`]. A full or closing hub answers 503 before the hook runs.
+    ///
+    /// Cancel safety: not cancel-safe, like [`accept_with`](crate::accept_with);
+    /// dropping it frees the reserved place.
     pub async fn accept<S, F>(&self, stream: S, hook: F) -> Result<Accepted<S>, Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -91,6 +95,10 @@ impl Hub {
     /// it should not block.
     ///
     /// A user over `max_connections_per_user` is closed at once with 4029.
+    ///
+    /// Cancel safety: dropping the future drops the connection without a
+    /// Close frame; it still leaves every room and index, is reported as
+    /// [`HubEvent::Disconnected`] (counted under 1006), and frees its place.
     pub async fn serve<S, H>(
         &self,
         slot: Slot,
