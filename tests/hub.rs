@@ -257,7 +257,7 @@ async fn slow_consumer_can_lose_the_oldest_messages_instead() {
 fn fast_heartbeat() -> HubConfig {
     let mut config = HubConfig::default();
     config.ping_interval = Duration::from_millis(50);
-    config.pong_timeout = Duration::from_millis(300);
+    config.pong_timeout = Duration::from_millis(500);
     config.close_timeout = Duration::from_millis(500);
     config
 }
@@ -269,11 +269,11 @@ async fn heartbeat_timeout_closes_a_silent_client() {
     let mut alive = client(&url).await;
     // `alive` keeps reading, so its library answers the Pings.
     let keeper = tokio::spawn(async move {
-        let _ = timeout(Duration::from_millis(900), alive.recv()).await;
+        let _ = timeout(Duration::from_millis(1500), alive.recv()).await;
         alive
     });
     // `silent` reads nothing, so no Pong goes back.
-    sleep(Duration::from_millis(900)).await;
+    sleep(Duration::from_millis(1500)).await;
     let mut alive = keeper.await.unwrap();
     assert_eq!(close_code(&mut silent).await, Some(codes::HEARTBEAT_TIMEOUT.0));
     eventually("silent client removed", || hub.connection_count() == 1).await;
