@@ -149,10 +149,14 @@ fn utf8(b: &Bench) {
     let mixed = "κόσμε ünïcødé 漢字 😀 text ".repeat(30_000);
     for (label, text) in [("ASCII", &ascii), ("mixed", &mixed)] {
         let bytes = text.as_bytes();
-        let ours = b.rate(&format!("utf8 validate {label} {} KiB, one piece", bytes.len() / 1024), bytes.len(), || {
-            let mut v = Utf8Validator::new();
-            v.finish(black_box(bytes)).unwrap();
-        });
+        let ours = b.rate(
+            &format!("utf8 validate {label} {} KiB, one piece", bytes.len() / 1024),
+            bytes.len(),
+            || {
+                let mut v = Utf8Validator::new();
+                v.finish(black_box(bytes)).unwrap();
+            },
+        );
         let pieces = b.rate(&format!("utf8 validate {label}, 1000-byte pieces"), bytes.len(), || {
             let mut v = Utf8Validator::new();
             for piece in black_box(bytes).chunks(1000) {

@@ -11,8 +11,8 @@ pub mod proto;
 
 pub use handshake::{Accept, HandshakeError, Reject, Request};
 pub use proto::{
-    CloseCode, CloseFrame, Config, Connection, Event, Message, MessageKind, ProtocolError, Role, SendError,
-    State,
+    CloseCode, CloseFrame, Config, Connection, Event, Message, MessageKind, PreparedMessage, ProtocolError,
+    Role, SendError, State,
 };
 
 #[cfg(feature = "tokio")]
@@ -22,6 +22,9 @@ pub use crate::tokio::{
     accept, accept_with, client, connect, connect_with, Error, ReadHalf, TimeoutKind, WebSocket,
     WebSocketConfig, WriteHalf,
 };
+
+#[cfg(feature = "hub")]
+pub mod hub;
 
 // The README's examples compile and run as doctests.
 #[cfg(all(doctest, feature = "tokio"))]

@@ -20,6 +20,7 @@ use super::error::{ProtocolError, SendError};
 use super::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use super::mask::apply_mask;
 use super::message::{Event, Message, MessageKind};
+use super::prepared::PreparedMessage;
 use super::receive::{Incoming, Receiver};
 use super::transmit::{Transmit, ZERO_COPY_MIN};
 use super::utf8::Utf8Validator;
@@ -281,6 +282,27 @@ impl Connection {
             let end = data.len().min(start + max);
             self.encode_data(end == data.len(), frame_opcode, data.slice(start..end));
             (start, frame_opcode) = (end, OpCode::Continuation);
+        }
+        Ok(())
+    }
+
+    /// Queues a message framed once by [`PreparedMessage`]. A server queues
+    /// the shared frame bytes as they are (RFC 6455 §5.1: server frames are
+    /// unmasked); a client re-encodes the payload, masked with a fresh key
+    /// (§5.3). The message always goes out as one frame.
+    pub fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), SendError> {
+        self.check_open()?;
+        if self.sending.is_some() {
+            // RFC 6455 §5.4: another message's frames may not be interleaved.
+            return Err(SendError::FragmentedMessageInProgress);
+        }
+        if self.masks.is_some() {
+            self.encode_frame(true, message.opcode(), message.payload());
+        } else if message.frame().len() >= ZERO_COPY_MIN {
+            // Shared by every recipient, and never copied.
+            self.transmit.push_shared(message.frame().clone());
+        } else {
+            self.transmit.tail().extend_from_slice(message.frame());
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::core::{poll_read_into, Core, ReadIo, WriteIo};
 use super::error::Error;
-use crate::proto::{CloseCode, Event, Message, MessageKind};
+use crate::proto::{CloseCode, Event, Message, MessageKind, PreparedMessage};
 
 /// The wakers of the two halves, woken together on write readiness.
 #[derive(Debug, Default)]
@@ -164,6 +164,19 @@ impl<S: AsyncRead + AsyncWrite> WriteHalf<S> {
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
         self.queue(|core| Ok(core.conn.send(message)?))?;
         self.flush().await
+    }
+
+    /// Sends a message framed once for many connections (see
+    /// [`PreparedMessage`]). Cancel safety: as [`send`](Self::send).
+    pub async fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
+        self.feed_prepared(message)?;
+        self.flush().await
+    }
+
+    /// Queues a prepared message without writing; [`flush`](Self::flush)
+    /// sends it. Queue a batch, then flush once.
+    pub fn feed_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
+        self.queue(|core| Ok(core.conn.send_prepared(message)?))
     }
 
     /// Sends one fragment of a message (see

@@ -9,7 +9,9 @@ use super::core::{Core, FLUSH_THRESHOLD};
 use super::error::Error;
 use super::split::{self, ReadHalf, WriteHalf};
 use super::WebSocketConfig;
-use crate::proto::{CloseCode, CloseFrame, Connection, Event, Message, MessageKind, Role, State};
+use crate::proto::{
+    CloseCode, CloseFrame, Connection, Event, Message, MessageKind, PreparedMessage, Role, State,
+};
 
 /// A WebSocket over any `AsyncRead + AsyncWrite` transport, after the
 /// opening handshake. Get one from [`accept`](super::accept),
@@ -135,6 +137,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub fn feed(&mut self, message: Message) -> Result<(), Error> {
         self.core.check_sendable()?;
         Ok(self.core.conn.send(message)?)
+    }
+
+    /// Sends a message framed once for many connections (see
+    /// [`PreparedMessage`]): on a server the shared frame bytes are queued
+    /// without re-encoding. Batched like [`send`](Self::send).
+    ///
+    /// Cancel safety: as [`send`](Self::send).
+    pub async fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
+        self.feed_prepared(message)?;
+        if self.batching() {
+            return Ok(());
+        }
+        poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    /// Queues a prepared message without writing, like [`feed`](Self::feed).
+    pub fn feed_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
+        self.core.check_sendable()?;
+        Ok(self.core.conn.send_prepared(message)?)
     }
 
     /// Sends one fragment of a message (RFC 6455 §5.4): the first call

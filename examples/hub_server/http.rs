@@ -1,0 +1,269 @@
+//! The HTTP side: demo pages, /stats, /rooms, POST /publish, /metrics, and
+//! the /ws upgrade handed to sabai.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use sabai::handshake::{Accept, Reject};
+use serde_json::{json, Value};
+
+use crate::protocol::{self, envelope};
+use crate::upgrade::{self, plain, Body};
+use crate::App;
+
+/// Largest POST /publish body.
+const MAX_PUBLISH_BODY: usize = 64 * 1024;
+
+pub async fn route(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let path = req.uri().path().to_owned();
+    let response = match (req.method(), path.as_str()) {
+        (_, "/ws") => websocket(app, req),
+        (&Method::GET, "/") => page("text/html", include_str!("static/index.html")),
+        (&Method::GET, "/chat") => page("text/html", include_str!("static/chat.html")),
+        (&Method::GET, "/dashboard") => page("text/html", include_str!("static/dashboard.html")),
+        (&Method::GET, "/client.js") => page("text/javascript", include_str!("static/client.js")),
+        (&Method::GET, "/style.css") => page("text/css", include_str!("static/style.css")),
+        (&Method::GET, "/stats") => json_response(StatusCode::OK, stats(&app)),
+        (&Method::GET, "/rooms") => json_response(StatusCode::OK, rooms(&app)),
+        (&Method::GET, "/metrics") => page("text/plain; version=0.0.4", &metrics(&app)),
+        (&Method::POST, "/publish") => publish(&app, req).await,
+        (_, "/" | "/chat" | "/dashboard" | "/stats" | "/rooms" | "/metrics" | "/publish") => {
+            plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => plain(StatusCode::NOT_FOUND, "not found"),
+    };
+    Ok(response)
+}
+
+fn page(content_type: &'static str, body: &str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
+    let value = format!("{content_type}; charset=utf-8");
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("text/plain")),
+    );
+    response
+}
+
+fn json_response(status: StatusCode, value: Value) -> Response<Body> {
+    let mut response = page("application/json", &value.to_string());
+    *response.status_mut() = status;
+    response
+}
+
+/// The upgrade: a place in the hub (or 503), sabai's handshake checks, the
+/// token and Origin, then the connection is served on its own task.
+fn websocket(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let config = app.hub.websocket_config();
+    let request = match upgrade::check(&req, &config) {
+        Ok(request) => request,
+        Err(response) => return upgrade::from_bytes(&response),
+    };
+    let slot = match app.hub.reserve() {
+        Ok(slot) => slot,
+        Err(refusal) => return upgrade::reject(&refusal),
+    };
+    let user = match admit(&app.options, &request) {
+        Ok(user) => user,
+        Err(refusal) => return upgrade::reject(&refusal),
+    };
+    let response = upgrade::accept(&request, &Accept::new());
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return response;
+    }
+    tokio::spawn(async move {
+        let Some(ws) = upgrade::websocket(req, &config).await else { return };
+        // The `connected` greeting is sent from the hub's Connected event.
+        app.hub.serve(slot, ws, Some(user), protocol::handle).await;
+    });
+    response
+}
+
+fn stats(app: &App) -> Value {
+    let s = app.hub.stats();
+    let codes: serde_json::Map<String, Value> =
+        s.close_codes.iter().map(|(c, n)| (c.to_string(), json!(n))).collect();
+    json!({
+        "connections": s.connections,
+        "connections_total": s.connections_total,
+        "connections_refused": s.connections_refused,
+        "rooms": s.rooms,
+        "messages_in": s.messages_in,
+        "bytes_in": s.bytes_in,
+        "messages_out": s.messages_out,
+        "bytes_out": s.bytes_out,
+        "dropped_messages": s.dropped_messages,
+        "slow_consumer_closes": s.slow_consumer_closes,
+        "close_codes": codes,
+        "uptime_seconds": app.started.elapsed().as_secs(),
+    })
+}
+
+fn rooms(app: &App) -> Value {
+    let rooms: Vec<Value> = app
+        .hub
+        .rooms()
+        .into_iter()
+        .map(|(room, members)| json!({ "room": room, "members": members }))
+        .collect();
+    json!({ "rooms": rooms })
+}
+
+/// Prometheus text exposition format, version 0.0.4.
+fn metrics(app: &App) -> String {
+    let s = app.hub.stats();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP sabai_hub_{name} {help}\n# TYPE sabai_hub_{name} {kind}\nsabai_hub_{name} {value}"
+        );
+    };
+    metric("connections", "gauge", "Open WebSocket connections.", s.connections);
+    metric("rooms", "gauge", "Rooms with at least one member.", s.rooms);
+    metric("connections_total", "counter", "Connections served.", s.connections_total);
+    metric("connections_refused_total", "counter", "Handshakes refused with 503.", s.connections_refused);
+    metric("messages_in_total", "counter", "Messages received from clients.", s.messages_in);
+    metric("bytes_in_total", "counter", "Payload bytes received from clients.", s.bytes_in);
+    metric("messages_out_total", "counter", "Messages written to clients.", s.messages_out);
+    metric("bytes_out_total", "counter", "Frame bytes written to clients.", s.bytes_out);
+    metric("dropped_messages_total", "counter", "Messages dropped for slow consumers.", s.dropped_messages);
+    metric(
+        "slow_consumer_closes_total",
+        "counter",
+        "Connections closed as slow consumers.",
+        s.slow_consumer_closes,
+    );
+    let _ = writeln!(out, "# HELP sabai_hub_close_codes_total Connections ended, by close code.");
+    let _ = writeln!(out, "# TYPE sabai_hub_close_codes_total counter");
+    for (code, n) in &s.close_codes {
+        let _ = writeln!(out, "sabai_hub_close_codes_total{{code=\"{code}\"}} {n}");
+    }
+    out
+}
+
+/// POST /publish `{room, type, payload}`: a backend injects an event.
+async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
+    if let Some(key) = &app.options.publish_key {
+        let given = req.headers().get("x-publish-key").and_then(|v| v.to_str().ok());
+        if given != Some(key.as_str()) {
+            return json_response(
+                StatusCode::UNAUTHORIZED,
+                json!({ "error": "missing or wrong X-Publish-Key" }),
+            );
+        }
+    }
+    let body = match Limited::new(req.into_body(), MAX_PUBLISH_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return json_response(StatusCode::PAYLOAD_TOO_LARGE, json!({ "error": "body over 64 KiB" }))
+        }
+    };
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(e) => {
+            return json_response(StatusCode::BAD_REQUEST, json!({ "error": format!("invalid JSON: {e}") }))
+        }
+    };
+    let room = request.get("room").and_then(Value::as_str);
+    let kind = request.get("type").and_then(Value::as_str).filter(|k| !k.is_empty() && k.len() <= 64);
+    let (Some(room), Some(kind)) = (room, kind) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": "room and type (strings) are required" }),
+        );
+    };
+    if let Err(why) = protocol::check_room(room) {
+        return json_response(StatusCode::BAD_REQUEST, json!({ "error": why }));
+    }
+    let payload = request.get("payload").cloned().unwrap_or(Value::Null);
+    let delivered = app.hub.publish(room, envelope(kind, Some(room), payload, None));
+    json_response(StatusCode::OK, json!({ "delivered": delivered }))
+}
+
+/// Token and Origin checks at the handshake; the user id comes from
+/// `?user=` (sanitised) or is a guest name.
+pub fn admit(options: &crate::options::Options, request: &sabai::Request) -> Result<String, Reject> {
+    let query = |key: &str| {
+        request.query().into_iter().flat_map(|q| q.split('&')).find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == key).then(|| percent_decode(v))
+        })
+    };
+    if let Some(token) = &options.token {
+        let bearer = request.header("Authorization").and_then(|h| h.strip_prefix("Bearer "));
+        let given = query("token");
+        if bearer != Some(token.as_str()) && given.as_deref() != Some(token.as_str()) {
+            return Err(Reject::unauthorized().body("missing or wrong token"));
+        }
+    }
+    // RFC 6455 §10.2: browsers send Origin; only allowed pages may connect.
+    if let Some(origin) = request.origin() {
+        if !options.any_origin && !options.origins.iter().any(|o| o == origin) {
+            return Err(Reject::forbidden().body("origin not allowed"));
+        }
+    }
+    let name: String = query("user")
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || " -_.".contains(*c))
+        .take(32)
+        .collect();
+    let name = name.trim();
+    if !name.is_empty() {
+        return Ok(name.to_owned());
+    }
+    // Each anonymous connection is its own guest.
+    static GUESTS: AtomicU64 = AtomicU64::new(1);
+    Ok(format!("guest-{}", GUESTS.fetch_add(1, Ordering::Relaxed)))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn percent_decoding_is_lenient() {
+        assert_eq!(percent_decode("ann%20lee"), "ann lee");
+        assert_eq!(percent_decode("a+b"), "a b");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%C3%A9"), "é");
+    }
+}

@@ -1,0 +1,130 @@
+//! The hub server: sabai's room hub behind a small hyper HTTP server, with a
+//! live chat and an IoT dashboard.
+//!
+//!     cargo run --release --features hub-server --example hub_server
+//!
+//! It listens on 127.0.0.1:8090 and prints the URL to open. `--help` lists
+//! the flags. WebSockets are served on /ws (the JSON room protocol in
+//! protocol.rs); HTTP endpoints in http.rs; the hyper-to-sabai upgrade in
+//! upgrade.rs. Ctrl-C (or SIGTERM) shuts down gracefully: close 1001 to
+//! every connection, then exit.
+
+mod http;
+mod options;
+mod protocol;
+mod simulator;
+#[cfg(test)]
+mod tests;
+mod upgrade;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use sabai::hub::Hub;
+use tokio::net::TcpListener;
+
+use options::{Options, USAGE};
+
+/// What every request handler shares.
+pub struct App {
+    pub hub: Hub,
+    pub options: Options,
+    pub started: Instant,
+}
+
+impl App {
+    /// The hub with the demo's room names and presence events.
+    pub fn new(options: Options) -> Arc<App> {
+        let hub = Hub::new(options.hub.clone().room_validator(protocol::check_room));
+        hub.on_event(protocol::on_event);
+        Arc::new(App { hub, options, started: Instant::now() })
+    }
+}
+
+/// Serves HTTP (and /ws) on every connection, until dropped.
+pub async fn accept_loop(listener: &TcpListener, app: Arc<App>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, for example: back off a little.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| http::route(app.clone(), req));
+            // A client gets 10 s to send a request head (slow-loris bound).
+            let http = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let _ = http.await;
+        });
+    }
+}
+
+/// How long shutdown waits for connections to answer their Close.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+#[tokio::main]
+async fn main() {
+    let mut options = match Options::parse(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(why) if why.is_empty() => return print!("{USAGE}"),
+        Err(why) => {
+            eprint!("hub_server: {why}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let listener = match TcpListener::bind(options.addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("hub_server: cannot listen on {}: {e}", options.addr);
+            std::process::exit(1);
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(options.addr);
+    if options.origins.is_empty() {
+        // By default only the pages this server serves may open a socket.
+        options.origins =
+            vec![format!("http://127.0.0.1:{}", addr.port()), format!("http://localhost:{}", addr.port())];
+    }
+    let app = App::new(options);
+    let hub = app.hub.clone();
+    if app.options.simulator {
+        tokio::spawn(simulator::run(hub.clone()));
+    }
+    println!("hub server listening on http://{addr}/");
+    println!("open http://{addr}/chat and http://{addr}/dashboard (WebSocket: ws://{addr}/ws)");
+    let accepting = accept_loop(&listener, app);
+    tokio::select! {
+        () = accepting => {}
+        () = stop_signal() => {}
+    }
+    // Stop accepting, then close every connection.
+    drop(listener);
+    println!("shutting down: closing {} connections", hub.connection_count());
+    let all_closed = hub.shutdown(SHUTDOWN_WAIT).await;
+    println!("shut down{}", if all_closed { "" } else { " (some connections did not answer in time)" });
+}
+
+async fn stop_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

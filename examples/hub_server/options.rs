@@ -1,0 +1,122 @@
+//! Command-line flags and their defaults.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sabai::hub::{HubConfig, SlowConsumer};
+
+pub const USAGE: &str = "\
+hub_server: sabai's room hub with a chat and an IoT dashboard
+
+usage: hub_server [flags]
+
+  --addr ADDR             listen address (default 127.0.0.1:8090)
+  --token TOKEN           require ?token=TOKEN or 'Authorization: Bearer TOKEN' on /ws
+  --publish-key KEY       require 'X-Publish-Key: KEY' on POST /publish
+  --allow-origin ORIGIN   allow this browser Origin on /ws (repeatable; default:
+                          the server's own http://127.0.0.1:PORT and http://localhost:PORT)
+  --any-origin            allow every Origin
+  --max-connections N     connections at once; more get 503 (default 10000)
+  --max-per-user N        connections per user; more get close 4029 (default 8)
+  --queue N               outbound queue per connection, in messages (default 256)
+  --drop-oldest           when a queue is full, drop its oldest message
+                          (default: close the slow connection, 4008)
+  --ping-interval SECS    server ping interval (default 54)
+  --pong-timeout SECS     close a connection silent this long, 4001 (default 60)
+  --idle-timeout SECS     close a connection that sent no message this long, 4000 (default off)
+  --max-message BYTES     largest inbound message; over it close 1009 (default 8192)
+  --no-simulator          do not publish simulated device telemetry
+  --help                  this text
+";
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub addr: SocketAddr,
+    pub token: Option<String>,
+    pub publish_key: Option<String>,
+    pub origins: Vec<String>,
+    pub any_origin: bool,
+    pub simulator: bool,
+    pub hub: HubConfig,
+}
+
+impl Options {
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
+        let mut hub = HubConfig::default();
+        hub.max_connections_per_user = Some(8);
+        let mut options = Options {
+            addr: "127.0.0.1:8090".parse().map_err(|_| "bad default address")?,
+            token: None,
+            publish_key: None,
+            origins: Vec::new(),
+            any_origin: false,
+            simulator: true,
+            hub,
+        };
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--addr" => options.addr = value()?.parse().map_err(|e| format!("--addr: {e}"))?,
+                "--token" => options.token = Some(value()?),
+                "--publish-key" => options.publish_key = Some(value()?),
+                "--allow-origin" => options.origins.push(value()?),
+                "--any-origin" => options.any_origin = true,
+                "--max-connections" => options.hub.max_connections = number(&flag, &value()?)?,
+                "--max-per-user" => options.hub.max_connections_per_user = Some(number(&flag, &value()?)?),
+                "--queue" => options.hub.queue_capacity = number(&flag, &value()?)?.max(1),
+                "--drop-oldest" => options.hub.slow_consumer = SlowConsumer::DropOldest,
+                "--ping-interval" => options.hub.ping_interval = seconds(&flag, &value()?)?,
+                "--pong-timeout" => options.hub.pong_timeout = seconds(&flag, &value()?)?,
+                "--idle-timeout" => options.hub.idle_timeout = Some(seconds(&flag, &value()?)?),
+                "--max-message" => options.hub.max_message_size = number(&flag, &value()?)?,
+                "--no-simulator" => options.simulator = false,
+                "--help" | "-h" => return Err(String::new()),
+                other => return Err(format!("unknown flag {other}")),
+            }
+        }
+        Ok(options)
+    }
+}
+
+fn number(flag: &str, value: &str) -> Result<usize, String> {
+    value.parse().map_err(|_| format!("{flag}: expected a whole number, got {value:?}"))
+}
+
+fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
+    match value.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs < 1e6 => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!("{flag}: expected seconds, got {value:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        Options::parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn defaults_bind_loopback_with_the_simulator_on() {
+        let options = parse(&[]).unwrap();
+        assert_eq!(options.addr.to_string(), "127.0.0.1:8090");
+        assert!(options.simulator && options.token.is_none());
+        assert_eq!(options.hub.queue_capacity, 256);
+    }
+
+    #[test]
+    fn flags_set_their_values_and_bad_ones_are_refused() {
+        let options =
+            parse(&["--no-simulator", "--queue", "4", "--ping-interval", "0.5", "--token", "t"]).unwrap();
+        assert!(!options.simulator);
+        assert_eq!(options.hub.queue_capacity, 4);
+        assert_eq!(options.hub.ping_interval, Duration::from_millis(500));
+        assert_eq!(options.token.as_deref(), Some("t"));
+        assert!(parse(&["--queue"]).is_err());
+        assert!(parse(&["--queue", "many"]).is_err());
+        assert!(parse(&["--ping-interval", "-1"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! Hub settings, the close codes the hub sends, and its events.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::proto::CloseCode;
+
+/// Close codes the hub sends besides the RFC's (RFC 6455 §7.4.2 leaves
+/// 4000–4999 to applications).
+pub mod codes {
+    use crate::proto::CloseCode;
+
+    /// No message from the client within the idle timeout.
+    pub const IDLE_TIMEOUT: CloseCode = CloseCode(4000);
+    /// No Pong (or any frame) within the pong timeout.
+    pub const HEARTBEAT_TIMEOUT: CloseCode = CloseCode(4001);
+    /// The outbound queue overflowed under [`SlowConsumer::Close`](super::SlowConsumer::Close).
+    pub const SLOW_CONSUMER: CloseCode = CloseCode(4008);
+    /// The user already has the maximum number of connections.
+    pub const TOO_MANY_CONNECTIONS: CloseCode = CloseCode(4029);
+}
+
+/// What to do when a connection's outbound queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowConsumer {
+    /// Close the connection with [`codes::SLOW_CONSUMER`] (the default): a
+    /// client that cannot keep up gets a clean restart instead of gaps.
+    Close,
+    /// Drop the oldest queued message to make room (for telemetry, where
+    /// only the latest value matters).
+    DropOldest,
+}
+
+/// Decides whether a room name is acceptable; `Err` carries the reason.
+pub type RoomValidator = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Limits and timers of a [`Hub`](super::Hub).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// Messages queued per connection before the slow-consumer policy acts (256).
+    pub queue_capacity: usize,
+    pub slow_consumer: SlowConsumer,
+    /// How often the server pings each connection (54 s).
+    pub ping_interval: Duration,
+    /// A connection from which nothing (no Pong, no message) arrived for
+    /// this long is closed with [`codes::HEARTBEAT_TIMEOUT`] (60 s).
+    pub pong_timeout: Duration,
+    /// A connection that sent no message for this long is closed with
+    /// [`codes::IDLE_TIMEOUT`]. Pongs do not count. Off by default.
+    pub idle_timeout: Option<Duration>,
+    /// Connections at once; the next handshake is refused with 503 (10 000).
+    pub max_connections: usize,
+    /// Connections of one user at once; the next is closed with
+    /// [`codes::TOO_MANY_CONNECTIONS`] (unlimited by default).
+    pub max_connections_per_user: Option<usize>,
+    /// Largest inbound message, in bytes; over it: close 1009 (8 KiB).
+    pub max_message_size: usize,
+    /// How long the hub waits for a Close it sent to be answered (5 s).
+    pub close_timeout: Duration,
+    /// Room names the application accepts (by default: 1 to 128 bytes, no
+    /// control characters).
+    pub room_validator: RoomValidator,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            queue_capacity: 256,
+            slow_consumer: SlowConsumer::Close,
+            ping_interval: Duration::from_secs(54),
+            pong_timeout: Duration::from_secs(60),
+            idle_timeout: None,
+            max_connections: 10_000,
+            max_connections_per_user: None,
+            max_message_size: 8 * 1024,
+            close_timeout: Duration::from_secs(5),
+            room_validator: Arc::new(default_room_name),
+        }
+    }
+}
+
+impl HubConfig {
+    /// Sets the room-name check.
+    pub fn room_validator(
+        mut self,
+        check: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.room_validator = Arc::new(check);
+        self
+    }
+}
+
+impl fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubConfig")
+            .field("queue_capacity", &self.queue_capacity)
+            .field("slow_consumer", &self.slow_consumer)
+            .field("ping_interval", &self.ping_interval)
+            .field("pong_timeout", &self.pong_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_user", &self.max_connections_per_user)
+            .field("max_message_size", &self.max_message_size)
+            .field("close_timeout", &self.close_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_room_name(room: &str) -> Result<(), String> {
+    if room.is_empty() || room.len() > 128 {
+        return Err("room names are 1 to 128 bytes".into());
+    }
+    if room.chars().any(char::is_control) {
+        return Err("room names may not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// A connection's id, unique for the life of the hub.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What happened in the hub, for the application to forward (presence).
+/// Delivered to the handler set with
+/// [`Hub::on_event`](super::Hub::on_event), outside the hub's lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HubEvent {
+    Connected {
+        conn: ConnId,
+        user: Option<String>,
+    },
+    Joined {
+        conn: ConnId,
+        user: Option<String>,
+        room: String,
+    },
+    /// Also sent for each room when a connection goes away.
+    Left {
+        conn: ConnId,
+        user: Option<String>,
+        room: String,
+    },
+    /// `code`: the close code sent or received, if any.
+    Disconnected {
+        conn: ConnId,
+        user: Option<String>,
+        code: Option<CloseCode>,
+    },
+}
+
+/// A refused hub request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HubError {
+    /// The room-name check said no.
+    InvalidRoom(String),
+    /// No such connection (it is gone).
+    UnknownConnection,
+}
+
+impl fmt::Display for HubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HubError::InvalidRoom(why) => write!(f, "invalid room: {why}"),
+            HubError::UnknownConnection => f.write_str("unknown connection"),
+        }
+    }
+}
+
+impl std::error::Error for HubError {}

@@ -1,0 +1,224 @@
+//! A connection's bounded outbound queue. Publishers push without waiting;
+//! the connection's writer takes from it. Memory per connection is bounded
+//! by the capacity (the frames themselves are shared `Bytes`).
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use super::config::{codes, SlowConsumer};
+use crate::proto::{CloseCode, PreparedMessage};
+
+/// The result of a push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    Queued,
+    /// Queued after dropping the oldest message.
+    DroppedOldest,
+    /// The queue was full: the connection is now being closed.
+    Overflow,
+    /// The connection is closing; nothing was queued.
+    Closing,
+}
+
+/// What the writer does next.
+#[derive(Debug)]
+pub(crate) enum Next {
+    Frames(Vec<PreparedMessage>),
+    Close(CloseCode, String),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<PreparedMessage>,
+    /// A close was requested and not yet taken by the writer.
+    close: Option<(CloseCode, String)>,
+    /// No more frames are accepted.
+    closing: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    notify: Notify,
+    capacity: usize,
+    policy: SlowConsumer,
+}
+
+impl Outbox {
+    pub(crate) fn new(capacity: usize, policy: SlowConsumer) -> Self {
+        Outbox {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            capacity: capacity.max(1),
+            policy,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn push(&self, frame: PreparedMessage) -> Pushed {
+        let mut state = self.lock();
+        if state.closing {
+            return Pushed::Closing;
+        }
+        let mut pushed = Pushed::Queued;
+        if state.frames.len() >= self.capacity {
+            match self.policy {
+                SlowConsumer::DropOldest => {
+                    state.frames.pop_front();
+                    pushed = Pushed::DroppedOldest;
+                }
+                SlowConsumer::Close => {
+                    // What is queued is dropped too: the peer gets the Close
+                    // frame soon instead of after a backlog it cannot read.
+                    state.frames.clear();
+                    state.closing = true;
+                    state.close = Some((codes::SLOW_CONSUMER, "Slow consumer".into()));
+                    drop(state);
+                    self.notify.notify_one();
+                    return Pushed::Overflow;
+                }
+            }
+        }
+        state.frames.push_back(frame);
+        drop(state);
+        self.notify.notify_one();
+        pushed
+    }
+
+    /// Asks the writer to close; the first request wins. Returns whether
+    /// this one did.
+    pub(crate) fn close(&self, code: CloseCode, reason: &str) -> bool {
+        let mut state = self.lock();
+        if state.closing {
+            return false;
+        }
+        state.closing = true;
+        state.close = Some((code, reason.to_owned()));
+        drop(state);
+        self.notify.notify_one();
+        true
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.lock().closing
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().frames.len()
+    }
+
+    /// Waits for frames (up to `max` of them and `max_bytes`, but at least
+    /// one) or a close request. A close request is served first.
+    /// Cancel-safe: nothing is taken until it returns.
+    pub(crate) async fn next(&self, max: usize, max_bytes: usize) -> Next {
+        loop {
+            {
+                let mut state = self.lock();
+                if let Some((code, reason)) = state.close.take() {
+                    return Next::Close(code, reason);
+                }
+                if !state.frames.is_empty() {
+                    let mut bytes = 0;
+                    let n = state.frames.iter().take(max.max(1)).take_while(|f| {
+                        bytes += f.frame().len();
+                        bytes <= max_bytes
+                    });
+                    let n = n.count().max(1);
+                    return Next::Frames(state.frames.drain(..n).collect());
+                }
+            }
+            // notify_one stores a permit when nobody waits, so a push
+            // between the check above and this await is not missed.
+            self.notify.notified().await;
+        }
+    }
+
+    /// Resolves once a close has been requested.
+    pub(crate) async fn closing(&self) {
+        loop {
+            if self.lock().close.is_some() || self.is_closing() {
+                return;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Message;
+
+    fn frame(i: usize) -> PreparedMessage {
+        PreparedMessage::new(&Message::text(i.to_string()))
+    }
+
+    fn texts(next: Next) -> Vec<String> {
+        match next {
+            Next::Frames(frames) => {
+                frames.iter().map(|f| String::from_utf8(f.payload().to_vec()).unwrap()).collect()
+            }
+            Next::Close(..) => panic!("expected frames"),
+        }
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_keeps_the_newest_within_capacity() {
+        let outbox = Outbox::new(3, SlowConsumer::DropOldest);
+        let pushed: Vec<Pushed> = (0..5).map(|i| outbox.push(frame(i))).collect();
+        assert_eq!(pushed[..3], [Pushed::Queued; 3]);
+        assert_eq!(pushed[3..], [Pushed::DroppedOldest; 2]);
+        assert_eq!(outbox.len(), 3);
+        assert_eq!(texts(outbox.next(10, usize::MAX).await), ["2", "3", "4"]);
+    }
+
+    #[tokio::test]
+    async fn overflow_under_close_policy_requests_the_close_once() {
+        let outbox = Outbox::new(2, SlowConsumer::Close);
+        assert_eq!(outbox.push(frame(0)), Pushed::Queued);
+        assert_eq!(outbox.push(frame(1)), Pushed::Queued);
+        assert_eq!(outbox.push(frame(2)), Pushed::Overflow);
+        assert_eq!(outbox.push(frame(3)), Pushed::Closing);
+        assert_eq!(outbox.len(), 0);
+        assert!(!outbox.close(CloseCode::GOING_AWAY, "later request loses"));
+        match outbox.next(10, usize::MAX).await {
+            Next::Close(code, reason) => {
+                assert_eq!((code, reason.as_str()), (codes::SLOW_CONSUMER, "Slow consumer"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn next_takes_at_most_max_and_wakes_on_push() {
+        let outbox = std::sync::Arc::new(Outbox::new(10, SlowConsumer::Close));
+        let waiter = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { texts(outbox.next(2, usize::MAX).await) }
+        });
+        tokio::task::yield_now().await;
+        for i in 0..3 {
+            outbox.push(frame(i));
+        }
+        let first = waiter.await.unwrap();
+        assert!(!first.is_empty() && first.len() <= 2);
+        let rest = texts(outbox.next(2, usize::MAX).await);
+        assert_eq!([first, rest].concat(), ["0", "1", "2"]);
+    }
+
+    #[tokio::test]
+    async fn next_respects_the_byte_budget_but_takes_one_at_least() {
+        let outbox = Outbox::new(10, SlowConsumer::Close);
+        for i in 10..14 {
+            outbox.push(frame(i)); // 4-byte frames
+        }
+        assert_eq!(texts(outbox.next(10, 9).await), ["10", "11"]);
+        assert_eq!(texts(outbox.next(10, 1).await), ["12"]);
+    }
+}

@@ -1,0 +1,334 @@
+//! One hub connection's life: admission, the read and write loops, the
+//! heartbeat and idle timers, and the cleanup of every index at the end.
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{interval_at, sleep, sleep_until, timeout, Instant, MissedTickBehavior};
+
+use super::config::{codes, ConnId, HubEvent};
+use super::outbox::{Next, Outbox};
+use super::stats::Counters;
+use super::Hub;
+use crate::handshake::{Accept, HandshakeError, Reject, Request};
+use crate::proto::{CloseCode, Event, Message, ProtocolError};
+use crate::tokio::{ReadHalf, WriteHalf};
+use crate::{Error, WebSocket};
+
+/// Frames, and bytes, moved from the queue into the socket per write: the
+/// socket's own buffer stays bounded.
+const BATCH: usize = 64;
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// A place in the hub for one connection, from before its handshake to its
+/// end. Dropping it frees the place.
+#[derive(Debug)]
+pub struct Slot {
+    hub: Hub,
+}
+
+impl Slot {
+    pub(super) fn new(hub: Hub) -> Slot {
+        Slot { hub }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.hub.shared.slots.fetch_sub(1, SeqCst);
+        self.hub.shared.gone.notify_waiters();
+    }
+}
+
+/// A connection accepted by [`Hub::accept`], ready to [`serve`](Self::serve).
+#[derive(Debug)]
+pub struct Accepted<S> {
+    pub slot: Slot,
+    pub ws: WebSocket<S>,
+    /// The user the handshake hook authenticated, if any.
+    pub user: Option<String>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Accepted<S> {
+    /// Runs the connection until it ends; see [`Hub::serve`] (and its
+    /// cancel safety).
+    pub async fn serve(self, handler: impl FnMut(&Hub, ConnId, Message)) -> Option<CloseCode> {
+        let hub = self.slot.hub.clone();
+        hub.serve(self.slot, self.ws, self.user, handler).await
+    }
+}
+
+impl Hub {
+    /// Reserves a place, runs the opening handshake with the hub's
+    /// WebSocket settings, and lets `hook` authenticate the request:
+    /// `Ok(Some(user))`, `Ok(None)` for an anonymous connection, or a
+    /// [`Reject`]. A full or closing hub answers 503 before the hook runs.
+    ///
+    /// Cancel safety: not cancel-safe, like [`accept_with`](crate::accept_with);
+    /// dropping it frees the reserved place.
+    pub async fn accept<S, F>(&self, stream: S, hook: F) -> Result<Accepted<S>, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        F: FnOnce(&Request) -> Result<Option<String>, Reject>,
+    {
+        let (mut slot, mut refusal) = match self.reserve() {
+            Ok(slot) => (Some(slot), None),
+            Err(reject) => (None, Some(reject)),
+        };
+        let mut user = None;
+        let ws = crate::accept_with(stream, &self.websocket_config(), |request| {
+            if let Some(reject) = refusal.take() {
+                return Err(reject);
+            }
+            user = hook(request)?;
+            Ok(Accept::new())
+        })
+        .await?;
+        let slot = slot.take().ok_or(Error::Handshake(HandshakeError::Rejected(503)))?;
+        Ok(Accepted { slot, ws, user })
+    }
+
+    /// Runs one connection until it ends and returns the close code that
+    /// ended it (ours or the peer's, whichever came first). `handler` gets
+    /// every data message within the size limit; it runs on this task, so
+    /// it should not block.
+    ///
+    /// A user over `max_connections_per_user` is closed at once with 4029.
+    ///
+    /// Cancel safety: dropping the future drops the connection without a
+    /// Close frame; it still leaves every room and index, is reported as
+    /// [`HubEvent::Disconnected`] (counted under 1006), and frees its place.
+    pub async fn serve<S, H>(
+        &self,
+        slot: Slot,
+        ws: WebSocket<S>,
+        user: Option<String>,
+        handler: H,
+    ) -> Option<CloseCode>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        H: FnMut(&Hub, ConnId, Message),
+    {
+        let id = ConnId(self.shared.next_id.fetch_add(1, SeqCst));
+        let config = &self.shared.config;
+        let outbox = Arc::new(Outbox::new(config.queue_capacity, config.slow_consumer));
+        let admitted = {
+            let mut registry = self.registry();
+            let full = user
+                .as_deref()
+                .zip(config.max_connections_per_user)
+                .is_some_and(|(u, max)| registry.user_connections(u) >= max);
+            if !full {
+                registry.insert(id, user.clone(), outbox.clone());
+            }
+            !full
+        };
+        if !admitted {
+            let mut ws = ws;
+            let code = codes::TOO_MANY_CONNECTIONS;
+            let _ = timeout(config.close_timeout * 2, ws.close(code, "Too many connections")).await;
+            self.shared.counters.close_code(code.0);
+            drop(slot);
+            return Some(code);
+        }
+        Counters::add(&self.shared.counters.connections_total, 1);
+        // Cleans the indexes even if this future is dropped midway.
+        let mut registered = Registered { hub: self, id, code: None, _slot: slot };
+        self.emit(HubEvent::Connected { conn: id, user });
+        if self.is_shutting_down() {
+            outbox.close(CloseCode::GOING_AWAY, "Server shutting down");
+        }
+        registered.code = self.run(id, ws, &outbox, handler).await;
+        registered.code
+    }
+
+    fn cleanup(&self, id: ConnId, code: Option<CloseCode>) {
+        self.shared.counters.close_code(code.map_or(CloseCode::ABNORMAL.0, |c| c.0));
+        let Some(member) = self.registry().remove(id) else { return };
+        member.outbox.close(CloseCode::NORMAL, "");
+        for room in member.rooms {
+            self.emit(HubEvent::Left { conn: id, user: member.user.clone(), room });
+        }
+        self.emit(HubEvent::Disconnected { conn: id, user: member.user, code });
+    }
+
+    /// The read and write loops of one connection, on this task.
+    async fn run<S, H>(&self, id: ConnId, ws: WebSocket<S>, outbox: &Outbox, handler: H) -> Option<CloseCode>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        H: FnMut(&Hub, ConnId, Message),
+    {
+        let (read, write) = ws.split();
+        let timers = Timers {
+            seen: Shared::new(Instant::now()),
+            spoke: Shared::new(Instant::now()),
+            code: Shared::new(None),
+        };
+        tokio::select! {
+            () = self.read_loop(id, read, outbox, &timers, handler) => {}
+            () = self.write_loop(write, outbox, &timers) => {}
+        }
+        timers.code.get()
+    }
+
+    async fn read_loop<S, H>(
+        &self,
+        id: ConnId,
+        mut read: ReadHalf<S>,
+        outbox: &Outbox,
+        timers: &Timers,
+        mut handler: H,
+    ) where
+        S: AsyncRead + AsyncWrite,
+        H: FnMut(&Hub, ConnId, Message),
+    {
+        let counters = &self.shared.counters;
+        loop {
+            let event = read.recv_event().await;
+            timers.seen.set(Instant::now());
+            match event {
+                Ok(Some(Event::Message(message))) => {
+                    timers.spoke.set(Instant::now());
+                    Counters::add(&counters.messages_in, 1);
+                    Counters::add(&counters.bytes_in, message.len() as u64);
+                    // The protocol limit normally catches this first (see
+                    // Hub::websocket_config); a WebSocket built with other
+                    // settings is held to the hub's limit here.
+                    if message.len() > self.shared.config.max_message_size {
+                        outbox.close(CloseCode::MESSAGE_TOO_BIG, "Message too big");
+                        continue;
+                    }
+                    if !outbox.is_closing() {
+                        handler(self, id, message);
+                    }
+                }
+                Ok(Some(Event::Close(frame))) => {
+                    timers.first_code(frame.map_or(CloseCode::NO_STATUS, |f| f.code));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return,
+                Err(Error::Protocol(ProtocolError::AbnormalClosure)) | Err(Error::Io(_)) => return,
+                Err(Error::Protocol(error)) => {
+                    timers.first_code(error.close_code());
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Writes queued frames, pings, and turns close requests and expired
+    /// timers into a Close frame. Returns only when the connection must be
+    /// dropped: its Close went unanswered, or the transport failed.
+    async fn write_loop<S: AsyncRead + AsyncWrite>(
+        &self,
+        mut write: WriteHalf<S>,
+        outbox: &Outbox,
+        timers: &Timers,
+    ) {
+        let config = &self.shared.config;
+        let counters = &self.shared.counters;
+        let mut ping = interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let mut deadline = timers.seen.get() + config.pong_timeout;
+            if let Some(idle) = config.idle_timeout {
+                deadline = deadline.min(timers.spoke.get() + idle);
+            }
+            tokio::select! {
+                next = outbox.next(BATCH, BATCH_BYTES) => match next {
+                    Next::Frames(frames) => {
+                        let mut bytes = 0;
+                        for frame in &frames {
+                            if write.feed_prepared(frame).is_err() {
+                                return self.linger().await;
+                            }
+                            bytes += frame.frame().len() as u64;
+                        }
+                        // A peer that does not read must not keep a close
+                        // request from being seen.
+                        tokio::select! {
+                            flushed = write.flush() => if flushed.is_err() { return self.linger().await },
+                            () = outbox.closing() => {}
+                        }
+                        Counters::add(&counters.messages_out, frames.len() as u64);
+                        Counters::add(&counters.bytes_out, bytes);
+                    }
+                    Next::Close(code, reason) => {
+                        timers.first_code(code);
+                        let _ = timeout(config.close_timeout, write.close(code, &reason)).await;
+                        return self.linger().await;
+                    }
+                },
+                _ = ping.tick() => {
+                    tokio::select! {
+                        sent = write.ping(b"") => if sent.is_err() { return self.linger().await },
+                        () = outbox.closing() => {}
+                    }
+                }
+                () = sleep_until(deadline) => {
+                    let now = Instant::now();
+                    if now >= timers.seen.get() + config.pong_timeout {
+                        outbox.close(codes::HEARTBEAT_TIMEOUT, "Heartbeat timeout");
+                    } else if config.idle_timeout.is_some_and(|idle| now >= timers.spoke.get() + idle) {
+                        outbox.close(codes::IDLE_TIMEOUT, "Idle timeout");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives the read loop the close timeout to finish the closing
+    /// handshake, then gives up on the connection.
+    async fn linger(&self) {
+        sleep(self.shared.config.close_timeout).await
+    }
+}
+
+/// A registered connection; dropping it removes it from every index,
+/// reports it gone, and then frees its slot.
+struct Registered<'a> {
+    hub: &'a Hub,
+    id: ConnId,
+    code: Option<CloseCode>,
+    _slot: Slot,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.hub.cleanup(self.id, self.code);
+    }
+}
+
+/// Times and the closing code, shared by the two loops of one task. A
+/// plain `Cell` would do, but the task must stay `Send`.
+struct Timers {
+    /// Last frame of any kind from the peer (heartbeat).
+    seen: Shared<Instant>,
+    /// Last data message from the peer (idle timeout).
+    spoke: Shared<Instant>,
+    code: Shared<Option<CloseCode>>,
+}
+
+impl Timers {
+    fn first_code(&self, code: CloseCode) {
+        let mut slot = self.code.0.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(code);
+    }
+}
+
+/// A `Copy` value behind a lock that is never held across an await.
+struct Shared<T>(Mutex<T>);
+
+impl<T: Copy> Shared<T> {
+    fn new(value: T) -> Self {
+        Shared(Mutex::new(value))
+    }
+    fn get(&self) -> T {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn set(&self, value: T) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = value;
+    }
+}

@@ -1,0 +1,191 @@
+// End-to-end tests of the hub server's pages in Debian's headless Chromium,
+// driven by playwright-core. The tests start and stop the server themselves
+// (on 127.0.0.1, random port) and every wait is bounded.
+//
+//   cargo build --features hub-server --example hub_server
+//   cd tests/browser && npm install && npm test
+//
+// HUB_SERVER overrides the server binary; CHROMIUM the browser.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, "../..");
+const serverBin = process.env.HUB_SERVER || join(root, "target/debug/examples/hub_server");
+const docs = join(root, "docs");
+mkdirSync(docs, { recursive: true });
+
+// Starts the hub server; resolves once it printed its URL.
+function startServer(args = []) {
+  const child = spawn(serverBin, ["--addr", "127.0.0.1:0", ...args], { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => reject(new Error("server did not start in 10 s")), 10000);
+    const started = { child, out: "" };
+    child.stdout.on("data", (chunk) => {
+      started.out += chunk;
+      const match = started.out.match(/listening on (http:\/\/127\.0\.0\.1:(\d+))\//);
+      if (match && !started.url) {
+        clearTimeout(timer);
+        Object.assign(started, { url: match[1], port: Number(match[2]) });
+        resolvePromise(started);
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`server exited early with ${code}`)));
+  });
+}
+
+// Stops a server we started (by its own handle), waiting at most 8 s.
+function stopServer(server, signal = "SIGTERM") {
+  return new Promise((resolvePromise) => {
+    if (server.child.exitCode !== null || server.child.signalCode !== null) return resolvePromise();
+    const timer = setTimeout(() => server.child.kill("SIGKILL"), 8000);
+    server.child.once("exit", () => {
+      clearTimeout(timer);
+      resolvePromise();
+    });
+    server.child.kill(signal);
+  });
+}
+
+let context;
+let profile;
+const servers = [];
+
+before(async () => {
+  profile = mkdtempSync(join(tmpdir(), "sabai-chromium-"));
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    viewport: { width: 1100, height: 720 },
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--disable-quic",
+      "--no-first-run",
+    ],
+  });
+  context.setDefaultTimeout(15000);
+});
+
+after(async () => {
+  await context?.close();
+  for (const server of servers) await stopServer(server, "SIGKILL");
+  rmSync(profile, { recursive: true, force: true });
+});
+
+async function server(args) {
+  const started = await startServer(args);
+  servers.push(started);
+  return started;
+}
+
+test("two chat pages see each other join and exchange a message", async () => {
+  const { url } = await server(["--no-simulator"]);
+  const ann = await context.newPage();
+  await ann.goto(`${url}/chat?name=ann&room=lobby`);
+  await ann.click("#join button");
+  await ann.locator("#state[data-state=open]").waitFor();
+  await ann.locator("#online li", { hasText: "ann" }).waitFor();
+
+  const bob = await context.newPage();
+  await bob.goto(`${url}/chat`);
+  await bob.fill("#name", "bob");
+  await bob.fill("#room", "lobby");
+  await bob.click("#join button");
+  await bob.locator("#state[data-state=open]").waitFor();
+
+  // ann sees bob join and in the online list.
+  await ann.locator("#log li.system", { hasText: "bob joined" }).waitFor();
+  await ann.locator("#online li", { hasText: "bob" }).waitFor();
+  assert.deepEqual(await ann.locator("#online li").allTextContents(), ["ann", "bob"]);
+
+  // bob types (ann sees it), then sends.
+  await bob.locator("#text").pressSequentially("hello from bob");
+  await ann.locator("#typing", { hasText: "bob typing" }).waitFor();
+  await bob.press("#text", "Enter");
+  await ann.locator("#log li", { hasText: "hello from bob" }).waitFor();
+  await bob.locator("#log li", { hasText: "hello from bob" }).waitFor();
+  await ann.locator("#text").fill("hi bob");
+  await ann.press("#text", "Enter");
+  await bob.locator("#log li", { hasText: "hi bob" }).waitFor();
+  await ann.screenshot({ path: join(docs, "chat.png") });
+
+  // bob leaves: ann sees it and the list shrinks.
+  await bob.close();
+  await ann.locator("#log li.system", { hasText: "bob left" }).waitFor();
+  await ann.waitForFunction(() => [...document.querySelectorAll("#online li")].map((l) => l.textContent).join() === "ann");
+  await ann.close();
+});
+
+// The temperature texts of all tiles, by device.
+const readings = (page) =>
+  page.evaluate(() =>
+    Object.fromEntries([...document.querySelectorAll(".tile")].map((t) => [t.dataset.device, t.querySelector(".temperature").textContent])),
+  );
+
+test("the dashboard shows telemetry values changing, and alerts", async () => {
+  const { url } = await server([]);
+  const page = await context.newPage();
+  await page.goto(`${url}/dashboard`);
+  await page.locator("#state[data-state=open]").waitFor();
+  await page.waitForFunction(() => document.querySelectorAll(".tile").length >= 5);
+  const first = await readings(page);
+  assert.ok(Object.values(first).every((v) => /^-?\d+\.\d$/.test(v)), JSON.stringify(first));
+  // Values move: within a few seconds some tile shows another value.
+  await page.waitForFunction(
+    (before) => [...document.querySelectorAll(".tile")].some((t) => t.querySelector(".temperature").textContent !== before[t.dataset.device]),
+    first,
+  );
+  // A backend's POST /publish reaches the page as an alert.
+  const response = await fetch(`${url}/publish`, {
+    method: "POST",
+    body: JSON.stringify({ room: "global", type: "alert", payload: { device: "office", message: "Office: door open" } }),
+  });
+  assert.equal(response.status, 200);
+  assert.equal((await response.json()).delivered, 1);
+  await page.locator("#alerts li", { hasText: "Office: door open" }).waitFor();
+  await page.screenshot({ path: join(docs, "dashboard.png") });
+  await page.close();
+});
+
+test("after the server is killed and restarted the page reconnects and resumes", async () => {
+  const first = await server([]);
+  const page = await context.newPage();
+  await page.goto(`${first.url}/dashboard`);
+  await page.locator("#state[data-state=open]").waitFor();
+  await page.waitForFunction(() => document.querySelectorAll(".tile").length >= 5);
+
+  await stopServer(first, "SIGKILL");
+  await page.locator("#state[data-state=reconnecting]").waitFor();
+  const frozen = await readings(page);
+
+  // Same port, new process: the page's backoff (1 s, 2 s, 4 s…) finds it.
+  const second = await server(["--addr", `127.0.0.1:${first.port}`]);
+  assert.equal(second.port, first.port);
+  await page.locator("#state[data-state=open]").waitFor({ timeout: 30000 });
+  // Telemetry flows again, so the page subscribed anew.
+  await page.waitForFunction(
+    (before) => [...document.querySelectorAll(".tile")].some((t) => t.querySelector(".temperature").textContent !== before[t.dataset.device]),
+    frozen,
+  );
+  const rooms = await (await fetch(`${second.url}/rooms`)).json();
+  assert.deepEqual(rooms.rooms, [{ room: "global", members: 1 }]);
+
+  // SIGTERM is a graceful shutdown: the page gets its Close and the server
+  // exits cleanly after saying goodbye to its one connection.
+  await stopServer(second, "SIGTERM");
+  assert.equal(second.child.exitCode, 0);
+  assert.match(second.out, /shutting down: closing 1 connections\nshut down\n/);
+  await page.locator("#state[data-state=reconnecting]").waitFor();
+  await page.close();
+});

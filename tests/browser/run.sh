@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Browser tests of the hub server: installs what they need (Debian's
+# chromium, playwright-core from npm), builds the server, runs them.
+# Bounded: every test has its own timeouts, and the whole run stops after 10 min.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing chromium (Debian package)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+# playwright-core drives the system browser; it downloads nothing itself.
+npm ci --no-audit --no-fund --loglevel=error
+(cd ../.. && cargo build --features hub-server --example hub_server)
+timeout 600 npm test
