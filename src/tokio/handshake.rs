@@ -84,6 +84,7 @@ where
             Ok(None) => {}
             Err(error) => return Err(refuse(&mut stream, error.response(), error).await),
         }
+        reserve_for_head(&mut buf);
         if std::future::poll_fn(|cx| poll_read_into(&mut stream, cx, &mut buf)).await? == 0 {
             return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
@@ -106,6 +107,14 @@ where
     conn.receive(&buf[head_len..]);
     let protocol = accept.selected_protocol().map(str::to_owned);
     Ok(WebSocket::from_connection(stream, conn, config).with_protocol(protocol))
+}
+
+/// Room for the next read of an HTTP head: a browser's request is well under
+/// 2 KiB, so start there and grow (the head's size limit still applies).
+fn reserve_for_head(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 512 {
+        buf.reserve(2048);
+    }
 }
 
 /// Sends an HTTP error response and closes; the error is what we report.
@@ -189,6 +198,7 @@ where
         if let Some(parsed) = handshake.parse_response(&buf)? {
             break parsed;
         }
+        reserve_for_head(&mut buf);
         if std::future::poll_fn(|cx| poll_read_into(&mut stream, cx, &mut buf)).await? == 0 {
             return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }

@@ -31,10 +31,7 @@ use crate::proto::{
 #[derive(Debug)]
 pub struct WebSocket<S> {
     io: S,
-    /// Boxed: a `WebSocket` lives inside every connection's task, and a
-    /// small task is what keeps an idle connection near 1 KiB (see
-    /// BENCHMARKS.md). The extra pointer costs nothing measurable.
-    core: Box<Core>,
+    core: Core,
     protocol: Option<Box<str>>,
 }
 
@@ -43,7 +40,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// the handshake must already be in the connection
     /// ([`Connection::receive`]).
     pub fn from_connection(io: S, conn: Connection, config: &WebSocketConfig) -> Self {
-        WebSocket { io, core: Box::new(Core::new(conn, config.close_timeout)), protocol: None }
+        WebSocket { io, core: Core::new(conn, config.close_timeout), protocol: None }
     }
 
     pub(crate) fn with_protocol(mut self, protocol: Option<String>) -> Self {
@@ -220,7 +217,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Splits into a read half and a write half that can be moved to two
     /// tasks. See [`ReadHalf`] and [`WriteHalf`].
     pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
-        split::split(self.io, *self.core)
+        split::split(self.io, self.core)
     }
 
     /// Whether a send may leave its frame queued: more input is buffered,
