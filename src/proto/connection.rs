@@ -306,7 +306,7 @@ impl Connection {
             // Shared by every recipient, and never copied.
             self.transmit.push_shared(message.frame().clone());
         } else {
-            self.transmit.tail().extend_from_slice(message.frame());
+            self.transmit.tail(message.frame().len()).extend_from_slice(message.frame());
         }
         Ok(())
     }
@@ -431,7 +431,7 @@ impl Connection {
             let header = FrameHeader { fin, rsv: 0, opcode, mask: None, len: payload.len() as u64 };
             let mut head = [0u8; MAX_HEADER_LEN];
             let head_len = header.encode(&mut head);
-            self.transmit.tail().extend_from_slice(&head[..head_len]);
+            self.transmit.tail(head_len).extend_from_slice(&head[..head_len]);
             self.transmit.push_shared(payload);
         } else {
             self.encode_frame(fin, opcode, &payload);
@@ -445,8 +445,7 @@ impl Connection {
         let header = FrameHeader { fin, rsv: 0, opcode, mask, len: payload.len() as u64 };
         let mut head = [0u8; MAX_HEADER_LEN];
         let head_len = header.encode(&mut head);
-        let out = self.transmit.tail();
-        out.reserve(head_len + payload.len());
+        let out = self.transmit.tail(head_len + payload.len());
         out.extend_from_slice(&head[..head_len]);
         let start = out.len();
         out.extend_from_slice(payload);

@@ -12,6 +12,8 @@ use bytes::{Buf, Bytes, BytesMut};
 /// Payloads at least this long are queued by reference rather than copied.
 /// Below it, a copy is cheaper than an extra slice in the write.
 pub(super) const ZERO_COPY_MIN: usize = 8 * 1024;
+/// The first allocation of the output buffer (freed again when idle).
+const TAIL_MIN: usize = 4 * 1024;
 
 #[derive(Debug, Default)]
 pub(super) struct Transmit {
@@ -25,8 +27,13 @@ pub(super) struct Transmit {
 }
 
 impl Transmit {
-    /// Where the next frame is encoded.
-    pub(super) fn tail(&mut self) -> &mut BytesMut {
+    /// Where the next frame is encoded, with room for `additional` bytes.
+    /// An empty buffer starts at `TAIL_MIN`, so a burst of small frames
+    /// does not grow it step by step.
+    pub(super) fn tail(&mut self, additional: usize) -> &mut BytesMut {
+        if self.tail.capacity() - self.tail.len() < additional {
+            self.tail.reserve(additional.max(TAIL_MIN));
+        }
         &mut self.tail
     }
 
@@ -139,9 +146,9 @@ mod tests {
     fn keeps_order_across_copied_and_shared_segments() {
         for max_write in [1, 3, 7, 1000] {
             let mut t = Transmit::default();
-            t.tail().extend_from_slice(b"ab");
+            t.tail(2).extend_from_slice(b"ab");
             t.push_shared(Bytes::from_static(b"CDE"));
-            t.tail().extend_from_slice(b"f");
+            t.tail(1).extend_from_slice(b"f");
             t.push_shared(Bytes::from_static(b"GH"));
             t.push_shared(Bytes::from_static(b"IJ"));
             assert_eq!(t.len(), 10);
@@ -153,9 +160,9 @@ mod tests {
     #[test]
     fn pop_and_front_follow_the_same_order() {
         let mut t = Transmit::default();
-        t.tail().extend_from_slice(b"ab");
+        t.tail(2).extend_from_slice(b"ab");
         t.push_shared(Bytes::from_static(b"CDE"));
-        t.tail().extend_from_slice(b"f");
+        t.tail(1).extend_from_slice(b"f");
         assert_eq!(t.front(), b"ab");
         t.advance(1);
         assert_eq!(t.front(), b"b");
@@ -170,7 +177,7 @@ mod tests {
     fn advancing_past_the_end_empties_it() {
         let mut t = Transmit::default();
         t.push_shared(Bytes::from_static(b"xyz"));
-        t.tail().extend_from_slice(b"w");
+        t.tail(1).extend_from_slice(b"w");
         t.advance(usize::MAX);
         assert!(t.is_empty());
         t.release_if_empty();
