@@ -14,6 +14,8 @@ pub use proto::{
     CloseCode, CloseFrame, Config, Connection, Event, Message, MessageKind, ProtocolError, Role, SendError,
     State,
 };
+#[cfg(feature = "deflate")]
+pub use proto::{DeflateConfig, DeflateParams};
 
 #[cfg(feature = "tokio")]
 mod tokio;

@@ -14,12 +14,18 @@ use rand::{Rng, SeedableRng};
 
 use super::close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
 use super::config::{Config, Role};
+#[cfg(feature = "deflate")]
+use super::deflate::{Compressor, DeflateParams, Inflater};
 use super::error::{ProtocolError, SendError};
 use super::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use super::mask::apply_mask;
 use super::message::{Event, Message, MessageKind};
 use super::receive::{Incoming, Receiver};
 use super::utf8::Utf8Validator;
+
+/// RFC 7692 §6: RSV1 is the "Per-Message Compressed" bit.
+#[cfg(feature = "deflate")]
+const RSV1: u8 = 0b100;
 
 /// Where a connection is in its life (RFC 6455 §7).
 ///
@@ -83,6 +89,9 @@ pub struct Connection {
     /// Mask key source for a client (RFC 6455 §10.3); `None` for a server.
     masks: Option<Box<StdRng>>,
     peer_close: Option<CloseFrame>,
+    /// permessage-deflate, once agreed: the parameters and our compressor.
+    #[cfg(feature = "deflate")]
+    deflate: Option<(DeflateParams, Box<Compressor>)>,
 }
 
 impl Connection {
@@ -109,7 +118,33 @@ impl Connection {
             sending: None,
             masks,
             peer_close: None,
+            #[cfg(feature = "deflate")]
+            deflate: None,
         }
+    }
+
+    /// Turns on permessage-deflate with the parameters the handshake agreed
+    /// (RFC 7692 §5). Compression level and threshold come from
+    /// [`Config::deflate`] (defaults if unset). Call before any bytes pass.
+    ///
+    /// Memory: the compressor (about 300 KiB) and the inflater (about
+    /// 43 KiB) are allocated on the first compressed message each way and
+    /// kept until the connection is dropped.
+    #[cfg(feature = "deflate")]
+    pub fn with_deflate(mut self, params: DeflateParams) -> Self {
+        let config = self.config.deflate.clone().unwrap_or_default();
+        let (no_takeover, window_bits) = params.sending(self.role);
+        let compressor = Compressor::new(config.level, window_bits, no_takeover, config.threshold);
+        self.deflate = Some((params, Box::new(compressor)));
+        let inflater = Inflater::new(params.peer_resets(self.role), self.config.max_message_size);
+        self.receiver.inflater = Some(Box::new(inflater));
+        self
+    }
+
+    /// The agreed permessage-deflate parameters, if it is on.
+    #[cfg(feature = "deflate")]
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref().map(|(params, _)| params)
     }
 
     pub fn role(&self) -> Role {
@@ -248,26 +283,43 @@ impl Connection {
             MessageKind::Binary => OpCode::Binary,
         };
         let data = message.as_bytes();
+        #[cfg(feature = "deflate")]
+        if let Some((_, compressor)) = self.deflate.as_mut() {
+            // RFC 7692 §6: each message may be sent compressed or not.
+            let mut compressed = Vec::new();
+            if data.len() >= compressor.threshold && compressor.compress(data, &mut compressed) {
+                self.encode_message(opcode, RSV1, &compressed);
+                return Ok(());
+            }
+        }
+        self.encode_message(opcode, 0, data);
+        Ok(())
+    }
+
+    /// Frames a message's payload, split at [`Config::max_send_frame_size`].
+    /// `rsv` goes on the first frame only (RFC 7692 §6.1).
+    fn encode_message(&mut self, opcode: OpCode, rsv: u8, data: &[u8]) {
         let max = self.config.max_send_frame_size.unwrap_or(usize::MAX).max(1);
         if data.len() <= max {
-            self.encode_frame(true, opcode, data);
-            return Ok(());
+            self.encode_frame_rsv(true, rsv, opcode, data);
+            return;
         }
         // RFC 6455 §5.4: the first fragment carries the opcode, the rest are
         // continuations, and only the last has FIN.
         let mut chunks = data.chunks(max).peekable();
-        let mut frame_opcode = opcode;
+        let (mut frame_opcode, mut frame_rsv) = (opcode, rsv);
         while let Some(chunk) = chunks.next() {
-            self.encode_frame(chunks.peek().is_none(), frame_opcode, chunk);
-            frame_opcode = OpCode::Continuation;
+            self.encode_frame_rsv(chunks.peek().is_none(), frame_rsv, frame_opcode, chunk);
+            (frame_opcode, frame_rsv) = (OpCode::Continuation, 0);
         }
-        Ok(())
     }
 
     /// Queues one fragment of a message (RFC 6455 §5.4). The first call
     /// starts a message of type `kind`; later calls continue it; `fin` ends
     /// it. Text fragments may split a character, but the whole must be UTF-8.
     /// Control frames may be sent between fragments; other messages may not.
+    /// Fragments go out uncompressed even with permessage-deflate on (RFC
+    /// 7692 §6 lets each message choose); use [`send`](Self::send) to compress.
     pub fn send_fragment(&mut self, kind: MessageKind, data: &[u8], fin: bool) -> Result<(), SendError> {
         self.check_open()?;
         let (opcode, mut outgoing) = match self.sending {
@@ -359,10 +411,14 @@ impl Connection {
     }
 
     fn encode_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
+        self.encode_frame_rsv(fin, 0, opcode, payload);
+    }
+
+    fn encode_frame_rsv(&mut self, fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) {
         // RFC 6455 §5.3: a client masks every frame with a fresh key from a
         // strong source of entropy (§10.3); a server never masks.
         let mask = self.masks.as_mut().map(|rng| rng.next_u32().to_ne_bytes());
-        let header = FrameHeader { fin, rsv: 0, opcode, mask, len: payload.len() as u64 };
+        let header = FrameHeader { fin, rsv, opcode, mask, len: payload.len() as u64 };
         let mut head = [0u8; MAX_HEADER_LEN];
         let head_len = header.encode(&mut head);
         self.transmit.reserve(head_len + payload.len());
