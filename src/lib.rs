@@ -26,6 +26,6 @@ pub use crate::tokio::{
 };
 
 // The README's examples compile and run as doctests.
-#[cfg(all(doctest, feature = "tokio"))]
+#[cfg(all(doctest, feature = "tokio", feature = "deflate"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -127,8 +127,8 @@ impl Connection {
     /// (RFC 7692 §5). Compression level and threshold come from
     /// [`Config::deflate`] (defaults if unset). Call before any bytes pass.
     ///
-    /// Memory: the compressor (about 300 KiB) and the inflater (about
-    /// 43 KiB) are allocated on the first compressed message each way and
+    /// Memory: the compressor (about 320 KiB) and the inflater (about
+    /// 50 KiB) are allocated on the first compressed message each way and
     /// kept until the connection is dropped.
     #[cfg(feature = "deflate")]
     pub fn with_deflate(mut self, params: DeflateParams) -> Self {

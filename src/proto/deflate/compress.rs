@@ -113,7 +113,7 @@ mod tests {
     }
 
     #[test]
-    fn small_windows_never_reach_back_further() {
+    fn small_windows_round_trip_with_a_flush_per_piece() {
         let text: Vec<u8> = (0..5000u32).flat_map(|i| format!("{} ", i % 97).into_bytes()).collect();
         for bits in 8..=15 {
             let mut out = Vec::new();
