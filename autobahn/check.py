@@ -2,15 +2,13 @@
 """Strict checker for an Autobahn|Testsuite report (index.json).
 
 Usage:
-    autobahn/check.py REPORT_DIR_OR_INDEX_JSON [--agent sabai]
-                      [--no-unimplemented] [--expect-cases N]
+    autobahn/check.py REPORT_DIR_OR_INDEX_JSON [--agent sabai] [--expect-cases N]
 
 Passes (exit 0) only if, for the given agent:
   * the report holds exactly the expected number of cases (default: the whole
     suite, EXPECTED_TOTAL_CASES), so an empty or truncated run never passes;
-  * every case has `behavior` and `behaviorClose` in {OK, INFORMATIONAL};
-  * except that UNIMPLEMENTED is tolerated for cases 12.* and 13.*
-    (permessage-deflate), unless --no-unimplemented is given.
+  * every case has `behavior` and `behaviorClose` in {OK, INFORMATIONAL},
+    permessage-deflate's 12.* and 13.* included (UNIMPLEMENTED fails).
 NON-STRICT, FAILED, WRONG CODE, UNCLEAN, FAILED BY CLIENT, ... all fail.
 
 Exit codes: 0 pass, 1 check failed, 2 unusable input (missing/bad file, agent).
@@ -33,18 +31,10 @@ EXPECTED_TOTAL_CASES = 517
 EXPECTED_COMPRESSION_CASES = 216
 
 ALLOWED = {"OK", "INFORMATIONAL"}
-UNIMPLEMENTED = "UNIMPLEMENTED"
-COMPRESSION_PREFIXES = ("12.", "13.")
 
 
 def case_sort_key(case_id):
     return tuple(int(p) if p.isdigit() else p for p in case_id.split("."))
-
-
-def allowed_values(case_id, allow_unimplemented):
-    if allow_unimplemented and case_id.startswith(COMPRESSION_PREFIXES):
-        return ALLOWED | {UNIMPLEMENTED}
-    return ALLOWED
 
 
 def main(argv=None):
@@ -52,8 +42,6 @@ def main(argv=None):
         description="Fail unless an Autobahn report is complete and clean.")
     ap.add_argument("report", help="report directory (holding index.json) or the index.json itself")
     ap.add_argument("--agent", default="sabai", help="agent name in the report (default: sabai)")
-    ap.add_argument("--no-unimplemented", action="store_true",
-                    help="do not tolerate UNIMPLEMENTED, not even for 12.*/13.*")
     ap.add_argument("--expect-cases", type=int, default=EXPECTED_TOTAL_CASES, metavar="N",
                     help="number of cases the report must hold (default: %d, the whole suite); "
                          "only for trial runs on a subset of the cases" % EXPECTED_TOTAL_CASES)
@@ -85,7 +73,6 @@ def main(argv=None):
         print("check.py: FAIL: malformed entry for agent %r" % args.agent)
         return 2
 
-    allow_unimpl = not args.no_unimplemented
     counts = {"behavior": collections.Counter(), "behaviorClose": collections.Counter()}
     offending = []
     for case_id in sorted(cases, key=case_sort_key):
@@ -94,8 +81,7 @@ def main(argv=None):
         beh_close = result.get("behaviorClose", "<missing>")
         counts["behavior"][beh] += 1
         counts["behaviorClose"][beh_close] += 1
-        ok = allowed_values(case_id, allow_unimpl)
-        if beh not in ok or beh_close not in ok:
+        if beh not in ALLOWED or beh_close not in ALLOWED:
             offending.append((case_id, beh, beh_close, result.get("reportfile")))
 
     def summary(counter):
@@ -115,10 +101,7 @@ def main(argv=None):
                  " (empty or truncated run?)" if n < args.expect_cases else ""))
     if offending:
         failed = True
-        print("check.py: FAIL: %d case(s) not OK/INFORMATIONAL%s:"
-              % (len(offending),
-                 " (UNIMPLEMENTED tolerated only in 12.*/13.*)" if allow_unimpl else
-                 " (UNIMPLEMENTED not tolerated: --no-unimplemented)"))
+        print("check.py: FAIL: %d case(s) not OK/INFORMATIONAL:" % len(offending))
         width = max(len(c[0]) for c in offending)
         for case_id, beh, beh_close, reportfile in offending:
             line = "  %-*s  behavior=%-14s behaviorClose=%s" % (width, case_id, beh, beh_close)

@@ -2,13 +2,11 @@
 # Runs the Autobahn|Testsuite (wstest 0.8.2) against sabai's examples and checks
 # the reports strictly (autobahn/check.py).
 #
-#   autobahn/run.sh [--no-unimplemented] [server|client|all]     (default: all)
+#   autobahn/run.sh [server|client|all]     (default: all)
 #
 #   server: wstest -m fuzzingclient  drives target/release/examples/autobahn_server 9002
 #   client: wstest -m fuzzingserver  on 127.0.0.1:9001 is driven by
 #           target/release/examples/autobahn_client ws://127.0.0.1:9001 sabai
-#
-# --no-unimplemented   also fail on UNIMPLEMENTED in 12.*/13.* (permessage-deflate)
 #
 # Environment (all optional):
 #   SABAI_AUTOBAHN_VENV      virtualenv location (see install.sh)
@@ -30,14 +28,12 @@ agent=sabai
 server_port=9002        # must match autobahn/fuzzingclient.json
 fuzz_port=9001          # must match autobahn/fuzzingserver.json
 run_timeout=${SABAI_AUTOBAHN_TIMEOUT:-1800}
-check_args=()
 mode=all
 
 for arg in "$@"; do
     case "$arg" in
-        --no-unimplemented) check_args+=(--no-unimplemented) ;;
         server|client|all) mode=$arg ;;
-        -h|--help) sed -n '2,24p' "$root/autobahn/run.sh" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$root/autobahn/run.sh" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "autobahn/run.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -208,7 +204,7 @@ run_server_role() {
 
     show_report "$outdir"
     python3 autobahn/check.py "$outdir" --agent "$agent" \
-        "${expect[@]+"${expect[@]}"}" "${check_args[@]+"${check_args[@]}"}" || rc=1
+        "${expect[@]+"${expect[@]}"}" || rc=1
     return "$rc"
 }
 
@@ -242,7 +238,7 @@ run_client_role() {
 
     show_report "$outdir"
     python3 autobahn/check.py "$outdir" --agent "$agent" \
-        "${expect[@]+"${expect[@]}"}" "${check_args[@]+"${check_args[@]}"}" || rc=1
+        "${expect[@]+"${expect[@]}"}" || rc=1
     return "$rc"
 }
 

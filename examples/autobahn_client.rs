@@ -3,6 +3,8 @@
 //! cases, runs each one as an echo client, then asks for the report.
 //!
 //!     cargo run --release --example autobahn_client -- ws://127.0.0.1:9001 sabai
+//!
+//! It offers permessage-deflate (RFC 7692), for cases 12.x and 13.x.
 
 use sabai::{Message, WebSocket};
 use tokio::net::TcpStream;
@@ -28,9 +30,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while ws.recv().await?.is_some() {}
     println!("running {count} cases as agent {agent}");
 
+    let mut config = sabai::WebSocketConfig::default();
+    let mut deflate = sabai::DeflateConfig::default();
+    deflate.threshold = 0;
+    config.protocol.deflate = Some(deflate);
     for case in 1..=count {
         let url = format!("{base}/runCase?case={case}&agent={agent}");
-        match sabai::connect(&url).await {
+        match sabai::connect_with(&url, &config, |request| request).await {
             // Protocol errors are what many cases test; sabai has already
             // answered them with the right close code.
             Ok(ws) => {

@@ -14,6 +14,8 @@ pub use proto::{
     CloseCode, CloseFrame, Config, Connection, Event, Message, MessageKind, PreparedMessage, ProtocolError,
     Role, SendError, State,
 };
+#[cfg(feature = "deflate")]
+pub use proto::{DeflateConfig, DeflateParams};
 
 #[cfg(feature = "tokio")]
 mod tokio;
@@ -27,6 +29,6 @@ pub use crate::tokio::{
 pub mod hub;
 
 // The README's examples compile and run as doctests.
-#[cfg(all(doctest, feature = "tokio"))]
+#[cfg(all(doctest, feature = "tokio", feature = "deflate"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -1,11 +1,14 @@
 //! The client's side of the opening handshake (RFC 6455 §4.1).
 
 use super::error::HandshakeError;
+use super::extensions::parse_extensions;
 use super::head::{
     any_has_token, is_token, list_items, own_headers, parse_error, single, values, write_header,
     HandshakeLimits, HeadScanner,
 };
 use super::{accept_key, encode_key};
+#[cfg(feature = "deflate")]
+use crate::proto::{DeflateConfig, DeflateParams};
 
 /// What the client asks for: where, and with which subprotocols and headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,13 +17,35 @@ pub struct ClientRequest {
     target: String,
     protocols: Vec<String>,
     headers: Vec<(String, String)>,
+    #[cfg(feature = "deflate")]
+    deflate: Option<DeflateConfig>,
 }
 
 impl ClientRequest {
     /// A request for `target` (path and query, e.g. `/chat?room=1`) on
     /// `host` (the Host field: `example.com` or `example.com:8080`).
     pub fn new(host: impl Into<String>, target: impl Into<String>) -> Self {
-        ClientRequest { host: host.into(), target: target.into(), protocols: Vec::new(), headers: Vec::new() }
+        ClientRequest {
+            host: host.into(),
+            target: target.into(),
+            protocols: Vec::new(),
+            headers: Vec::new(),
+            #[cfg(feature = "deflate")]
+            deflate: None,
+        }
+    }
+
+    /// Offers permessage-deflate (RFC 7692) with these parameters.
+    #[cfg(feature = "deflate")]
+    pub fn permessage_deflate(mut self, config: DeflateConfig) -> Self {
+        self.deflate = Some(config);
+        self
+    }
+
+    /// The permessage-deflate offer, if any.
+    #[cfg(feature = "deflate")]
+    pub fn deflate_offer(&self) -> Option<&DeflateConfig> {
+        self.deflate.as_ref()
     }
 
     /// Offers a subprotocol (RFC 6455 §4.1 item 10), most preferred first.
@@ -41,6 +66,8 @@ impl ClientRequest {
 pub struct Response {
     headers: Vec<(String, Vec<u8>)>,
     protocol: Option<String>,
+    #[cfg(feature = "deflate")]
+    deflate: Option<DeflateParams>,
 }
 
 impl Response {
@@ -52,6 +79,13 @@ impl Response {
     /// The first value of a header field (case-insensitive name), if it is UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
         values(&self.headers, name).next().and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The permessage-deflate parameters the server agreed to, if any:
+    /// hand them to [`Connection::with_deflate`](crate::Connection::with_deflate).
+    #[cfg(feature = "deflate")]
+    pub fn deflate(&self) -> Option<DeflateParams> {
+        self.deflate
     }
 }
 
@@ -115,6 +149,11 @@ impl ClientHandshake {
             }
             write_header(&mut out, "Sec-WebSocket-Protocol", &r.protocols.join(", "))?;
         }
+        #[cfg(feature = "deflate")]
+        if let Some(config) = &r.deflate {
+            // RFC 7692 §5: one offer; §7.1 parameters.
+            write_header(&mut out, "Sec-WebSocket-Extensions", &super::deflate::offer(config))?;
+        }
         for (name, value) in &r.headers {
             write_header(&mut out, name, value)?;
         }
@@ -141,7 +180,54 @@ impl ClientHandshake {
         }
         let headers = own_headers(parsed.headers);
         let protocol = self.check_response(&headers)?;
-        Ok(Some((Response { headers, protocol }, end)))
+        #[cfg(feature = "deflate")]
+        let deflate = self.check_extensions(&headers)?;
+        #[cfg(not(feature = "deflate"))]
+        self.check_extensions(&headers)?;
+        Ok(Some((
+            Response {
+                headers,
+                protocol,
+                #[cfg(feature = "deflate")]
+                deflate,
+            },
+            end,
+        )))
+    }
+
+    /// RFC 6455 §4.1 response item 5, §9.1: every extension in the answer
+    /// must be one we offered; RFC 7692 §5: permessage-deflate at most once,
+    /// with parameters we can honour.
+    #[cfg(feature = "deflate")]
+    fn check_extensions(
+        &self,
+        headers: &[(String, Vec<u8>)],
+    ) -> Result<Option<DeflateParams>, HandshakeError> {
+        use super::deflate::{check_answer, PERMESSAGE_DEFLATE};
+        use super::ExtensionError;
+        let mut answer = None;
+        for extension in parse_answer(headers)? {
+            let offered = self.request.deflate.as_ref();
+            let config = match offered {
+                Some(config) if extension.name.eq_ignore_ascii_case(PERMESSAGE_DEFLATE) => config,
+                _ => return Err(HandshakeError::UnofferedExtension(extension.name)),
+            };
+            if answer.is_some() {
+                return Err(HandshakeError::InvalidExtension(ExtensionError::Duplicate));
+            }
+            answer = Some(check_answer(&extension, config).map_err(HandshakeError::InvalidExtension)?);
+        }
+        Ok(answer)
+    }
+
+    /// Without the `deflate` feature nothing is offered, so any extension
+    /// in the answer fails the handshake (RFC 6455 §4.1 response item 5).
+    #[cfg(not(feature = "deflate"))]
+    fn check_extensions(&self, headers: &[(String, Vec<u8>)]) -> Result<(), HandshakeError> {
+        match parse_answer(headers)?.into_iter().next() {
+            Some(extension) => Err(HandshakeError::UnofferedExtension(extension.name)),
+            None => Ok(()),
+        }
     }
 
     fn check_response(&self, headers: &[(String, Vec<u8>)]) -> Result<Option<String>, HandshakeError> {
@@ -158,10 +244,6 @@ impl ClientHandshake {
         if accept.map(<[u8]>::trim_ascii) != Some(accept_key(&self.key).as_bytes()) {
             return Err(HandshakeError::InvalidAccept);
         }
-        // RFC 6455 §4.1 response item 5: we offered no extensions.
-        if let Some(extension) = values(headers, "Sec-WebSocket-Extensions").flat_map(list_items).next() {
-            return Err(HandshakeError::UnofferedExtension(String::from_utf8_lossy(extension).into_owned()));
-        }
         // RFC 6455 §4.1 response item 6: at most one subprotocol, one we offered.
         let mut chosen = values(headers, "Sec-WebSocket-Protocol").flat_map(list_items);
         let Some(protocol) = chosen.next() else {
@@ -173,4 +255,13 @@ impl ClientHandshake {
         }
         Ok(Some(protocol))
     }
+}
+
+/// Every element of the answer's Sec-WebSocket-Extensions fields.
+fn parse_answer(headers: &[(String, Vec<u8>)]) -> Result<Vec<super::Extension>, HandshakeError> {
+    let mut extensions = Vec::new();
+    for value in values(headers, "Sec-WebSocket-Extensions") {
+        parse_extensions(value, &mut extensions).map_err(HandshakeError::InvalidExtension)?;
+    }
+    Ok(extensions)
 }

@@ -53,6 +53,10 @@ pub enum HandshakeError {
     UnofferedProtocol(String),
     /// RFC 6455 §4.1: the server named extensions we did not offer.
     UnofferedExtension(String),
+    /// RFC 6455 §9.1, RFC 7692 §5: a Sec-WebSocket-Extensions header that
+    /// does not parse (400), or an answer accepting an extension in a way
+    /// we cannot use (the client fails the connection).
+    InvalidExtension(super::ExtensionError),
 }
 
 impl HandshakeError {
@@ -159,6 +163,7 @@ impl fmt::Display for HandshakeError {
             HandshakeError::UnofferedExtension(e) => {
                 write!(f, "server named extension {e:?}, which was not offered (RFC 6455 §4.1)")
             }
+            HandshakeError::InvalidExtension(e) => write!(f, "Sec-WebSocket-Extensions: {e}"),
         }
     }
 }

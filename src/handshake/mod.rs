@@ -7,7 +7,10 @@
 //! the head took: bytes after it are the first WebSocket frames.
 
 mod client;
+#[cfg(feature = "deflate")]
+pub mod deflate;
 mod error;
+mod extensions;
 mod head;
 mod server;
 
@@ -17,6 +20,7 @@ use sha1::{Digest, Sha1};
 
 pub use client::{ClientHandshake, ClientRequest, Response};
 pub use error::HandshakeError;
+pub use extensions::{parse_extensions, Extension, ExtensionError, Param, MAX_EXTENSIONS, MAX_PARAMS};
 pub use head::HandshakeLimits;
 pub use server::{Accept, Reject, Request, ServerHandshake};
 

@@ -5,11 +5,14 @@
 //! offered subprotocols) and answers with an [`Accept`] or a [`Reject`].
 
 use super::error::{simple_response, HandshakeError};
+use super::extensions::{parse_extensions, Extension};
 use super::head::{
     any_has_token, is_token, list_items, own_headers, parse_error, single, values, write_header,
     HandshakeLimits, HeadScanner,
 };
 use super::{accept_key, decode_key};
+#[cfg(feature = "deflate")]
+use crate::proto::{DeflateConfig, DeflateParams};
 
 /// A checked WebSocket upgrade request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +21,7 @@ pub struct Request {
     headers: Vec<(String, Vec<u8>)>,
     key: String,
     protocols: Vec<String>,
+    extensions: Vec<Extension>,
 }
 
 impl Request {
@@ -67,6 +71,19 @@ impl Request {
         &self.key
     }
 
+    /// The extensions the client offered, in its order of preference
+    /// (RFC 6455 §9.1).
+    pub fn extensions(&self) -> &[Extension] {
+        &self.extensions
+    }
+
+    /// The permessage-deflate parameters to agree to, if the client offered
+    /// one we accept (RFC 7692 §5); hand them to [`Accept::deflate`].
+    #[cfg(feature = "deflate")]
+    pub fn negotiate_deflate(&self, config: &DeflateConfig) -> Option<DeflateParams> {
+        super::deflate::negotiate(&self.extensions, config)
+    }
+
     /// The 101 response accepting this request (RFC 6455 §4.2.2 item 5).
     pub fn accept_response(&self, accept: &Accept) -> Result<Vec<u8>, HandshakeError> {
         let mut out = Vec::with_capacity(160);
@@ -80,6 +97,11 @@ impl Request {
                 return Err(HandshakeError::ProtocolNotOffered(protocol.clone()));
             }
             write_header(&mut out, "Sec-WebSocket-Protocol", protocol)?;
+        }
+        #[cfg(feature = "deflate")]
+        if let Some(params) = &accept.deflate {
+            // RFC 7692 §5: the answer names the agreed parameters.
+            write_header(&mut out, "Sec-WebSocket-Extensions", &params.header_value())?;
         }
         for (name, value) in &accept.headers {
             write_header(&mut out, name, value)?;
@@ -95,6 +117,8 @@ impl Request {
 pub struct Accept {
     protocol: Option<String>,
     headers: Vec<(String, String)>,
+    #[cfg(feature = "deflate")]
+    deflate: Option<DeflateParams>,
 }
 
 impl Accept {
@@ -117,6 +141,20 @@ impl Accept {
     /// The chosen subprotocol.
     pub fn selected_protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
+    }
+
+    /// Accepts permessage-deflate with these parameters (from
+    /// [`Request::negotiate_deflate`]); the connection must then use them.
+    #[cfg(feature = "deflate")]
+    pub fn deflate(mut self, params: DeflateParams) -> Self {
+        self.deflate = Some(params);
+        self
+    }
+
+    /// The accepted permessage-deflate parameters.
+    #[cfg(feature = "deflate")]
+    pub fn selected_deflate(&self) -> Option<DeflateParams> {
+        self.deflate
     }
 }
 
@@ -261,5 +299,10 @@ fn check_request(target: String, headers: Vec<(String, Vec<u8>)>) -> Result<Requ
             protocols.push(String::from_utf8_lossy(item).into_owned());
         }
     }
-    Ok(Request { target, headers, key, protocols })
+    // RFC 6455 §9.1: the offered extensions, possibly over several fields.
+    let mut extensions = Vec::new();
+    for value in values(&headers, "Sec-WebSocket-Extensions") {
+        parse_extensions(value, &mut extensions).map_err(HandshakeError::InvalidExtension)?;
+    }
+    Ok(Request { target, headers, key, protocols, extensions })
 }

@@ -22,12 +22,17 @@ pub struct Config {
     /// the payload is buffered (RFC 6455 §10.4). Over it: close 1009.
     pub max_frame_size: usize,
     /// Largest message accepted, summed over its fragments and checked on
-    /// each header before buffering. Over it: close 1009.
+    /// each header before buffering. Over it: close 1009. For a compressed
+    /// message it bounds the inflated size, checked while inflating.
     pub max_message_size: usize,
     /// Outgoing messages longer than this are sent as several frames of at
     /// most this many payload bytes (RFC 6455 §5.4). `None` (the default)
     /// sends each message as one frame.
     pub max_send_frame_size: Option<usize>,
+    /// permessage-deflate (RFC 7692): what to offer (client) or accept
+    /// (server). `None` (the default): no compression is negotiated.
+    #[cfg(feature = "deflate")]
+    pub deflate: Option<super::deflate::DeflateConfig>,
 }
 
 /// 16 MiB: the largest message Autobahn's limits cases (9.x) send.
@@ -39,6 +44,8 @@ impl Default for Config {
             max_frame_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_send_frame_size: None,
+            #[cfg(feature = "deflate")]
+            deflate: None,
         }
     }
 }

@@ -16,6 +16,8 @@ use rand::{Rng, SeedableRng};
 
 use super::close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
 use super::config::{Config, Role};
+#[cfg(feature = "deflate")]
+use super::deflate::{Compressor, DeflateParams, Inflater};
 use super::error::{ProtocolError, SendError};
 use super::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use super::mask::apply_mask;
@@ -24,6 +26,10 @@ use super::prepared::PreparedMessage;
 use super::receive::{Incoming, Receiver};
 use super::transmit::{Transmit, ZERO_COPY_MIN};
 use super::utf8::Utf8Validator;
+
+/// RFC 7692 §6: RSV1 is the "Per-Message Compressed" bit.
+#[cfg(feature = "deflate")]
+const RSV1: u8 = 0b100;
 
 /// Where a connection is in its life (RFC 6455 §7).
 ///
@@ -92,6 +98,9 @@ pub struct Connection {
     masks: Option<Box<StdRng>>,
     /// Boxed: set once per connection, so idle connections stay small.
     peer_close: Option<Box<CloseFrame>>,
+    /// permessage-deflate, once agreed: the parameters and our compressor.
+    #[cfg(feature = "deflate")]
+    deflate: Option<(DeflateParams, Box<Compressor>)>,
 }
 
 impl Connection {
@@ -118,7 +127,33 @@ impl Connection {
             sending: None,
             masks,
             peer_close: None,
+            #[cfg(feature = "deflate")]
+            deflate: None,
         }
+    }
+
+    /// Turns on permessage-deflate with the parameters the handshake agreed
+    /// (RFC 7692 §5). Compression level and threshold come from
+    /// [`Config::deflate`] (defaults if unset). Call before any bytes pass.
+    ///
+    /// Memory: the compressor (about 320 KiB) and the inflater (about
+    /// 50 KiB) are allocated on the first compressed message each way and
+    /// kept until the connection is dropped.
+    #[cfg(feature = "deflate")]
+    pub fn with_deflate(mut self, params: DeflateParams) -> Self {
+        let config = self.config.deflate.clone().unwrap_or_default();
+        let (no_takeover, window_bits) = params.sending(self.role);
+        let compressor = Compressor::new(config.level, window_bits, no_takeover, config.threshold);
+        self.deflate = Some((params, Box::new(compressor)));
+        let inflater = Inflater::new(params.peer_resets(self.role), self.config.max_message_size);
+        self.receiver.inflater = Some(Box::new(inflater));
+        self
+    }
+
+    /// The agreed permessage-deflate parameters, if it is on.
+    #[cfg(feature = "deflate")]
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref().map(|(params, _)| params)
     }
 
     pub fn role(&self) -> Role {
@@ -272,22 +307,37 @@ impl Connection {
             MessageKind::Text => OpCode::Text,
             MessageKind::Binary => OpCode::Binary,
         };
+        #[cfg(feature = "deflate")]
+        if let Some((_, compressor)) = self.deflate.as_mut() {
+            // RFC 7692 §6: each message may be sent compressed or not.
+            let data = message.as_bytes();
+            let mut compressed = Vec::new();
+            if data.len() >= compressor.threshold && compressor.compress(data, &mut compressed) {
+                self.encode_message(opcode, RSV1, Bytes::from(compressed));
+                return Ok(());
+            }
+        }
         // No copy: a large payload may be queued as it is.
-        let data = message.into_bytes();
+        self.encode_message(opcode, 0, message.into_bytes());
+        Ok(())
+    }
+
+    /// Frames a message's payload, split at [`Config::max_send_frame_size`].
+    /// `rsv` goes on the first frame only (RFC 7692 §6.1).
+    fn encode_message(&mut self, opcode: OpCode, rsv: u8, data: Bytes) {
         let max = self.config.max_send_frame_size.unwrap_or(usize::MAX).max(1);
         if data.len() <= max {
-            self.encode_data(true, opcode, data);
-            return Ok(());
+            self.encode_data(true, rsv, opcode, data);
+            return;
         }
         // RFC 6455 §5.4: the first fragment carries the opcode, the rest are
         // continuations, and only the last has FIN.
-        let (mut start, mut frame_opcode) = (0, opcode);
+        let (mut start, mut frame_opcode, mut frame_rsv) = (0, opcode, rsv);
         while start < data.len() {
             let end = data.len().min(start + max);
-            self.encode_data(end == data.len(), frame_opcode, data.slice(start..end));
-            (start, frame_opcode) = (end, OpCode::Continuation);
+            self.encode_data(end == data.len(), frame_rsv, frame_opcode, data.slice(start..end));
+            (start, frame_opcode, frame_rsv) = (end, OpCode::Continuation, 0);
         }
-        Ok(())
     }
 
     /// Queues a message framed once by [`PreparedMessage`]. A server queues
@@ -315,6 +365,8 @@ impl Connection {
     /// starts a message of type `kind`; later calls continue it; `fin` ends
     /// it. Text fragments may split a character, but the whole must be UTF-8.
     /// Control frames may be sent between fragments; other messages may not.
+    /// Fragments go out uncompressed even with permessage-deflate on (RFC
+    /// 7692 §6 lets each message choose); use [`send`](Self::send) to compress.
     pub fn send_fragment(&mut self, kind: MessageKind, data: &[u8], fin: bool) -> Result<(), SendError> {
         self.check_open()?;
         let (opcode, mut outgoing) = match self.sending {
@@ -426,23 +478,27 @@ impl Connection {
 
     /// Encodes a data frame whose payload the connection may keep: a large
     /// one that needs no mask is queued without a copy.
-    fn encode_data(&mut self, fin: bool, opcode: OpCode, payload: Bytes) {
+    fn encode_data(&mut self, fin: bool, rsv: u8, opcode: OpCode, payload: Bytes) {
         if self.masks.is_none() && payload.len() >= ZERO_COPY_MIN {
-            let header = FrameHeader { fin, rsv: 0, opcode, mask: None, len: payload.len() as u64 };
+            let header = FrameHeader { fin, rsv, opcode, mask: None, len: payload.len() as u64 };
             let mut head = [0u8; MAX_HEADER_LEN];
             let head_len = header.encode(&mut head);
             self.transmit.tail(head_len).extend_from_slice(&head[..head_len]);
             self.transmit.push_shared(payload);
         } else {
-            self.encode_frame(fin, opcode, &payload);
+            self.encode_frame_rsv(fin, rsv, opcode, &payload);
         }
     }
 
     fn encode_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
+        self.encode_frame_rsv(fin, 0, opcode, payload);
+    }
+
+    fn encode_frame_rsv(&mut self, fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) {
         // RFC 6455 §5.3: a client masks every frame with a fresh key from a
         // strong source of entropy (§10.3); a server never masks.
         let mask = self.masks.as_mut().map(|rng| rng.next_u32().to_ne_bytes());
-        let header = FrameHeader { fin, rsv: 0, opcode, mask, len: payload.len() as u64 };
+        let header = FrameHeader { fin, rsv, opcode, mask, len: payload.len() as u64 };
         let mut head = [0u8; MAX_HEADER_LEN];
         let head_len = header.encode(&mut head);
         let out = self.transmit.tail(head_len + payload.len());

@@ -47,6 +47,13 @@ pub enum ProtocolError {
     MessageTooLarge { len: u64, max: usize },
     /// §7.1.5, §7.2: the transport ended without a Close frame (code 1006).
     AbnormalClosure,
+    /// RFC 7692 §6.1: RSV1 (compressed) on a control frame.
+    CompressedControlFrame,
+    /// RFC 7692 §6.1: RSV1 (compressed) on a continuation frame; only a
+    /// message's first frame carries it.
+    CompressedContinuation,
+    /// RFC 7692 §7.2.2: a compressed message that is not valid DEFLATE data.
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
@@ -102,6 +109,15 @@ impl fmt::Display for ProtocolError {
             }
             ProtocolError::AbnormalClosure => {
                 f.write_str("connection closed without a close frame (RFC 6455 §7.1.5)")
+            }
+            ProtocolError::CompressedControlFrame => {
+                f.write_str("RSV1 set on a control frame (RFC 7692 §6.1)")
+            }
+            ProtocolError::CompressedContinuation => {
+                f.write_str("RSV1 set on a continuation frame (RFC 7692 §6.1)")
+            }
+            ProtocolError::InvalidCompressedData => {
+                f.write_str("compressed message is not valid DEFLATE data (RFC 7692 §7.2.2)")
             }
         }
     }

@@ -4,6 +4,8 @@
 mod close;
 mod config;
 mod connection;
+#[cfg(feature = "deflate")]
+mod deflate;
 mod error;
 mod frame;
 mod mask;
@@ -16,6 +18,8 @@ mod utf8;
 pub use close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
 pub use config::{Config, Role, DEFAULT_MAX_MESSAGE_SIZE};
 pub use connection::{Connection, State};
+#[cfg(feature = "deflate")]
+pub use deflate::{DeflateConfig, DeflateParams, MAX_WINDOW_BITS, MIN_WINDOW_BITS};
 pub use error::{ProtocolError, SendError};
 pub use frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 pub use mask::{apply_mask, apply_mask_at};

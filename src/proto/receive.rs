@@ -16,6 +16,12 @@ use super::mask::apply_mask_at;
 use super::message::{Message, MessageKind};
 use super::utf8::Utf8Validator;
 
+// permessage-deflate's receiving side: compressed frames in, inflated
+// messages out (RFC 7692 §6.2).
+#[cfg(feature = "deflate")]
+#[path = "receive_deflate.rs"]
+mod compressed;
+
 /// A complete unit the connection must act on.
 #[derive(Debug)]
 pub(super) enum Incoming {
@@ -36,7 +42,10 @@ struct PartialFrame {
 #[derive(Debug)]
 struct Assembly {
     kind: MessageKind,
+    /// The payload so far; for a compressed message, inflated.
     data: BytesMut,
+    /// RFC 7692 §6: the first frame had RSV1 set.
+    compressed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +60,9 @@ pub(super) struct Receiver {
     utf8: Utf8Validator,
     /// The transport has ended: no more bytes will come.
     pub(super) eof: bool,
+    /// Set once permessage-deflate is agreed (RFC 7692).
+    #[cfg(feature = "deflate")]
+    pub(super) inflater: Option<Box<super::deflate::Inflater>>,
 }
 
 impl Receiver {
@@ -96,7 +108,7 @@ impl Receiver {
     fn check_header(&self, h: &FrameHeader, role: Role, config: &Config) -> Result<(), ProtocolError> {
         // RFC 6455 §5.2: RSV bits MUST be 0 unless an extension defines them.
         if h.rsv != 0 {
-            return Err(ProtocolError::ReservedBits(h.rsv));
+            self.check_rsv(h)?;
         }
         if h.opcode.is_control() {
             // RFC 6455 §5.5: control frames MUST NOT be fragmented.
@@ -122,6 +134,10 @@ impl Receiver {
         let so_far = match (h.opcode, &self.assembly) {
             // RFC 6455 §5.4: a continuation frame needs a message to continue.
             (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            // A compressed message's limit applies to its inflated size,
+            // checked while inflating (RFC 7692 §8.1 also warns of this).
+            (OpCode::Continuation, Some(assembly)) if assembly.compressed => return Ok(()),
+            (OpCode::Text | OpCode::Binary, None) if h.rsv != 0 => return Ok(()),
             (OpCode::Continuation, Some(assembly)) => assembly.data.len() as u64,
             // RFC 6455 §5.4: fragments of one message MUST NOT be interleaved
             // with another message's data frames.
@@ -135,11 +151,29 @@ impl Receiver {
         Ok(())
     }
 
-    /// Whether this frame's payload is text to validate as it arrives.
+    /// RSV bits are allowed only as permessage-deflate's RSV1.
+    fn check_rsv(&self, h: &FrameHeader) -> Result<(), ProtocolError> {
+        #[cfg(feature = "deflate")]
+        if h.rsv == 0b100 && self.inflater.is_some() {
+            // RFC 7692 §6.1: RSV1 marks a compressed message on its first
+            // frame only; on a control or continuation frame it fails.
+            return match h.opcode {
+                OpCode::Text | OpCode::Binary => Ok(()),
+                OpCode::Continuation => Err(ProtocolError::CompressedContinuation),
+                _ => Err(ProtocolError::CompressedControlFrame),
+            };
+        }
+        Err(ProtocolError::ReservedBits(h.rsv))
+    }
+
+    /// Whether this frame's payload is (uncompressed) text to validate as it
+    /// arrives.
     fn is_text(&self, header: &FrameHeader) -> bool {
         match header.opcode {
-            OpCode::Text => true,
-            OpCode::Continuation => matches!(&self.assembly, Some(a) if a.kind == MessageKind::Text),
+            OpCode::Text => header.rsv == 0,
+            OpCode::Continuation => {
+                matches!(&self.assembly, Some(a) if a.kind == MessageKind::Text && !a.compressed)
+            }
             _ => false,
         }
     }
@@ -174,6 +208,10 @@ impl Receiver {
         if opcode.is_control() {
             return Ok(Some(Incoming::Control(opcode, payload.freeze())));
         }
+        #[cfg(feature = "deflate")]
+        if frame.header.rsv != 0 || matches!(&self.assembly, Some(a) if a.compressed) {
+            return self.complete_compressed(frame.header, payload);
+        }
         let is_text = self.is_text(&frame.header);
         if opcode == OpCode::Text && fin && frame.done == 0 {
             // A whole text message in one go: the String conversion is its
@@ -196,7 +234,7 @@ impl Receiver {
             }
             _ if !fin => {
                 let kind = if is_text { MessageKind::Text } else { MessageKind::Binary };
-                self.assembly = Some(Box::new(Assembly { kind, data: payload }));
+                self.assembly = Some(Box::new(Assembly { kind, data: payload, compressed: false }));
                 return Ok(None);
             }
             _ => payload,

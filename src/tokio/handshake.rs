@@ -91,6 +91,13 @@ where
     };
     let (request, head_len) = parsed;
     let accept = match hook(&request) {
+        // RFC 7692 §5: accept one permessage-deflate offer if configured to.
+        #[cfg(feature = "deflate")]
+        Ok(accept) => match config.protocol.deflate.as_ref().and_then(|c| request.negotiate_deflate(c)) {
+            Some(params) if accept.selected_deflate().is_none() => accept.deflate(params),
+            _ => accept,
+        },
+        #[cfg(not(feature = "deflate"))]
         Ok(accept) => accept,
         Err(reject) => {
             let error = HandshakeError::Rejected(reject.status());
@@ -103,6 +110,10 @@ where
     };
     stream.write_all(&response).await?;
     let mut conn = Connection::server(config.protocol.clone());
+    #[cfg(feature = "deflate")]
+    if let Some(params) = accept.selected_deflate() {
+        conn = conn.with_deflate(params);
+    }
     // Bytes after the request's blank line are the client's first frames.
     conn.receive(&buf[head_len..]);
     let protocol = accept.selected_protocol().map(str::to_owned);
@@ -189,6 +200,11 @@ async fn client_handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    #[cfg(feature = "deflate")]
+    let request = match &config.protocol.deflate {
+        Some(deflate) if request.deflate_offer().is_none() => request.permessage_deflate(deflate.clone()),
+        _ => request,
+    };
     // RFC 6455 §4.1 item 7: the key is a random nonce; §10.3: mask keys from
     // a strong source too. Both come from the OS-seeded thread CSPRNG.
     let mut handshake = ClientHandshake::new(request, rand::random()).with_limits(config.handshake.clone());
@@ -204,6 +220,10 @@ where
         }
     };
     let mut conn = Connection::client(config.protocol.clone(), rand::random());
+    #[cfg(feature = "deflate")]
+    if let Some(params) = response.deflate() {
+        conn = conn.with_deflate(params);
+    }
     conn.receive(&buf[head_len..]);
     let protocol = response.protocol().map(str::to_owned);
     Ok((WebSocket::from_connection(stream, conn, config).with_protocol(protocol), response))

@@ -53,6 +53,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.protocol.as_deref()
     }
 
+    /// The permessage-deflate parameters agreed in the handshake, if any.
+    #[cfg(feature = "deflate")]
+    pub fn deflate(&self) -> Option<&crate::proto::DeflateParams> {
+        self.core.conn.deflate()
+    }
+
     pub fn role(&self) -> Role {
         self.core.conn.role()
     }

@@ -1,0 +1,161 @@
+//! Hostile compressed input for permessage-deflate (RFC 7692 §7.2.2): the
+//! input's bytes become a compressed message (RSV1 on its first frame),
+//! split into input-chosen fragments, fed to a client connection in
+//! input-chosen chunks. Checks:
+//! - nothing panics; the outcome is a message no longer than the limit or
+//!   one of the errors a compressed message can cause (bad DEFLATE data,
+//!   too large, bad UTF-8), each with its close code;
+//! - the outcome does not depend on how the bytes were chunked;
+//! - when a plain decoder (flate2 directly, output capped past the limit)
+//!   decodes the payload without reaching a final block, sabai's message
+//!   is exactly that output (or "too large" exactly when it is);
+//! - the input sent as a message through sabai's compressor, with the
+//!   input-chosen window bits and context takeover, arrives unchanged.
+//!
+//! Input layout: `flags, plan..., data`. flags bit 0: text; bits 1-3:
+//! window bits 8 + n (8 = 15); bit 4: no context takeover; bits 5-7:
+//! number of fragments.
+#![no_main]
+
+use flate2::{Decompress, FlushDecompress, Status};
+use libfuzzer_sys::fuzz_target;
+use sabai::proto::{CloseCode, Connection, Event, FrameHeader, Message, OpCode, ProtocolError};
+use sabai::{Config, DeflateConfig, DeflateParams};
+use sabai_fuzz::{take_plan, Chunks};
+
+const LIMIT: usize = 64 * 1024;
+
+fn config() -> Config {
+    let mut deflate = DeflateConfig::default();
+    deflate.threshold = 0;
+    let mut config = Config::default();
+    config.max_message_size = LIMIT;
+    config.deflate = Some(deflate);
+    config
+}
+
+fn frame(out: &mut Vec<u8>, fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) {
+    let header = FrameHeader { fin, rsv, opcode, mask: None, len: payload.len() as u64 };
+    let mut head = [0u8; 14];
+    let n = header.encode(&mut head);
+    out.extend_from_slice(&head[..n]);
+    out.extend_from_slice(payload);
+}
+
+/// Feeds `wire` in chunks; returns the first message or error.
+fn run(params: DeflateParams, wire: &[u8], plan: &[u8]) -> Result<Option<Event>, ProtocolError> {
+    let mut conn = Connection::client(config(), [1; 32]).with_deflate(params);
+    for chunk in Chunks::new(wire, plan) {
+        conn.receive(chunk);
+        if let Some(event) = conn.poll_event()? {
+            return Ok(Some(event));
+        }
+    }
+    Ok(None)
+}
+
+/// flate2 on its own: the inflated bytes (capped at LIMIT + 1), or `None`
+/// if the data is not DEFLATE or contains a final block.
+fn reference(data: &[u8]) -> Option<Vec<u8>> {
+    let mut input = data.to_vec();
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut raw = Decompress::new(false);
+    let mut out = Vec::with_capacity(LIMIT + 1);
+    loop {
+        let before = (raw.total_in(), raw.total_out());
+        let rest = &input[raw.total_in() as usize..];
+        match raw.decompress_vec(rest, &mut out, FlushDecompress::Sync) {
+            Ok(Status::StreamEnd) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        if out.len() == out.capacity() || (raw.total_in(), raw.total_out()) == before {
+            return Some(out);
+        }
+    }
+}
+
+/// An outcome, without megabytes of payload.
+fn outline(outcome: &Result<Option<Event>, ProtocolError>) -> String {
+    match outcome {
+        Ok(Some(Event::Message(m))) => format!("a message of {} bytes", m.len()),
+        other => format!("{other:?}"),
+    }
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&flags, _)) = input.split_first() else {
+        return;
+    };
+    let Some((plan, data)) = take_plan(input) else {
+        return;
+    };
+    let text = flags & 1 != 0;
+    let bits = 8 + (flags >> 1) % 8;
+    let window = if bits == 8 { None } else { Some(bits) };
+    let no_takeover = flags & 16 != 0;
+    let params = DeflateParams {
+        server_no_context_takeover: no_takeover,
+        client_no_context_takeover: no_takeover,
+        server_max_window_bits: window,
+        client_max_window_bits: window,
+    };
+
+    // Hostile compressed bytes, in fragments.
+    let fragments = 1 + (flags >> 5) as usize;
+    let opcode = if text { OpCode::Text } else { OpCode::Binary };
+    let mut wire = Vec::new();
+    let step = data.len().div_ceil(fragments).max(1);
+    let pieces: Vec<&[u8]> = if data.is_empty() { vec![data] } else { data.chunks(step).collect() };
+    for (i, piece) in pieces.iter().enumerate() {
+        let (op, rsv) = if i == 0 { (opcode, 0b100) } else { (OpCode::Continuation, 0) };
+        frame(&mut wire, i + 1 == pieces.len(), rsv, op, piece);
+    }
+    let whole = run(params, &wire, &[0xFF]);
+    assert_eq!(run(params, &wire, plan), whole, "chunking changed the outcome");
+    match &whole {
+        Ok(Some(Event::Message(m))) => assert!(m.len() <= LIMIT),
+        Ok(other) => panic!("a whole message gave {other:?}"),
+        Err(e) => {
+            let expected = match e {
+                ProtocolError::InvalidCompressedData => CloseCode::PROTOCOL_ERROR,
+                ProtocolError::MessageTooLarge { .. } => CloseCode::MESSAGE_TOO_BIG,
+                ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+                other => panic!("unexpected error {other:?}"),
+            };
+            assert_eq!(e.close_code(), expected);
+        }
+    }
+    if let Some(plain) = reference(data) {
+        match &whole {
+            // Bad UTF-8 may fail the message before it grows too large.
+            Err(ProtocolError::InvalidUtf8) => assert!(text && std::str::from_utf8(&plain).is_err()),
+            _ if plain.len() > LIMIT => {
+                let too_large = matches!(whole, Err(ProtocolError::MessageTooLarge { .. }));
+                assert!(too_large, "flate2 inflated over the limit, sabai gave {}", outline(&whole))
+            }
+            Ok(Some(Event::Message(m))) => assert!(m.as_bytes() == plain, "sabai's message differs from flate2's"),
+            other => panic!("flate2 inflated {} bytes, sabai gave {}", plain.len(), outline(other)),
+        }
+    }
+
+    // The data as a message through sabai's own compressor.
+    if data.len() <= LIMIT {
+        let mut server = Connection::server(config()).with_deflate(params);
+        let message = Message::binary(data.to_vec());
+        server.send(message.clone()).unwrap();
+        server.send(message.clone()).unwrap();
+        let mut sent = Vec::new();
+        while let Some(bytes) = server.poll_transmit() {
+            sent.extend_from_slice(&bytes);
+        }
+        let mut client = Connection::client(config(), [2; 32]).with_deflate(params);
+        let mut got = Vec::new();
+        for chunk in Chunks::new(&sent, plan) {
+            client.receive(chunk);
+            while let Some(event) = client.poll_event().unwrap() {
+                got.push(event);
+            }
+        }
+        assert_eq!(got, [Event::Message(message.clone()), Event::Message(message)]);
+    }
+});

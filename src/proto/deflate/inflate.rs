@@ -1,0 +1,178 @@
+//! The receiving half of permessage-deflate (RFC 7692 §7.2.2), with the
+//! message size limit enforced while inflating: output is produced in steps
+//! of [`STEP`] bytes and checked after each, so a small "bomb" that would
+//! inflate to gigabytes is refused once it passes the limit, and the buffer
+//! never holds more than the limit.
+
+use bytes::BytesMut;
+use flate2::{Decompress, FlushDecompress, Status};
+
+use super::TAIL;
+use crate::proto::error::ProtocolError;
+
+/// Output produced per call into the decompressor.
+const STEP: usize = 8 * 1024;
+
+#[derive(Debug)]
+pub(crate) struct Inflater {
+    /// Created on the first compressed message (about 50 KiB with its
+    /// 32 KiB window: RFC 7692 §7.2.2 lets us always use the full window).
+    raw: Option<Box<Decompress>>,
+    scratch: Vec<u8>,
+    /// RFC 7692 §7.2.2: the peer starts each message with an empty window,
+    /// so ours may start empty too.
+    reset_each_message: bool,
+    max_message_size: usize,
+}
+
+impl Inflater {
+    pub(crate) fn new(reset_each_message: bool, max_message_size: usize) -> Self {
+        Inflater { raw: None, scratch: Vec::new(), reset_each_message, max_message_size }
+    }
+
+    /// Inflates the next piece of a compressed message, appending to `out`,
+    /// which holds the message inflated so far.
+    pub(crate) fn inflate(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), ProtocolError> {
+        self.run(input, out)
+    }
+
+    /// Ends the message: RFC 7692 §7.2.2 step 1, the 0x00 0x00 0xff 0xff the
+    /// sender removed is appended.
+    pub(crate) fn finish(&mut self, out: &mut BytesMut) -> Result<(), ProtocolError> {
+        self.run(&TAIL, out)?;
+        if self.reset_each_message {
+            if let Some(raw) = self.raw.as_mut() {
+                raw.reset(false);
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, mut input: &[u8], out: &mut BytesMut) -> Result<(), ProtocolError> {
+        let max = self.max_message_size;
+        let raw = self.raw.get_or_insert_with(|| Box::new(Decompress::new(false)));
+        self.scratch.resize(STEP, 0);
+        loop {
+            let (in_before, out_before) = (raw.total_in(), raw.total_out());
+            // RFC 7692 §7.2.2 step 2: what is not DEFLATE fails the connection.
+            let status = raw
+                .decompress(input, &mut self.scratch, FlushDecompress::Sync)
+                .map_err(|_| ProtocolError::InvalidCompressedData)?;
+            let used = (raw.total_in() - in_before) as usize;
+            let made = (raw.total_out() - out_before) as usize;
+            input = input.get(used..).unwrap_or_default();
+            if made > 0 {
+                // RFC 6455 §10.4: the limit is on the inflated message.
+                let len = out.len() + made;
+                if len > max {
+                    return Err(ProtocolError::MessageTooLarge { len: len as u64, max });
+                }
+                grow_capped(out, made, max);
+                out.extend_from_slice(&self.scratch[..made]);
+            }
+            if status == Status::StreamEnd {
+                // RFC 7692 §7.2.3.4: a block with BFINAL set ends the DEFLATE
+                // stream; what follows starts a new one. (Its window is lost:
+                // a peer doing this cannot also rely on context takeover.)
+                raw.reset(false);
+                if input.is_empty() {
+                    return Ok(());
+                }
+                continue;
+            }
+            // Done only when a call makes nothing more: the decompressor may
+            // hold output back even when it had room (its window wraps).
+            if made == 0 {
+                if input.is_empty() {
+                    return Ok(());
+                }
+                if used == 0 {
+                    return Err(ProtocolError::InvalidCompressedData);
+                }
+            }
+        }
+    }
+}
+
+/// Reserves room for `additional` more bytes, doubling as usual but never
+/// past `max` bytes of capacity.
+fn grow_capped(out: &mut BytesMut, additional: usize, max: usize) {
+    let needed = out.len() + additional;
+    if out.capacity() >= needed {
+        return;
+    }
+    let target = needed.max(out.capacity() * 2).max(STEP).min(max.max(needed));
+    // `reserve` may round up past `max`; a new buffer of exactly `target` does not.
+    let mut grown = BytesMut::with_capacity(target);
+    grown.extend_from_slice(out);
+    *out = grown;
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn inflate_all(inflater: &mut Inflater, data: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+        let mut out = BytesMut::new();
+        inflater.inflate(data, &mut out)?;
+        inflater.finish(&mut out)?;
+        Ok(out.to_vec())
+    }
+
+    #[test]
+    fn rfc_examples() {
+        let mut i = Inflater::new(false, 1 << 20);
+        // RFC 7692 §7.2.3.1, then §7.2.3.2 with the window taken over.
+        assert_eq!(inflate_all(&mut i, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).unwrap(), b"Hello");
+        assert_eq!(inflate_all(&mut i, &[0xf2, 0x00, 0x11, 0x00, 0x00]).unwrap(), b"Hello");
+        // §7.2.3.3: a stored block.
+        let stored = [0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00];
+        assert_eq!(inflate_all(&mut i, &stored).unwrap(), b"Hello");
+        // §7.2.3.4: a block with BFINAL set.
+        assert_eq!(inflate_all(&mut i, &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00]).unwrap(), b"Hello");
+        // §7.2.3.5: two blocks.
+        let two = [0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00];
+        assert_eq!(inflate_all(&mut Inflater::new(false, 100), &two).unwrap(), b"Hello");
+    }
+
+    #[test]
+    fn a_bomb_stops_at_the_limit() {
+        // 1 MiB of zeros compresses to about 1 KiB.
+        let mut compressor = super::super::Compressor::new(9, 15, false, 0);
+        let mut bomb = Vec::new();
+        assert!(compressor.compress(&vec![0u8; 1 << 20], &mut bomb));
+        assert!(bomb.len() < 2048, "{}", bomb.len());
+        let mut out = BytesMut::new();
+        let error = Inflater::new(false, 100_000).inflate(&bomb, &mut out).unwrap_err();
+        assert!(matches!(error, ProtocolError::MessageTooLarge { max: 100_000, .. }), "{error:?}");
+        assert!(out.len() <= 100_000 && out.capacity() <= 100_000, "{} {}", out.len(), out.capacity());
+    }
+
+    #[test]
+    fn output_held_back_by_the_decompressor_is_not_lost() {
+        // Found by fuzz/fuzz_targets/inflate.rs: this stream inflates to
+        // 65698 bytes, but the decompressor returns after 65536 of them with
+        // room to spare and all input consumed; the rest comes on the next call.
+        let mut data =
+            vec![0xec, 0xc1, 0x31, 0x01, 0x00, 0x00, 0x00, 0xc2, 0xa0, 0xf5, 0x4f, 0x6d, 0x0d, 0x0f, 0xa0];
+        data.extend_from_slice(&[0; 15]);
+        data.push(0x09);
+        data.extend_from_slice(&[0; 12]);
+        data.push(0x25);
+        data.extend_from_slice(&[0; 33]);
+        assert_eq!(data.len(), 77);
+        let out = inflate_all(&mut Inflater::new(false, 1 << 20), &data).unwrap();
+        assert_eq!(out.len(), 65698);
+        let mut i = Inflater::new(false, 65536);
+        let mut out = BytesMut::new();
+        let finished = i.inflate(&data, &mut out).and_then(|()| i.finish(&mut out));
+        assert_eq!(finished, Err(ProtocolError::MessageTooLarge { len: 65698, max: 65536 }));
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        let mut i = Inflater::new(false, 1 << 20);
+        // BTYPE 11 is reserved (RFC 1951 §3.2.3).
+        assert_eq!(inflate_all(&mut i, &[0xff, 0xff, 0xff]), Err(ProtocolError::InvalidCompressedData));
+    }
+}
