@@ -88,11 +88,13 @@ pub struct Connection {
     state: State,
     /// Boxed, like the connection itself in the tokio layer: pieces under
     /// 128 bytes fit the alignment gaps that tokio's 128-byte aligned task
-    /// and I/O allocations leave in glibc's heap, which took an idle
-    /// connection from 1038 to 909 bytes (BENCHMARKS.md).
+    /// and I/O allocations leave in glibc's heap: measured, an idle server
+    /// connection is under 1 KiB this way and over it in one piece (see
+    /// BENCHMARKS.md, idle memory).
     receiver: Box<Receiver>,
-    /// Encoded frames waiting for the transport.
-    transmit: Transmit,
+    /// Encoded frames waiting for the transport. Boxed for the same reason
+    /// as `receiver`.
+    transmit: Box<Transmit>,
     sending: Option<OutgoingFragments>,
     /// Mask key source for a client (RFC 6455 §10.3); `None` for a server.
     masks: Option<Box<StdRng>>,
@@ -100,7 +102,8 @@ pub struct Connection {
     peer_close: Option<Box<CloseFrame>>,
     /// permessage-deflate, once agreed: the parameters and our compressor.
     #[cfg(feature = "deflate")]
-    deflate: Option<(DeflateParams, Box<Compressor>)>,
+    /// Boxed as one piece: idle connections stay small either way.
+    deflate: Option<Box<(DeflateParams, Compressor)>>,
 }
 
 impl Connection {
@@ -123,7 +126,7 @@ impl Connection {
             config,
             state: State::Open,
             receiver: Box::default(),
-            transmit: Transmit::default(),
+            transmit: Box::default(),
             sending: None,
             masks,
             peer_close: None,
@@ -144,7 +147,7 @@ impl Connection {
         let config = self.config.deflate.clone().unwrap_or_default();
         let (no_takeover, window_bits) = params.sending(self.role);
         let compressor = Compressor::new(config.level, window_bits, no_takeover, config.threshold);
-        self.deflate = Some((params, Box::new(compressor)));
+        self.deflate = Some(Box::new((params, compressor)));
         let inflater = Inflater::new(params.peer_resets(self.role), self.config.max_message_size);
         self.receiver.inflater = Some(Box::new(inflater));
         self
@@ -153,7 +156,7 @@ impl Connection {
     /// The agreed permessage-deflate parameters, if it is on.
     #[cfg(feature = "deflate")]
     pub fn deflate(&self) -> Option<&DeflateParams> {
-        self.deflate.as_ref().map(|(params, _)| params)
+        self.deflate.as_ref().map(|d| &d.0)
     }
 
     pub fn role(&self) -> Role {
@@ -308,7 +311,7 @@ impl Connection {
             MessageKind::Binary => OpCode::Binary,
         };
         #[cfg(feature = "deflate")]
-        if let Some((_, compressor)) = self.deflate.as_mut() {
+        if let Some(compressor) = self.deflate.as_mut().map(|d| &mut d.1) {
             // RFC 7692 §6: each message may be sent compressed or not.
             let data = message.as_bytes();
             let mut compressed = Vec::new();
