@@ -37,6 +37,7 @@ targets=(
     "utf8 4096"
     "frame_header 64"
     "roundtrip 4096"
+    "stateful 4096"
 )
 
 common=(-rss_limit_mb=2048 -timeout=20 -print_final_stats=1)
