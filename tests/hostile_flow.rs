@@ -158,3 +158,35 @@ fn a_half_closed_connection_is_an_abnormal_closure() {
         assert_eq!(&rest[head_end..], b"", "frames sent after the peer's half-close");
     });
 }
+
+// With no size limits configured, a frame declaring 2^62 bytes of which ten
+// arrive: the tokio layer sizes its reads to the frame in progress, but
+// reserves at most 1 MiB ahead (src/tokio/core.rs), never the declared size.
+// The end of input is then 1006.
+#[test]
+fn a_huge_declared_frame_reserves_a_bounded_read_buffer() {
+    let _serial = serial();
+    let rt = runtime();
+    let (error, usage) = measure(|| {
+        rt.block_on(async {
+            let (server_io, mut client_io) = tokio::io::duplex(64 * 1024);
+            let mut config = sabai::Config::default();
+            config.max_frame_size = usize::MAX;
+            config.max_message_size = usize::MAX;
+            let conn = sabai::Connection::server(config);
+            let mut ws =
+                sabai::WebSocket::from_connection(server_io, conn, &sabai::WebSocketConfig::default());
+            let mut frame = vec![0x82, 0x80 | 127];
+            frame.extend_from_slice(&(1u64 << 62).to_be_bytes());
+            frame.extend_from_slice(&[0; 4 + 10]);
+            client_io.write_all(&frame).await.unwrap();
+            // Nothing to deliver yet: recv stays pending.
+            assert!(timeout(Duration::from_millis(200), ws.recv()).await.is_err());
+            drop(client_io);
+            timeout(GUARD, ws.recv()).await.expect("hang").unwrap_err()
+        })
+    });
+    assert!(matches!(error, Error::Protocol(ProtocolError::AbnormalClosure)), "{error:?}");
+    assert!(usage.peak < 2 * 1024 * 1024, "{usage:?}");
+    eprintln!("2^62 declared, 10 sent: {usage:?}");
+}
