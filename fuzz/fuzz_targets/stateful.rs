@@ -1,7 +1,9 @@
 //! A client and a server `Connection` talking to each other, driven by an
 //! input-chosen sequence of operations on either side: send text or binary,
-//! send fragments, ping, pong, close, and deliver a chosen number of the
-//! bytes in flight (through `receive` or `read_buffer`). Nothing is lost or
+//! send fragments, ping, pong, close, write out a prefix of the queued
+//! output in place (`transmit_buffer` + `advance_transmit`, as a transport
+//! that took part of a write), release idle buffers, and deliver a chosen
+//! number of the bytes in flight (through `receive` or `read_buffer`). Nothing is lost or
 //! duplicated on the wire, so the checks are:
 //! - no panic, and every command succeeds unless the side has closed (or a
 //!   fragmented message is in progress, or text fragments are not UTF-8);
@@ -80,7 +82,6 @@ impl Side {
             Err(SendError::FragmentedMessageInProgress) => assert!(self.fragments.is_some()),
             Err(e) => panic!("unexpected send error {e:?}"),
         }
-        self.collect();
     }
 }
 
@@ -120,7 +121,6 @@ fn deliver(from: &mut Side, to: &mut Side, n: usize, via_buffer: bool) {
     }
     let buffered = to.conn.buffered_input();
     assert!(buffered <= from.largest + 14, "{buffered} bytes buffered, largest payload {}", from.largest);
-    to.collect();
 }
 
 fn text(data: &[u8]) -> String {
@@ -138,7 +138,7 @@ fn step(sides: &mut [Side; 2], input: &mut Input) -> Option<()> {
     let who = (op & 1) as usize;
     let [a, b] = sides;
     let (me, peer) = if who == 0 { (a, b) } else { (b, a) };
-    match (op >> 1) % 9 {
+    match (op >> 1) % 11 {
         0 => {
             let data = input.blob();
             me.largest = me.largest.max(data.len());
@@ -164,7 +164,6 @@ fn step(sides: &mut [Side; 2], input: &mut Input) -> Option<()> {
             let ok = result.is_ok();
             if let Err(SendError::InvalidUtf8) = result {
                 assert_eq!(kind, MessageKind::Text);
-                me.collect();
                 return Some(());
             }
             let mismatch = me.fragments.as_ref().is_some_and(|(k, _)| *k != kind);
@@ -218,7 +217,18 @@ fn step(sides: &mut [Side; 2], input: &mut Input) -> Option<()> {
             let n = if n >= 0xF0 { 256 << (n - 0xF0) } else { n };
             deliver(me, peer, n, op & 2 != 0);
         }
-        _ => deliver(me, peer, usize::MAX, false),
+        8 => deliver(me, peer, usize::MAX, false),
+        9 => {
+            // A partial write: the transport took only a prefix, in place.
+            let n = input.byte()? as usize;
+            let front = me.conn.transmit_buffer();
+            let n = n.min(front.len());
+            me.wire.extend_from_slice(&front[..n]);
+            let before = me.conn.pending_transmit();
+            me.conn.advance_transmit(n);
+            assert_eq!(me.conn.pending_transmit(), before - n);
+        }
+        _ => me.conn.release_idle_buffers(),
     }
     Some(())
 }
@@ -229,8 +239,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let frame = |bit: u8| (flags & bit != 0).then_some(size as usize + 1);
-    let mut sides =
-        [Side::new(Connection::client(config(frame(1)), [9; 32])), Side::new(Connection::server(config(frame(2))))];
+    let mut sides = [
+        Side::new(Connection::client(config(frame(1)), [9; 32])),
+        Side::new(Connection::server(config(frame(2)))),
+    ];
     let mut ops = 0;
     while ops < 2000 && step(&mut sides, &mut input).is_some() {
         ops += 1;
@@ -240,7 +252,11 @@ fuzz_target!(|data: &[u8]| {
         let [a, b] = &mut sides;
         deliver(a, b, usize::MAX, false);
         deliver(b, a, usize::MAX, false);
-        if a.wire.is_empty() && b.wire.is_empty() && a.conn.pending_transmit() == 0 && b.conn.pending_transmit() == 0 {
+        if a.wire.is_empty()
+            && b.wire.is_empty()
+            && a.conn.pending_transmit() == 0
+            && b.conn.pending_transmit() == 0
+        {
             break;
         }
     }
