@@ -151,8 +151,9 @@ fn a_half_closed_connection_is_an_abnormal_closure() {
         let error = timeout(GUARD, ws.recv()).await.expect("hang").unwrap_err();
         assert!(matches!(error, Error::Protocol(ProtocolError::AbnormalClosure)), "{error:?}");
         assert_eq!(ProtocolError::AbnormalClosure.close_code().0, 1006);
-        drop(ws);
+        // The socket is shut by sabai itself, with `ws` still alive.
         let rest = timeout(GUARD, client).await.expect("hang").unwrap();
+        drop(ws);
         let head_end = rest.windows(4).position(|w| w == b"\r\n\r\n").expect("no 101") + 4;
         assert!(rest.starts_with(b"HTTP/1.1 101"));
         assert_eq!(&rest[head_end..], b"", "frames sent after the peer's half-close");
