@@ -191,3 +191,48 @@ fn a_huge_declared_frame_reserves_a_bounded_read_buffer() {
     assert!(usage.peak < 2 * 1024 * 1024, "{usage:?}");
     eprintln!("2^62 declared, 10 sent: {usage:?}");
 }
+
+// A client that sends Pings without end and never reads: each Ping queues a
+// Pong, but `recv` stops reading once more than 64 KiB of output wait, so
+// the Pongs stay bounded and TCP holds the client back.
+#[test]
+fn a_ping_flood_from_a_client_that_never_reads_is_held_back() {
+    let _serial = serial();
+    let rt = runtime();
+    let (sent, usage) = measure(|| {
+        rt.block_on(async {
+            let (listener, url) = listener().await;
+            let addr = url.trim_start_matches("ws://").trim_end_matches('/').to_owned();
+            let server = tokio::spawn(async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                let mut ws = sabai::accept(stream).await.unwrap();
+                ws.recv().await
+            });
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(
+                    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                      Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                )
+                .await
+                .unwrap();
+            // 500 masked Pings of 125 bytes (zero key), 65.5 KB a batch.
+            let mut batch = Vec::new();
+            for _ in 0..500 {
+                batch.extend_from_slice(&[0x89, 0x80 | 125, 0, 0, 0, 0]);
+                batch.extend_from_slice(&[b'p'; 125]);
+            }
+            let mut sent = 0usize;
+            // Stops at the first batch still not written after a second.
+            while let Ok(result) = timeout(Duration::from_secs(1), stream.write_all(&batch)).await {
+                result.unwrap();
+                sent += batch.len();
+                assert!(sent < 1 << 30, "1 GiB of Pings accepted while no Pong was read");
+            }
+            server.abort();
+            sent
+        })
+    });
+    eprintln!("ping flood: {sent} bytes of Pings sent before the client stalled; {usage:?}");
+    assert!(usage.peak < 2 * 1024 * 1024, "{usage:?}");
+}
