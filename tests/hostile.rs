@@ -7,7 +7,7 @@
 mod counting;
 
 use counting::{measure, serial, Counting};
-use sabai::handshake::{HandshakeLimits, ServerHandshake};
+use sabai::handshake::{ClientHandshake, ClientRequest, HandshakeLimits, ServerHandshake};
 use sabai::{Config, Connection, Event, HandshakeError, Message, ProtocolError};
 
 #[global_allocator]
@@ -75,6 +75,26 @@ fn dribbled_header_line_is_scanned_once_then_431() {
     buf[2000..2004].copy_from_slice(b"\r\n\r\n");
     buf.push(b'a');
     assert!(handshake.parse(&buf).unwrap().is_none(), "the scanned prefix was re-read");
+}
+
+// The client side reads a hostile server's response the same way: an
+// endless header line costs one scan per byte and ends in HeadTooLarge.
+#[test]
+fn dribbled_response_header_is_refused_at_the_head_limit() {
+    let _serial = serial();
+    let limits = HandshakeLimits::default();
+    let mut buf = b"HTTP/1.1 101 Switching Protocols\r\nX-Long: ".to_vec();
+    buf.resize(limits.max_head_bytes + 10, b'a');
+    let request = ClientRequest::new("example.com", "/");
+    let mut handshake = ClientHandshake::new(request, *b"the sample nonce");
+    let (result, usage) = measure(|| {
+        for end in 1..limits.max_head_bytes {
+            assert!(handshake.parse_response(&buf[..end]).unwrap().is_none(), "complete at {end}");
+        }
+        handshake.parse_response(&buf[..limits.max_head_bytes])
+    });
+    assert_eq!(result.unwrap_err(), HandshakeError::HeadTooLarge);
+    assert!(usage.calls < 64 && usage.allocated < 4096, "{usage:?}");
 }
 
 // Sec-WebSocket-Extensions and -Protocol built to hurt a parser: thousands
