@@ -39,6 +39,7 @@ targets=(
     "roundtrip 4096"
     "extension_header 4096"
     "inflate 65536"
+    "stateful 4096"
 )
 
 common=(-rss_limit_mb=2048 -timeout=20 -print_final_stats=1)

@@ -1,0 +1,274 @@
+//! A client and a server `Connection` talking to each other, driven by an
+//! input-chosen sequence of operations on either side: send text or binary,
+//! send fragments, ping, pong, close, write out a prefix of the queued
+//! output in place (`transmit_buffer` + `advance_transmit`, as a transport
+//! that took part of a write), release idle buffers, and deliver a chosen
+//! number of the bytes in flight (through `receive` or `read_buffer`). Nothing is lost or
+//! duplicated on the wire, so the checks are:
+//! - no panic, and every command succeeds unless the side has closed (or a
+//!   fragmented message is in progress, or text fragments are not UTF-8);
+//! - each side receives exactly the messages, pings, pongs and Close the
+//!   other sent, in order, plus a Pong for each Ping it sent while the peer
+//!   was open and the Close echo; never an error;
+//! - bytes buffered by a receiver stay within one frame (14 + the largest
+//!   payload the peer sent), and `pending_transmit` is what `poll_transmit`
+//!   gives;
+//! - once everything is delivered, if either side closed, both are Closed.
+//!
+//! Input layout: `flags, frame_size, operations...`. flags bit 0: the client
+//! sends with `max_send_frame_size = Some(frame_size + 1)`; bit 1: the server does.
+#![no_main]
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use sabai::{CloseCode, CloseFrame, Config, Connection, Event, Message, MessageKind, SendError, State};
+
+struct Input<'a>(&'a [u8]);
+
+impl<'a> Input<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+    /// A length byte, then that many bytes (fewer at the end of input).
+    fn blob(&mut self) -> &'a [u8] {
+        let n = self.byte().unwrap_or(0) as usize;
+        let (b, rest) = self.0.split_at(n.min(self.0.len()));
+        self.0 = rest;
+        b
+    }
+}
+
+/// One side: its connection, the bytes it transmitted that the peer has not
+/// read yet, and what the peer must see from it, in order.
+struct Side {
+    conn: Connection,
+    wire: Vec<u8>,
+    expected: VecDeque<Event>,
+    /// The fragmented message being sent, if any.
+    fragments: Option<(MessageKind, Vec<u8>)>,
+    /// Largest frame payload sent, bounding what the peer may buffer.
+    largest: usize,
+}
+
+impl Side {
+    fn new(conn: Connection) -> Self {
+        Side { conn, wire: Vec::new(), expected: VecDeque::new(), fragments: None, largest: 125 }
+    }
+
+    fn collect(&mut self) {
+        let pending = self.conn.pending_transmit();
+        let before = self.wire.len();
+        while let Some(bytes) = self.conn.poll_transmit() {
+            assert!(!bytes.is_empty());
+            self.wire.extend_from_slice(&bytes);
+        }
+        assert_eq!(self.wire.len() - before, pending, "pending_transmit disagrees");
+    }
+
+    /// Checks a command's result: refused only when closed or mid-message.
+    fn check(&mut self, result: Result<(), SendError>, expect: Option<Event>) {
+        let open = self.conn.state() == State::Open;
+        match result {
+            Ok(()) => {
+                if let Some(event) = expect {
+                    self.expected.push_back(event);
+                }
+            }
+            Err(SendError::Closed) => assert!(!open, "Closed error while open"),
+            Err(SendError::FragmentedMessageInProgress) => assert!(self.fragments.is_some()),
+            Err(e) => panic!("unexpected send error {e:?}"),
+        }
+    }
+}
+
+/// Moves up to `n` bytes from `from`'s wire to `to`, then reads every event.
+fn deliver(from: &mut Side, to: &mut Side, n: usize, via_buffer: bool) {
+    from.collect();
+    let n = n.min(from.wire.len());
+    let chunk: Vec<u8> = from.wire.drain(..n).collect();
+    let reading = matches!(to.conn.state(), State::Open | State::CloseSent);
+    if via_buffer && reading {
+        to.conn.read_buffer().extend_from_slice(&chunk);
+    } else {
+        to.conn.receive(&chunk);
+    }
+    loop {
+        let was_open = to.conn.state() == State::Open;
+        let event = match to.conn.poll_event() {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(e) => panic!("{:?} failed reading its peer: {e:?}", to.conn.role()),
+        };
+        let expected = from.expected.pop_front();
+        assert_eq!(Some(&event), expected.as_ref(), "{:?} got an unexpected event", to.conn.role());
+        match event {
+            // RFC 6455 §5.5.2: the auto-Pong goes out unless our Close did.
+            Event::Ping(payload) if was_open => to.expected.push_back(Event::Pong(payload)),
+            // RFC 6455 §5.5.1: the echo carries the code, without the reason.
+            Event::Close(frame) => {
+                assert_eq!(to.conn.state(), State::Closed);
+                if was_open {
+                    let echo = frame.map(|f| CloseFrame::new(f.code, ""));
+                    to.expected.push_back(Event::Close(echo));
+                }
+            }
+            _ => {}
+        }
+    }
+    let buffered = to.conn.buffered_input();
+    assert!(buffered <= from.largest + 14, "{buffered} bytes buffered, largest payload {}", from.largest);
+}
+
+fn text(data: &[u8]) -> String {
+    data.iter().map(|&b| (b'a' + b % 26) as char).collect()
+}
+
+fn config(frame_size: Option<usize>) -> Config {
+    let mut config = Config::default();
+    config.max_send_frame_size = frame_size;
+    config
+}
+
+fn step(sides: &mut [Side; 2], input: &mut Input) -> Option<()> {
+    let op = input.byte()?;
+    let who = (op & 1) as usize;
+    let [a, b] = sides;
+    let (me, peer) = if who == 0 { (a, b) } else { (b, a) };
+    match (op >> 1) % 11 {
+        0 => {
+            let data = input.blob();
+            me.largest = me.largest.max(data.len());
+            let message = Message::binary(Bytes::copy_from_slice(data));
+            let result = me.conn.send(message.clone());
+            me.check(result, Some(Event::Message(message)));
+        }
+        1 => {
+            let data = text(input.blob());
+            me.largest = me.largest.max(data.len());
+            let message = Message::text(data);
+            let result = me.conn.send(message.clone());
+            me.check(result, Some(Event::Message(message)));
+        }
+        2 => {
+            // A fragment; text fragments are arbitrary bytes, so they may be refused.
+            let flags = input.byte()?;
+            let kind = if flags & 1 != 0 { MessageKind::Text } else { MessageKind::Binary };
+            let fin = flags & 2 != 0;
+            let data = input.blob();
+            me.largest = me.largest.max(data.len());
+            let result = me.conn.send_fragment(kind, data, fin);
+            let ok = result.is_ok();
+            if let Err(SendError::InvalidUtf8) = result {
+                assert_eq!(kind, MessageKind::Text);
+                return Some(());
+            }
+            let mismatch = me.fragments.as_ref().is_some_and(|(k, _)| *k != kind);
+            if let Err(SendError::FragmentedMessageInProgress) = result {
+                assert!(mismatch);
+            }
+            me.check(result, None);
+            if ok {
+                let (_, mut acc) = me.fragments.take().unwrap_or((kind, Vec::new()));
+                acc.extend_from_slice(data);
+                if fin {
+                    let message = match kind {
+                        MessageKind::Text => Message::text(String::from_utf8(acc).expect("accepted text")),
+                        MessageKind::Binary => Message::binary(acc),
+                    };
+                    me.expected.push_back(Event::Message(message));
+                } else {
+                    me.fragments = Some((kind, acc));
+                }
+            }
+        }
+        3 => {
+            let data = &input.blob()[..];
+            let data = &data[..data.len().min(125)];
+            let result = me.conn.ping(data);
+            me.check(result, Some(Event::Ping(Bytes::copy_from_slice(data))));
+        }
+        4 => {
+            let data = input.blob();
+            let data = &data[..data.len().min(125)];
+            let result = me.conn.pong(data);
+            me.check(result, Some(Event::Pong(Bytes::copy_from_slice(data))));
+        }
+        5 => {
+            let code = match input.byte()? {
+                0..=127 => CloseCode::NORMAL,
+                c => CloseCode(3000 + c as u16),
+            };
+            let reason = text(input.blob());
+            let reason = &reason[..reason.len().min(123)];
+            let result = me.conn.close(code, reason);
+            let ok = result.is_ok();
+            me.check(result, Some(Event::Close(Some(CloseFrame::new(code, reason)))));
+            if ok {
+                // RFC 6455 §5.4: the unfinished message is abandoned.
+                me.fragments = None;
+            }
+        }
+        6 | 7 => {
+            let n = input.byte()? as usize;
+            let n = if n >= 0xF0 { 256 << (n - 0xF0) } else { n };
+            deliver(me, peer, n, op & 2 != 0);
+        }
+        8 => deliver(me, peer, usize::MAX, false),
+        9 => {
+            // A partial write: the transport took only a prefix, in place.
+            let n = input.byte()? as usize;
+            let front = me.conn.transmit_buffer();
+            let n = n.min(front.len());
+            me.wire.extend_from_slice(&front[..n]);
+            let before = me.conn.pending_transmit();
+            me.conn.advance_transmit(n);
+            assert_eq!(me.conn.pending_transmit(), before - n);
+        }
+        _ => me.conn.release_idle_buffers(),
+    }
+    Some(())
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Input(data);
+    let (Some(flags), Some(size)) = (input.byte(), input.byte()) else {
+        return;
+    };
+    let frame = |bit: u8| (flags & bit != 0).then_some(size as usize + 1);
+    let mut sides = [
+        Side::new(Connection::client(config(frame(1)), [9; 32])),
+        Side::new(Connection::server(config(frame(2)))),
+    ];
+    let mut ops = 0;
+    while ops < 2000 && step(&mut sides, &mut input).is_some() {
+        ops += 1;
+    }
+    // Deliver everything still in flight, both ways, until nothing moves.
+    loop {
+        let [a, b] = &mut sides;
+        deliver(a, b, usize::MAX, false);
+        deliver(b, a, usize::MAX, false);
+        if a.wire.is_empty()
+            && b.wire.is_empty()
+            && a.conn.pending_transmit() == 0
+            && b.conn.pending_transmit() == 0
+        {
+            break;
+        }
+    }
+    for side in &sides {
+        assert!(side.expected.is_empty(), "{:?}'s peer never saw {:?}", side.conn.role(), side.expected);
+        assert_eq!(side.conn.buffered_input(), 0);
+    }
+    let closed = sides.iter().any(|s| s.conn.state() != State::Open);
+    if closed {
+        // RFC 6455 §7.1.2-§7.1.3: once either side closed, the handshake completes.
+        for side in &sides {
+            assert_eq!(side.conn.state(), State::Closed, "{:?} did not finish closing", side.conn.role());
+        }
+    }
+});
