@@ -26,6 +26,7 @@ IDLE_LIMIT = 1024
 
 def main(path):
     cells = defaultdict(list)
+    latency = defaultdict(list)
     idle = defaultdict(list)
     errors = defaultdict(int)
     for line in open(path):
@@ -33,6 +34,7 @@ def main(path):
         errors[r["server"]] += r.get("errors", 0)
         if r.get("mode") == "load" and not r.get("failed"):
             cells[(r["server"], r["payload"], r["conns"], r["inflight"])].append(r["msgs_per_sec"])
+            latency[(r["server"], r["payload"], r["conns"], r["inflight"])].append((r["p50_us"], r["p99_us"]))
         elif r.get("mode") == "idle":
             idle[r["server"]].append(r["idle_bytes_per_conn"])
 
@@ -56,6 +58,14 @@ def main(path):
     geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
     ok &= geo >= 1.25
     print(f"\nGeometric mean of the ratios over {len(ratios)} cases: {geo:.2f} (goal: at least 1.25)")
+
+    lowest = [0, 0]
+    for case in cases:
+        for i in (0, 1):
+            ours = statistics.median(x[i] for x in latency[("sabai",) + case])
+            peers = [statistics.median(x[i] for x in latency[(p,) + case]) for p in PEERS if (p,) + case in latency]
+            lowest[i] += bool(peers) and ours <= min(peers)
+    print(f"\nLatency: sabai's p50 is the lowest in {lowest[0]} of {len(cases)} cases, its p99 in {lowest[1]}")
 
     print("\n| case | sabai | uWebSockets (issue's table) | ratio |")
     print("|---|---:|---:|---:|")
