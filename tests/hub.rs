@@ -282,6 +282,26 @@ async fn heartbeat_timeout_closes_a_silent_client() {
     assert_eq!(next(&mut alive).await, "still here");
 }
 
+// A client that stops reading in the middle of a burst, while the queue is
+// still under its capacity: the hub's write is stuck, no more publishes come
+// to trip the slow-consumer policy, and the heartbeat must still end it.
+#[tokio::test]
+async fn a_client_that_stops_reading_mid_burst_is_ended_by_the_heartbeat() {
+    let (hub, url) = start(fast_heartbeat()).await;
+    let mut stalled = client(&url).await;
+    join(&mut stalled, "feed").await;
+    let payload = "x".repeat(60 * 1024);
+    // 12 MB: more than loopback's socket buffers hold, less than the
+    // default queue of 256 messages.
+    for _ in 0..200 {
+        assert_eq!(hub.publish("feed", payload.clone()), 1);
+    }
+    eventually("stalled client removed", || hub.connection_count() == 0).await;
+    assert_eq!(hub.stats().close_codes.get(&codes::HEARTBEAT_TIMEOUT.0), Some(&1));
+    assert_eq!(hub.stats().slow_consumer_closes, 0);
+    drop(stalled);
+}
+
 #[tokio::test]
 async fn idle_timeout_closes_with_4000() {
     let mut config = fast_heartbeat();

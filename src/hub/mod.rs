@@ -275,7 +275,8 @@ impl Hub {
     }
 
     /// Closes one connection with this code and reason (the reason is cut
-    /// to fit a Close frame). `false` if it is gone or already closing.
+    /// to fit a Close frame), after the messages already queued for it.
+    /// `false` if it is gone or already closing.
     pub fn close(&self, conn: ConnId, code: CloseCode, reason: &str) -> bool {
         let registry = self.registry();
         registry.conns.get(&conn).is_some_and(|m| m.outbox.close(code, reason))
@@ -296,7 +297,8 @@ impl Hub {
     }
 
     /// Graceful shutdown: refuses new connections (503), sends Close 1001
-    /// to every connection and waits up to `wait` for them to end. Returns
+    /// to every connection after the messages already queued for it, and
+    /// waits up to `wait` for them to end. Returns
     /// whether all did. Connections still open after that are cut when
     /// their tasks are dropped (for example when the runtime stops).
     ///

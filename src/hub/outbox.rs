@@ -36,6 +36,8 @@ struct State {
     close: Option<(CloseCode, String)>,
     /// No more frames are accepted.
     closing: bool,
+    /// The close goes out before what is queued, which is dropped.
+    abort: bool,
 }
 
 #[derive(Debug)]
@@ -75,11 +77,8 @@ impl Outbox {
                 SlowConsumer::Close => {
                     // What is queued is dropped too: the peer gets the Close
                     // frame soon instead of after a backlog it cannot read.
-                    state.frames.clear();
-                    state.closing = true;
-                    state.close = Some((codes::SLOW_CONSUMER, "Slow consumer".into()));
                     drop(state);
-                    self.notify.notify_one();
+                    self.abort(codes::SLOW_CONSUMER, "Slow consumer");
                     return Pushed::Overflow;
                 }
             }
@@ -90,18 +89,40 @@ impl Outbox {
         pushed
     }
 
-    /// Asks the writer to close; the first request wins. Returns whether
-    /// this one did.
+    /// Asks the writer to close after the frames already queued: what was
+    /// accepted is delivered first. The first request's code wins. Returns
+    /// whether this request set the code.
     pub(crate) fn close(&self, code: CloseCode, reason: &str) -> bool {
+        self.request(code, reason, false)
+    }
+
+    /// Asks the writer to close now, dropping what is queued: for a peer
+    /// that does not read or answer (slow consumer, heartbeat, idle), where
+    /// a backlog would only delay the Close. Turns an earlier graceful
+    /// request into an abort but keeps its code. Returns whether this
+    /// request set the code.
+    pub(crate) fn abort(&self, code: CloseCode, reason: &str) -> bool {
+        self.request(code, reason, true)
+    }
+
+    fn request(&self, code: CloseCode, reason: &str, abort: bool) -> bool {
         let mut state = self.lock();
-        if state.closing {
+        let first = !state.closing;
+        if first {
+            state.closing = true;
+            state.close = Some((code, reason.to_owned()));
+        }
+        if abort && !state.abort {
+            state.abort = true;
+            state.frames.clear();
+        } else if !first {
             return false;
         }
-        state.closing = true;
-        state.close = Some((code, reason.to_owned()));
         drop(state);
+        // Both waiters may be parked: `next` and `aborted`.
+        self.notify.notify_waiters();
         self.notify.notify_one();
-        true
+        first
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -114,14 +135,17 @@ impl Outbox {
     }
 
     /// Waits for frames (up to `max` of them and `max_bytes`, but at least
-    /// one) or a close request. A close request is served first.
+    /// one) or a close request. A close request is served once the queue is
+    /// empty (at once for an abort, which emptied it).
     /// Cancel-safe: nothing is taken until it returns.
     pub(crate) async fn next(&self, max: usize, max_bytes: usize) -> Next {
         loop {
             {
                 let mut state = self.lock();
-                if let Some((code, reason)) = state.close.take() {
-                    return Next::Close(code, reason);
+                if state.frames.is_empty() {
+                    if let Some((code, reason)) = state.close.take() {
+                        return Next::Close(code, reason);
+                    }
                 }
                 if !state.frames.is_empty() {
                     let mut bytes = 0;
@@ -139,13 +163,16 @@ impl Outbox {
         }
     }
 
-    /// Resolves once a close has been requested.
-    pub(crate) async fn closing(&self) {
+    /// Resolves once an abort has been requested.
+    pub(crate) async fn aborted(&self) {
         loop {
-            if self.lock().close.is_some() || self.is_closing() {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().abort {
                 return;
             }
-            self.notify.notified().await;
+            notified.await;
         }
     }
 }
@@ -193,6 +220,42 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_close_waits_for_what_was_queued_an_abort_does_not() {
+        let outbox = Outbox::new(10, SlowConsumer::Close);
+        outbox.push(frame(0));
+        outbox.push(frame(1));
+        assert!(outbox.close(CloseCode::GOING_AWAY, "bye"));
+        assert_eq!(outbox.push(frame(2)), Pushed::Closing, "nothing accepted after a close");
+        assert_eq!(texts(outbox.next(1, usize::MAX).await), ["0"]);
+        assert_eq!(texts(outbox.next(10, usize::MAX).await), ["1"]);
+        assert!(matches!(outbox.next(10, usize::MAX).await, Next::Close(CloseCode::GOING_AWAY, _)));
+
+        // An abort after a graceful close drops the backlog, keeps the code.
+        let outbox = Outbox::new(10, SlowConsumer::Close);
+        outbox.push(frame(0));
+        assert!(outbox.close(CloseCode::GOING_AWAY, "bye"));
+        assert!(!outbox.abort(codes::HEARTBEAT_TIMEOUT, "Heartbeat timeout"));
+        assert_eq!(outbox.len(), 0);
+        assert!(matches!(outbox.next(10, usize::MAX).await, Next::Close(CloseCode::GOING_AWAY, _)));
+    }
+
+    #[tokio::test]
+    async fn aborted_wakes_on_abort_only() {
+        let outbox = std::sync::Arc::new(Outbox::new(10, SlowConsumer::Close));
+        let waiter = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.aborted().await }
+        });
+        tokio::task::yield_now().await;
+        outbox.push(frame(0));
+        outbox.close(CloseCode::GOING_AWAY, "bye");
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "a graceful close is not an abort");
+        outbox.abort(codes::IDLE_TIMEOUT, "Idle timeout");
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -246,11 +246,13 @@ impl Hub {
                             }
                             bytes += frame.frame().len() as u64;
                         }
-                        // A peer that does not read must not keep a close
-                        // request from being seen.
+                        // A peer that does not read must not keep an abort
+                        // or the heartbeat from being seen: the flush gives
+                        // way (its bytes stay buffered) and the loop goes on.
                         tokio::select! {
                             flushed = write.flush() => if flushed.is_err() { return self.linger().await },
-                            () = outbox.closing() => {}
+                            () = outbox.aborted() => {}
+                            () = sleep_until(deadline) => {}
                         }
                         Counters::add(&counters.messages_out, frames.len() as u64);
                         Counters::add(&counters.bytes_out, bytes);
@@ -264,15 +266,16 @@ impl Hub {
                 _ = ping.tick() => {
                     tokio::select! {
                         sent = write.ping(b"") => if sent.is_err() { return self.linger().await },
-                        () = outbox.closing() => {}
+                        () = outbox.aborted() => {}
+                        () = sleep_until(deadline) => {}
                     }
                 }
                 () = sleep_until(deadline) => {
                     let now = Instant::now();
                     if now >= timers.seen.get() + config.pong_timeout {
-                        outbox.close(codes::HEARTBEAT_TIMEOUT, "Heartbeat timeout");
+                        outbox.abort(codes::HEARTBEAT_TIMEOUT, "Heartbeat timeout");
                     } else if config.idle_timeout.is_some_and(|idle| now >= timers.spoke.get() + idle) {
-                        outbox.close(codes::IDLE_TIMEOUT, "Idle timeout");
+                        outbox.abort(codes::IDLE_TIMEOUT, "Idle timeout");
                     }
                 }
             }
