@@ -381,3 +381,28 @@ fn input_needed_is_the_rest_of_the_frame() {
     assert!(matches!(conn.poll_event(), Ok(Some(Event::Message(_)))));
     assert_eq!(conn.input_needed(), 0);
 }
+
+// Read sizing between frames: the size of the last frame plus a header,
+// less what is already buffered; inside a frame, the rest of it.
+#[test]
+fn read_hint_expects_a_frame_like_the_last_one() {
+    let mut conn = Connection::server(Config::default());
+    assert_eq!(conn.read_hint(), 0, "nothing known before the first frame");
+    let frame = Frame::binary(vec![5u8; 70_000]).encode();
+    conn.receive(&frame[..1000]);
+    assert_eq!(conn.poll_event(), Ok(None));
+    assert_eq!(conn.read_hint(), conn.input_needed());
+    conn.receive(&frame[1000..]);
+    assert!(matches!(conn.poll_event(), Ok(Some(Event::Message(_)))));
+    assert_eq!(conn.input_needed(), 0);
+    assert_eq!(conn.read_hint(), 70_000 + 14);
+    conn.receive(&frame[..2]); // the next header, in part
+    assert_eq!(conn.poll_event(), Ok(None));
+    assert_eq!(conn.read_hint(), 70_000 + 14 - 2);
+    // A small frame makes the next guess small.
+    conn.receive(&frame[2..]);
+    assert!(matches!(conn.poll_event(), Ok(Some(Event::Message(_)))));
+    conn.receive(&Frame::binary(b"hi".to_vec()).encode());
+    assert!(matches!(conn.poll_event(), Ok(Some(Event::Message(_)))));
+    assert_eq!(conn.read_hint(), 2 + 14);
+}

@@ -214,6 +214,16 @@ impl Connection {
         self.receiver.input_needed()
     }
 
+    /// How many bytes the next read could usefully take: the rest of the
+    /// frame in progress, or, between frames, the size of the last frame
+    /// received plus a header (a stream of large frames is then read in
+    /// few system calls, without growing the buffer midway). 0 before the
+    /// first frame. Bound it before allocating on it, like
+    /// [`input_needed`](Self::input_needed).
+    pub fn read_hint(&self) -> usize {
+        self.receiver.read_hint()
+    }
+
     /// Bytes received but not yet turned into events.
     pub fn buffered_input(&self) -> usize {
         self.receiver.buf.len()

@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::config::{Config, Role};
 use super::error::ProtocolError;
-use super::frame::{FrameHeader, OpCode};
+use super::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use super::mask::apply_mask_at;
 use super::message::{Message, MessageKind};
 use super::utf8::Utf8Validator;
@@ -60,6 +60,9 @@ pub(super) struct Receiver {
     utf8: Utf8Validator,
     /// The transport has ended: no more bytes will come.
     pub(super) eof: bool,
+    /// Length of the last frame whose header was accepted: between frames,
+    /// a guess at the size of the next one (a hint for sizing reads).
+    last_len: u32,
     /// Set once permessage-deflate is agreed (RFC 7692).
     #[cfg(feature = "deflate")]
     pub(super) inflater: Option<Box<super::deflate::Inflater>>,
@@ -77,6 +80,7 @@ impl Receiver {
                         return Ok(None);
                     };
                     self.check_header(&header, role, config)?;
+                    self.last_len = header.len.min(u32::MAX as u64) as u32;
                     self.buf.advance(header_len);
                     if header.opcode == OpCode::Text {
                         self.utf8.reset();
@@ -252,6 +256,17 @@ impl Receiver {
         match self.frame {
             Some(frame) => (frame.header.len as usize).saturating_sub(self.buf.len()),
             None => 0,
+        }
+    }
+
+    /// Bytes worth reading next: the rest of the frame in progress, or
+    /// between frames the size of the last one plus a header, since peers
+    /// tend to send frames of one size. 0 before any frame.
+    pub(super) fn read_hint(&self) -> usize {
+        match self.frame {
+            Some(_) => self.input_needed(),
+            None if self.last_len == 0 => 0,
+            None => (self.last_len as usize).saturating_add(MAX_HEADER_LEN).saturating_sub(self.buf.len()),
         }
     }
 

@@ -65,9 +65,10 @@ pub(crate) fn poll_read_into<R: AsyncRead + Unpin>(
 }
 
 /// Makes room in the connection's read buffer: the rest of a frame in
-/// progress (up to a bound), or at least a chunk.
+/// progress, or room for a frame like the last one (up to a bound), or at
+/// least a chunk.
 fn reserve_for_read(conn: &mut Connection) {
-    let want = conn.input_needed().clamp(READ_MIN, READ_AHEAD_MAX);
+    let want = conn.read_hint().clamp(READ_MIN, READ_AHEAD_MAX);
     let buf = conn.read_buffer();
     if buf.capacity() - buf.len() < want {
         buf.reserve(want.max(READ_CHUNK));
