@@ -274,6 +274,25 @@ fn threshold_leaves_small_messages_uncompressed() {
     assert_eq!(s.poll_event().unwrap(), Some(Event::Message(Message::text("plain"))));
 }
 
+// An inflated message is not held in the inflater's larger buffer.
+#[test]
+fn inflated_messages_are_not_kept_in_oversized_buffers() {
+    for n in [10, 300, 3000] {
+        let mut c = client(DeflateParams::default());
+        let mut s = server(DeflateParams::default());
+        let sent = text(n, 3);
+        c.send(Message::text(sent.clone())).unwrap();
+        c.send(Message::binary(sent.clone().into_bytes())).unwrap();
+        let events = deliver(&mut c, &mut s, 1 << 20).unwrap();
+        let [Event::Message(Message::Text(t)), Event::Message(Message::Binary(_))] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(t, &sent);
+        let len = t.len();
+        assert!(t.capacity() <= len + len / 4, "{len}-byte text held in {} bytes", t.capacity());
+    }
+}
+
 /// Feeds frames to a deflate server and returns its error and close code.
 fn failure(frames: &[Frame], max_message: Option<usize>) -> (ProtocolError, Option<u16>) {
     let mut cfg = config(0);

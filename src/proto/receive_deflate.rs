@@ -44,9 +44,21 @@ impl Receiver {
             self.assembly = Some(assembly);
             return Ok(None);
         }
+        let data = fit(assembly.data);
         match assembly.kind {
-            MessageKind::Text => text_message(assembly.data).map(Some),
-            MessageKind::Binary => Ok(Some(Incoming::Message(Message::Binary(assembly.data.freeze())))),
+            MessageKind::Text => text_message(data).map(Some),
+            MessageKind::Binary => Ok(Some(Incoming::Message(Message::Binary(data.freeze())))),
         }
     }
+}
+
+/// The inflated message in a buffer of its own size when the inflate
+/// buffer grew well past it (it starts at 8 KiB and doubles): the
+/// application may hold messages long after, and should not pay for that
+/// slack. The copy is small beside the inflating.
+fn fit(data: BytesMut) -> BytesMut {
+    if data.capacity() - data.len() <= data.len() / 4 {
+        return data;
+    }
+    BytesMut::from(&data[..])
 }
