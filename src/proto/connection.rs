@@ -355,23 +355,39 @@ impl Connection {
 
     /// Queues a message framed once by [`PreparedMessage`]. A server queues
     /// the shared frame bytes as they are (RFC 6455 §5.1: server frames are
-    /// unmasked); a client re-encodes the payload, masked with a fresh key
-    /// (§5.3). The message always goes out as one frame.
+    /// unmasked): the compressed frame if the message was made with
+    /// [`PreparedMessage::with_deflate`] and this connection agreed to
+    /// permessage-deflate with `server_no_context_takeover`, else the plain
+    /// one. A client re-encodes the payload, masked with a fresh key
+    /// (§5.3), uncompressed. The message always goes out as one frame.
     pub fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), SendError> {
+        self.send_prepared_len(message).map(drop)
+    }
+
+    /// [`send_prepared`](Self::send_prepared), returning how many bytes it
+    /// queued.
+    pub(crate) fn send_prepared_len(&mut self, message: &PreparedMessage) -> Result<usize, SendError> {
         self.check_open()?;
         if self.sending.is_some() {
             // RFC 6455 §5.4: another message's frames may not be interleaved.
             return Err(SendError::FragmentedMessageInProgress);
         }
+        let before = self.transmit.len();
         if self.masks.is_some() {
             self.encode_frame(true, message.opcode(), message.payload());
-        } else if message.frame().len() >= ZERO_COPY_MIN {
-            // Shared by every recipient, and never copied.
-            self.transmit.push_shared(message.frame().clone());
-        } else {
-            self.transmit.tail(message.frame().len()).extend_from_slice(message.frame());
+            return Ok(self.transmit.len() - before);
         }
-        Ok(())
+        #[cfg(feature = "deflate")]
+        let frame = message.frame_for(self.deflate());
+        #[cfg(not(feature = "deflate"))]
+        let frame = message.frame();
+        if frame.len() >= ZERO_COPY_MIN {
+            // Shared by every recipient, and never copied.
+            self.transmit.push_shared(frame.clone());
+        } else {
+            self.transmit.tail(frame.len()).extend_from_slice(frame);
+        }
+        Ok(frame.len())
     }
 
     /// Queues one fragment of a message (RFC 6455 §5.4). The first call

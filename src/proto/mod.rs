@@ -11,6 +11,8 @@ mod frame;
 mod mask;
 mod message;
 mod prepared;
+#[cfg(feature = "deflate")]
+mod prepared_deflate;
 mod receive;
 mod transmit;
 mod utf8;

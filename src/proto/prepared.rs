@@ -5,11 +5,20 @@
 //! byte-for-byte the same on every server connection and can be shared as
 //! one [`Bytes`]. A client must mask every frame with a fresh key (§5.3,
 //! §10.3), so a client connection re-encodes the payload instead.
+//!
+//! With permessage-deflate, [`PreparedMessage::with_deflate`] also
+//! compresses the message once per window size its recipients need (see
+//! `prepared_deflate.rs`).
+
+#[cfg(feature = "deflate")]
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 use super::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use super::message::{Message, MessageKind};
+#[cfg(feature = "deflate")]
+use super::{deflate::DeflateConfig, prepared_deflate::Compressed};
 
 /// One unmasked, unfragmented data frame (FIN set, RSV bits clear), encoded
 /// once. Cloning it clones a [`Bytes`] handle, not the frame.
@@ -23,12 +32,25 @@ use super::message::{Message, MessageKind};
 /// server.send_prepared(&prepared).unwrap();
 /// assert_eq!(server.poll_transmit().unwrap(), prepared.frame());
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct PreparedMessage {
     frame: Bytes,
     header_len: usize,
     kind: MessageKind,
+    /// The compressed frames, made on demand and shared by every clone;
+    /// `None` when this message always goes out plain.
+    #[cfg(feature = "deflate")]
+    pub(super) compressed: Option<Arc<Compressed>>,
 }
+
+/// Equal when the messages are: same kind, same payload.
+impl PartialEq for PreparedMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.frame == other.frame
+    }
+}
+
+impl Eq for PreparedMessage {}
 
 impl PreparedMessage {
     /// Frames `message` as a single final frame (RFC 6455 §5.2), ignoring
@@ -47,7 +69,39 @@ impl PreparedMessage {
         let mut frame = BytesMut::with_capacity(header_len + payload.len());
         frame.extend_from_slice(&head[..header_len]);
         frame.extend_from_slice(payload);
-        PreparedMessage { frame: frame.freeze(), header_len, kind }
+        PreparedMessage {
+            frame: frame.freeze(),
+            header_len,
+            kind,
+            #[cfg(feature = "deflate")]
+            compressed: None,
+        }
+    }
+
+    /// Like [`new`](Self::new), and the message may also go out compressed
+    /// (RFC 7692) to server connections that agreed to permessage-deflate
+    /// with `server_no_context_takeover`: it is compressed at most once per
+    /// window size they agreed to, when first sent, and the compressed
+    /// frame is shared like the plain one. `config` gives the level and the
+    /// threshold (shorter messages always go out plain). Other connections
+    /// get the plain frame.
+    ///
+    /// ```
+    /// use sabai::{DeflateConfig, Message, PreparedMessage};
+    ///
+    /// let json = r#"{"type":"telemetry","values":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]}"#;
+    /// let prepared = PreparedMessage::with_deflate(&Message::text(json), &DeflateConfig::default());
+    /// let compressed = prepared.compressed_frame(15).unwrap();
+    /// assert_eq!(compressed[0], 0xc1); // FIN, RSV1, text
+    /// assert!(compressed.len() < prepared.frame().len());
+    /// // Made once: the same bytes every time.
+    /// assert_eq!(prepared.compressed_frame(15).unwrap().as_ptr(), compressed.as_ptr());
+    /// ```
+    #[cfg(feature = "deflate")]
+    pub fn with_deflate(message: &Message, config: &DeflateConfig) -> Self {
+        let mut prepared = PreparedMessage::new(message);
+        prepared.compressed = Compressed::new(prepared.payload().len(), config);
+        prepared
     }
 
     /// The whole frame as a server sends it: header and payload.

@@ -8,6 +8,8 @@
 //! valid for the agreed window, 8 included (which zlib cannot produce for
 //! raw DEFLATE). The cost is a 4-byte empty block per piece.
 
+use std::cell::RefCell;
+
 use flate2::{Compress, Compression, FlushCompress};
 
 use super::{MAX_WINDOW_BITS, TAIL};
@@ -33,29 +35,73 @@ impl Compressor {
     /// final 0x00 0x00 0xff 0xff. Returns false if compression failed; the
     /// message must then be sent uncompressed.
     pub(crate) fn compress(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
-        out.clear();
         let level = Compression::new(self.level);
         let raw = self.raw.get_or_insert_with(|| Box::new(Compress::new(level, false)));
-        // RFC 7692 §7.2.1: a window of 2^w bytes; see the module comment.
-        let (piece, flush) = if self.window_bits < MAX_WINDOW_BITS {
-            (1usize << self.window_bits, FlushCompress::Full)
-        } else {
-            (usize::MAX, FlushCompress::Sync)
-        };
-        let mut ok = if data.is_empty() { run(raw, &[], out, flush) } else { true };
-        for chunk in data.chunks(piece) {
-            ok = ok && run(raw, chunk, out, flush);
-        }
-        // RFC 7692 §7.2.1 step 3: remove the empty block's 4 octets at the end.
-        if ok && out.ends_with(&TAIL) {
-            out.truncate(out.len() - TAIL.len());
-        } else {
-            ok = false;
-        }
+        let ok = compress_message(raw, self.window_bits, data, out);
         if self.no_context_takeover || !ok {
             raw.reset();
         }
         ok
+    }
+}
+
+thread_local! {
+    /// The compressor behind [`compress_alone`], one per thread and level,
+    /// kept between calls: making one costs about 15 times more than
+    /// compressing a small message with a reset one.
+    static ALONE: RefCell<Option<(u32, Box<Compress>)>> = const { RefCell::new(None) };
+}
+
+/// Compresses one whole message starting from an empty window, as the
+/// first message of a fresh compressor would be, into `out` (cleared
+/// first), without the final 0x00 0x00 0xff 0xff. The result refers to no
+/// earlier message, so any receiver that agreed to a window of at least
+/// 2^`window_bits` bytes can inflate it (RFC 7692 §7.1.2.1). Returns false
+/// if compression failed.
+pub(crate) fn compress_alone(level: u32, window_bits: u8, data: &[u8], out: &mut Vec<u8>) -> bool {
+    let level = level.min(9);
+    ALONE.with(|cell| {
+        // A reentrant call cannot happen (nothing here calls back), but
+        // would get a compressor of its own rather than a panic.
+        let Ok(mut slot) = cell.try_borrow_mut() else {
+            return compress_message(
+                &mut Compress::new(Compression::new(level), false),
+                window_bits,
+                data,
+                out,
+            );
+        };
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, Box::new(Compress::new(Compression::new(level), false))));
+        }
+        let raw = &mut slot.as_mut().expect("set above").1;
+        let ok = compress_message(raw, window_bits, data, out);
+        // RFC 7692 §7.2.1: the next message starts from an empty window too.
+        raw.reset();
+        ok
+    })
+}
+
+/// One message through `raw`, honouring a window of 2^`window_bits` bytes
+/// (see the module comment), with the tail removed.
+fn compress_message(raw: &mut Compress, window_bits: u8, data: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    // RFC 7692 §7.2.1: a window of 2^w bytes; see the module comment.
+    let (piece, flush) = if window_bits < MAX_WINDOW_BITS {
+        (1usize << window_bits, FlushCompress::Full)
+    } else {
+        (usize::MAX, FlushCompress::Sync)
+    };
+    let mut ok = if data.is_empty() { run(raw, &[], out, flush) } else { true };
+    for chunk in data.chunks(piece) {
+        ok = ok && run(raw, chunk, out, flush);
+    }
+    // RFC 7692 §7.2.1 step 3: remove the empty block's 4 octets at the end.
+    if ok && out.ends_with(&TAIL) {
+        out.truncate(out.len() - TAIL.len());
+        true
+    } else {
+        false
     }
 }
 
@@ -126,5 +172,23 @@ mod tests {
         let mut out = Vec::new();
         assert!(Compressor::new(6, 8, false, 0).compress(b"", &mut out));
         assert_eq!(out, [0x00]);
+    }
+
+    #[test]
+    fn compress_alone_matches_a_fresh_compressor_every_time() {
+        // RFC 7692 §7.2.3.1: "Hello" from an empty window, however often.
+        let mut out = Vec::new();
+        for level in [6, 6, 1, 6] {
+            assert!(compress_alone(level, 15, b"Hello", &mut out));
+            assert_eq!(out, [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        }
+        let text: Vec<u8> = (0..3000u32).flat_map(|i| format!("{} ", i % 89).into_bytes()).collect();
+        for bits in [8, 9, 12, 15] {
+            let mut fresh = Vec::new();
+            assert!(Compressor::new(6, bits, true, 0).compress(&text, &mut fresh));
+            assert!(compress_alone(6, bits, &text, &mut out));
+            assert_eq!(out, fresh, "window bits {bits}");
+            assert_eq!(inflate(&out), text);
+        }
     }
 }

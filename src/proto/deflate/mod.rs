@@ -10,7 +10,7 @@
 mod compress;
 mod inflate;
 
-pub(crate) use compress::Compressor;
+pub(crate) use compress::{compress_alone, Compressor};
 pub(crate) use inflate::Inflater;
 
 use super::config::Role;
