@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::proto::CloseCode;
+#[cfg(feature = "deflate")]
+use crate::proto::DeflateConfig;
 
 /// Close codes the hub sends besides the RFC's (RFC 6455 §7.4.2 leaves
 /// 4000–4999 to applications).
@@ -62,6 +64,14 @@ pub struct HubConfig {
     /// Room names the application accepts (by default: 1 to 128 bytes, no
     /// control characters).
     pub room_validator: RoomValidator,
+    /// permessage-deflate (RFC 7692) for hub connections; off (`None`) by
+    /// default. When set, the hub accepts a client's offer, always with
+    /// `server_no_context_takeover` (whatever this says), and compresses a
+    /// fanned-out message once for all its recipients (see
+    /// [`Hub::prepare`](super::Hub::prepare)). `threshold` and `level`
+    /// apply to those messages.
+    #[cfg(feature = "deflate")]
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for HubConfig {
@@ -77,6 +87,8 @@ impl Default for HubConfig {
             max_message_size: 8 * 1024,
             close_timeout: Duration::from_secs(5),
             room_validator: Arc::new(default_room_name),
+            #[cfg(feature = "deflate")]
+            deflate: None,
         }
     }
 }
@@ -94,8 +106,8 @@ impl HubConfig {
 
 impl fmt::Debug for HubConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HubConfig")
-            .field("queue_capacity", &self.queue_capacity)
+        let mut f = f.debug_struct("HubConfig");
+        f.field("queue_capacity", &self.queue_capacity)
             .field("slow_consumer", &self.slow_consumer)
             .field("ping_interval", &self.ping_interval)
             .field("pong_timeout", &self.pong_timeout)
@@ -103,8 +115,10 @@ impl fmt::Debug for HubConfig {
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_user", &self.max_connections_per_user)
             .field("max_message_size", &self.max_message_size)
-            .field("close_timeout", &self.close_timeout)
-            .finish_non_exhaustive()
+            .field("close_timeout", &self.close_timeout);
+        #[cfg(feature = "deflate")]
+        f.field("deflate", &self.deflate);
+        f.finish_non_exhaustive()
     }
 }
 

@@ -4,7 +4,9 @@
 //!
 //! A published message is framed once ([`PreparedMessage`]) and the same
 //! bytes go into every recipient's bounded queue; a publish never waits on
-//! a recipient. Each connection runs one task (see [`Hub::serve`]) that
+//! a recipient. With [`HubConfig::deflate`] set, it is also compressed
+//! once, when the first recipient's writer takes it, and that compressed
+//! frame is shared by every recipient that agreed to permessage-deflate. Each connection runs one task (see [`Hub::serve`]) that
 //! reads, writes its queue, pings, and enforces the timeouts.
 //!
 //! ```no_run
@@ -107,13 +109,40 @@ impl Hub {
     }
 
     /// The WebSocket settings for hub connections: the hub's inbound
-    /// message limit becomes the protocol's (over it: close 1009).
+    /// message limit becomes the protocol's (over it: close 1009), and
+    /// [`HubConfig::deflate`], if set, is what the handshake accepts.
     pub fn websocket_config(&self) -> WebSocketConfig {
         let mut config = WebSocketConfig::default();
         config.protocol.max_message_size = self.shared.config.max_message_size;
         config.protocol.max_frame_size = self.shared.config.max_message_size;
         config.close_timeout = self.shared.config.close_timeout;
+        #[cfg(feature = "deflate")]
+        if let Some(deflate) = &self.shared.config.deflate {
+            let mut deflate = deflate.clone();
+            // RFC 7692 §7.1.1.1: a server may answer with
+            // server_no_context_takeover even if the client did not ask.
+            // Every hub connection does, so a message compressed once on
+            // its own is valid on every one of them (see Hub::prepare).
+            deflate.server_no_context_takeover = true;
+            config.protocol.deflate = Some(deflate);
+        }
         config
+    }
+
+    /// Frames a message once for sending to many connections. With
+    /// [`HubConfig::deflate`] set it may also go out compressed
+    /// ([`PreparedMessage::with_deflate`]): compressed once, when first
+    /// sent, and shared by every connection that agreed to
+    /// permessage-deflate; the others get the plain frame. Use it for
+    /// [`publish_prepared`](Self::publish_prepared) and
+    /// [`publish_except`](Self::publish_except).
+    pub fn prepare(&self, message: impl Into<Message>) -> PreparedMessage {
+        let message = message.into();
+        #[cfg(feature = "deflate")]
+        if let Some(deflate) = &self.shared.config.deflate {
+            return PreparedMessage::with_deflate(&message, deflate);
+        }
+        PreparedMessage::new(&message)
     }
 
     /// Sets the handler of [`HubEvent`]s (presence). It runs on the task
@@ -218,9 +247,9 @@ impl Hub {
     // ----- sending ----------------------------------------------------------
 
     /// Sends a message to every member of a room; returns how many it was
-    /// queued for. Encoded once; never waits.
+    /// queued for. Encoded (and compressed) once; never waits.
     pub fn publish(&self, room: &str, message: impl Into<Message>) -> usize {
-        self.publish_prepared(room, &PreparedMessage::new(&message.into()))
+        self.publish_prepared(room, &self.prepare(message))
     }
 
     /// [`publish`](Self::publish) of an already prepared message.
@@ -238,14 +267,14 @@ impl Hub {
 
     /// Sends to one connection; `false` if it is gone or closing.
     pub fn send_to(&self, conn: ConnId, message: impl Into<Message>) -> bool {
-        let message = PreparedMessage::new(&message.into());
+        let message = self.prepare(message);
         let registry = self.registry();
         registry.conns.get(&conn).is_some_and(|m| self.deliver(&m.outbox, &message))
     }
 
     /// Sends to every connection of a user.
     pub fn send_to_user(&self, user: &str, message: impl Into<Message>) -> usize {
-        let message = PreparedMessage::new(&message.into());
+        let message = self.prepare(message);
         let registry = self.registry();
         let ids = registry.users.get(user).into_iter().flatten();
         ids.filter_map(|id| registry.conns.get(id)).filter(|m| self.deliver(&m.outbox, &message)).count()
@@ -253,7 +282,7 @@ impl Hub {
 
     /// Sends to every connection.
     pub fn broadcast(&self, message: impl Into<Message>) -> usize {
-        let message = PreparedMessage::new(&message.into());
+        let message = self.prepare(message);
         let registry = self.registry();
         registry.conns.values().filter(|m| self.deliver(&m.outbox, &message)).count()
     }

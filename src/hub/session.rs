@@ -241,10 +241,12 @@ impl Hub {
                     Next::Frames(frames) => {
                         let mut bytes = 0;
                         for frame in &frames {
-                            if write.feed_prepared(frame).is_err() {
-                                return self.linger().await;
+                            // Compressed here, once for all recipients, if
+                            // it is the first writer to take it.
+                            match write.feed_prepared_len(frame) {
+                                Ok(len) => bytes += len as u64,
+                                Err(_) => return self.linger().await,
                             }
-                            bytes += frame.frame().len() as u64;
                         }
                         // A peer that does not read must not keep an abort
                         // or the heartbeat from being seen: the flush gives

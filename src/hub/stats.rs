@@ -19,7 +19,8 @@ pub struct Stats {
     /// Data messages received from clients, and their payload bytes.
     pub messages_in: u64,
     pub bytes_in: u64,
-    /// Data messages written to clients, and their frame bytes.
+    /// Data messages written to clients, and their frame bytes (as sent:
+    /// compressed ones count their compressed size).
     pub messages_out: u64,
     pub bytes_out: u64,
     /// Messages dropped under [`SlowConsumer::DropOldest`](super::SlowConsumer::DropOldest).

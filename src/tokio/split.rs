@@ -179,6 +179,18 @@ impl<S: AsyncRead + AsyncWrite> WriteHalf<S> {
         self.queue(|core| Ok(core.conn.send_prepared(message)?))
     }
 
+    /// [`feed_prepared`](Self::feed_prepared), returning how many bytes it
+    /// queued (fewer than the plain frame when it went out compressed).
+    #[cfg(feature = "hub")]
+    pub(crate) fn feed_prepared_len(&mut self, message: &PreparedMessage) -> Result<usize, Error> {
+        let mut len = 0;
+        self.queue(|core| {
+            len = core.conn.send_prepared_len(message)?;
+            Ok(())
+        })?;
+        Ok(len)
+    }
+
     /// Sends one fragment of a message (see
     /// [`Connection::send_fragment`](crate::Connection::send_fragment)).
     pub async fn send_fragment(&mut self, kind: MessageKind, data: &[u8], fin: bool) -> Result<(), Error> {
