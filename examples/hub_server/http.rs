@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use sabai::handshake::{Accept, Reject};
+use sabai::handshake::Reject;
 use serde_json::{json, Value};
 
 use crate::protocol::{self, envelope};
@@ -76,12 +76,14 @@ fn websocket(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         Ok(user) => user,
         Err(refusal) => return upgrade::reject(&refusal),
     };
-    let response = upgrade::accept(&request, &Accept::new());
+    let accept = upgrade::negotiate(&request, &config);
+    let response = upgrade::accept(&request, &accept);
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return response;
     }
+    let deflate = accept.selected_deflate();
     tokio::spawn(async move {
-        let Some(ws) = upgrade::websocket(req, &config).await else { return };
+        let Some(ws) = upgrade::websocket(req, &config, deflate).await else { return };
         // The `connected` greeting is sent from the hub's Connected event.
         app.hub.serve(slot, ws, Some(user), protocol::handle).await;
     });

@@ -4,6 +4,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use sabai::hub::{HubConfig, SlowConsumer};
+use sabai::DeflateConfig;
+
+/// Messages shorter than this go uncompressed by default: without context
+/// takeover (which the hub always asks for), a short JSON message shrinks
+/// by only a few bytes, so it is not worth the CPU.
+const DEFLATE_THRESHOLD: usize = 256;
 
 pub const USAGE: &str = "\
 hub_server: sabai's room hub with a chat and an IoT dashboard
@@ -25,6 +31,9 @@ usage: hub_server [flags]
   --pong-timeout SECS     close a connection silent this long, 4001 (default 60)
   --idle-timeout SECS     close a connection that sent no message this long, 4000 (default off)
   --max-message BYTES     largest inbound message; over it close 1009 (default 8192)
+  --deflate, --no-deflate accept permessage-deflate from clients that offer it,
+                          as browsers do, or not (default: --deflate)
+  --deflate-threshold N   send messages shorter than N bytes uncompressed (default 256)
   --no-simulator          do not publish simulated device telemetry
   --help                  this text
 ";
@@ -44,6 +53,7 @@ impl Options {
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
         let mut hub = HubConfig::default();
         hub.max_connections_per_user = Some(8);
+        hub.deflate = Some(deflate_default());
         let mut options = Options {
             addr: "127.0.0.1:8090".parse().map_err(|_| "bad default address")?,
             token: None,
@@ -70,6 +80,16 @@ impl Options {
                 "--pong-timeout" => options.hub.pong_timeout = seconds(&flag, &value()?)?,
                 "--idle-timeout" => options.hub.idle_timeout = Some(seconds(&flag, &value()?)?),
                 "--max-message" => options.hub.max_message_size = number(&flag, &value()?)?,
+                "--deflate" => {
+                    options.hub.deflate = options.hub.deflate.take().or_else(|| Some(deflate_default()))
+                }
+                "--no-deflate" => options.hub.deflate = None,
+                "--deflate-threshold" => {
+                    let threshold = number(&flag, &value()?)?;
+                    if let Some(deflate) = options.hub.deflate.as_mut() {
+                        deflate.threshold = threshold;
+                    }
+                }
                 "--no-simulator" => options.simulator = false,
                 "--help" | "-h" => return Err(String::new()),
                 other => return Err(format!("unknown flag {other}")),
@@ -77,6 +97,12 @@ impl Options {
         }
         Ok(options)
     }
+}
+
+fn deflate_default() -> DeflateConfig {
+    let mut deflate = DeflateConfig::default();
+    deflate.threshold = DEFLATE_THRESHOLD;
+    deflate
 }
 
 fn number(flag: &str, value: &str) -> Result<usize, String> {
@@ -104,6 +130,16 @@ mod tests {
         assert_eq!(options.addr.to_string(), "127.0.0.1:8090");
         assert!(options.simulator && options.token.is_none());
         assert_eq!(options.hub.queue_capacity, 256);
+        assert_eq!(options.hub.deflate.as_ref().map(|d| d.threshold), Some(DEFLATE_THRESHOLD));
+    }
+
+    #[test]
+    fn deflate_is_on_unless_turned_off() {
+        assert_eq!(parse(&["--deflate-threshold", "64"]).unwrap().hub.deflate.unwrap().threshold, 64);
+        assert!(parse(&["--no-deflate"]).unwrap().hub.deflate.is_none());
+        assert!(parse(&["--no-deflate", "--deflate"]).unwrap().hub.deflate.is_some());
+        assert!(parse(&["--no-deflate", "--deflate-threshold", "64"]).unwrap().hub.deflate.is_none());
+        assert!(parse(&["--deflate-threshold", "x"]).is_err());
     }
 
     #[test]

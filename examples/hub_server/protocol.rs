@@ -128,8 +128,7 @@ fn dispatch(hub: &Hub, conn: ConnId, inbound: Inbound) -> Result<Option<String>,
             let room = chat_room(hub, conn, inbound.room.as_deref())?;
             let typing = inbound.payload.get("typing").and_then(Value::as_bool).unwrap_or(true);
             let payload = json!({ "user": hub.user_of(conn), "typing": typing });
-            let notice =
-                sabai::PreparedMessage::new(&Message::text(envelope("typing", Some(room), payload, None)));
+            let notice = hub.prepare(envelope("typing", Some(room), payload, None));
             hub.publish_except(room, Some(conn), &notice);
             Ok(None)
         }

@@ -250,3 +250,35 @@ async fn limits_from_flags_apply() {
     while let Ok(Some(_)) = timeout(Duration::from_secs(5), ws.recv()).await.unwrap() {}
     assert_eq!(ws.close_frame().map(|f| f.code.0), Some(1009));
 }
+
+/// A client offering permessage-deflate, as browsers do.
+async fn connect_deflate(addr: &str, query: &str) -> Ws {
+    let mut config = WebSocketConfig::default();
+    config.protocol.deflate = Some(sabai::DeflateConfig::default());
+    sabai::connect_with(&format!("ws://{addr}/ws{query}"), &config, |r| r).await.unwrap()
+}
+
+#[tokio::test]
+async fn deflate_is_agreed_through_the_hyper_upgrade_unless_turned_off() {
+    let (_app, addr) = start(&["--no-simulator", "--max-message", "200000"]).await;
+    let mut ann = connect_deflate(&addr, "?user=ann").await;
+    let mut bob = connect(&addr, "?user=bob").await;
+    // RFC 7692 §7.1.1.1: the hub always answers with server_no_context_takeover.
+    assert!(ann.deflate().is_some_and(|d| d.server_no_context_takeover));
+    assert_eq!(bob.deflate(), None);
+    for ws in [&mut ann, &mut bob] {
+        send(ws, json!({"type": "subscribe", "payload": {"rooms": ["chat:big"]}})).await;
+        next_of(ws, "subscribed").await;
+    }
+    // 64 KiB of JSON each way: compressed by ann's client, inflated by the
+    // hub, fanned out compressed to ann and plain to bob.
+    let text = json!((0..2000).map(|i| json!({"i": i, "t": 20.5})).collect::<Vec<_>>()).to_string();
+    let text = text.repeat(65536 / text.len() + 1);
+    send(&mut ann, json!({"type": "publish", "room": "chat:big", "payload": {"text": text}})).await;
+    for ws in [&mut ann, &mut bob] {
+        assert_eq!(next_of(ws, "message").await["payload"]["text"].as_str(), Some(text.as_str()));
+    }
+
+    let (_app, addr) = start(&["--no-simulator", "--no-deflate"]).await;
+    assert_eq!(connect_deflate(&addr, "").await.deflate(), None);
+}

@@ -9,17 +9,19 @@
 //!    handshake is then checked by sabai, not re-implemented here.
 //! 2. Let the application look at the `sabai::Request` (token, Origin) and
 //!    build the response bytes: `Request::accept_response` or
-//!    `Reject::response`; turn them into a hyper `Response`.
+//!    `Reject::response`; turn them into a hyper `Response`. The `Accept`
+//!    carries the permessage-deflate parameters agreed, if any.
 //! 3. After the 101, `hyper::upgrade::on(req)` yields the connection;
 //!    wrapped in `TokioIo` it is an `AsyncRead + AsyncWrite`, and
-//!    `WebSocket::from_connection` makes it a sabai WebSocket.
+//!    `WebSocket::from_connection` makes it a sabai WebSocket, with
+//!    `Connection::with_deflate` when compression was agreed.
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use sabai::handshake::{Accept, HandshakeError, Reject, ServerHandshake};
-use sabai::{Connection, WebSocket, WebSocketConfig};
+use sabai::{Connection, DeflateParams, WebSocket, WebSocketConfig};
 
 pub type Body = Full<Bytes>;
 pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
@@ -47,6 +49,17 @@ pub fn check<B>(req: &Request<B>, config: &WebSocketConfig) -> Result<sabai::Req
     }
 }
 
+/// Step 2, what to agree to: permessage-deflate if the configuration has
+/// it and the client offered it (RFC 7692 §5: the server accepts at most
+/// one offer; browsers make one).
+pub fn negotiate(request: &sabai::Request, config: &WebSocketConfig) -> Accept {
+    let agreed = config.protocol.deflate.as_ref().and_then(|deflate| request.negotiate_deflate(deflate));
+    match agreed {
+        Some(params) => Accept::new().deflate(params),
+        None => Accept::new(),
+    }
+}
+
 /// Step 2, yes: the 101 response.
 pub fn accept(request: &sabai::Request, accept: &Accept) -> Response<Body> {
     match request.accept_response(accept) {
@@ -62,9 +75,18 @@ pub fn reject(reject: &Reject) -> Response<Body> {
 
 /// Step 3: the WebSocket, once hyper has sent the 101. Spawn this. Any
 /// body type works, so an axum `Request<axum::body::Body>` does too.
-pub async fn websocket<B>(req: Request<B>, config: &WebSocketConfig) -> Option<WebSocket<Upgraded>> {
+/// `deflate`: what the 101 agreed to (`Accept::selected_deflate`).
+pub async fn websocket<B>(
+    req: Request<B>,
+    config: &WebSocketConfig,
+    deflate: Option<DeflateParams>,
+) -> Option<WebSocket<Upgraded>> {
     let upgraded = hyper::upgrade::on(req).await.ok()?;
-    let conn = Connection::server(config.protocol.clone());
+    let mut conn = Connection::server(config.protocol.clone());
+    if let Some(params) = deflate {
+        // RFC 7692 §5: once agreed in the handshake, the extension is on.
+        conn = conn.with_deflate(params);
+    }
     Some(WebSocket::from_connection(TokioIo::new(upgraded), conn, config))
 }
 
