@@ -33,9 +33,7 @@ async fn fan_out_shares_one_encoded_frame() {
 #[cfg(feature = "deflate")]
 #[tokio::test]
 async fn fan_out_compresses_once_for_every_member() {
-    let mut config = HubConfig::default();
-    config.deflate = Some(crate::DeflateConfig::default());
-    let hub = Hub::new(config);
+    let hub = Hub::new(HubConfig { deflate: Some(crate::DeflateConfig::default()), ..HubConfig::default() });
     let outboxes: Vec<_> = (1..=3).map(|id| member(&hub, id, "global")).collect();
     let json = "{\"type\":\"telemetry\",\"temperature\":21.5}".repeat(20);
     assert_eq!(hub.publish("global", json), 3);
@@ -56,8 +54,7 @@ async fn fan_out_compresses_once_for_every_member() {
 #[test]
 fn hub_connections_always_agree_to_no_context_takeover() {
     assert_eq!(Hub::new(HubConfig::default()).websocket_config().protocol.deflate, None);
-    let mut config = HubConfig::default();
-    config.deflate = Some(crate::DeflateConfig::default());
+    let config = HubConfig { deflate: Some(crate::DeflateConfig::default()), ..HubConfig::default() };
     let deflate = Hub::new(config).websocket_config().protocol.deflate.unwrap();
     // RFC 7692 §7.1.1.1: the server may name it unasked; the hub always does.
     assert!(deflate.server_no_context_takeover);
