@@ -5,7 +5,9 @@
 //   cargo build --features hub-server --example hub_server
 //   cd tests/browser && npm install && npm test
 //
-// HUB_SERVER overrides the server binary; CHROMIUM the browser.
+// HUB_SERVER overrides the server binary; CHROMIUM the browser. The hub
+// server has permessage-deflate on by default, and Chromium offers it, so
+// every test here runs compressed; the last one checks that it is.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -187,5 +189,74 @@ test("after the server is killed and restarted the page reconnects and resumes",
   assert.equal(second.child.exitCode, 0);
   assert.match(second.out, /shutting down: closing 1 connections\nshut down\n/);
   await page.locator("#state[data-state=reconnecting]").waitFor();
+  await page.close();
+});
+
+test("Chromium agrees to permessage-deflate; large messages arrive intact both ways", async () => {
+  const { url } = await server(["--max-message", "262144"]);
+  const page = await context.newPage();
+  await page.goto(`${url}/`);
+  const stats = async () => (await fetch(`${url}/stats`)).json();
+
+  // Two raw sockets from the page: ann publishes, both are in the room.
+  const agreed = await page.evaluate(async (wsUrl) => {
+    const open = (user) =>
+      new Promise((resolve, reject) => {
+        const ws = new WebSocket(`${wsUrl}?user=${user}`);
+        ws.inbox = [];
+        ws.onmessage = (event) => ws.inbox.push(JSON.parse(event.data));
+        ws.onopen = () => resolve(ws);
+        ws.onerror = () => reject(new Error(`${user} could not connect`));
+        setTimeout(() => reject(new Error(`${user}: no open in 10 s`)), 10000);
+      });
+    window.socks = [await open("ann"), await open("bob")];
+    for (const ws of window.socks) {
+      ws.send(JSON.stringify({ type: "subscribe", payload: { rooms: ["chat:big", "global"] } }));
+    }
+    return window.socks.map((ws) => ws.extensions);
+  }, `${url.replace("http://", "ws://")}/ws`);
+  // RFC 7692 §7.1.1.1: the hub names server_no_context_takeover unasked.
+  for (const extensions of agreed) {
+    assert.match(extensions, /^permessage-deflate\b/, `extensions: ${extensions}`);
+    assert.match(extensions, /server_no_context_takeover/);
+  }
+  await page.waitForFunction(() => window.socks.every((ws) => ws.inbox.some((m) => m.type === "subscribed")));
+
+  // Fan-out telemetry from the simulator, compressed once for both sockets.
+  await page.waitForFunction(() =>
+    window.socks.every((ws) => ws.inbox.some((m) => m.type === "telemetry" && typeof m.payload.temperature === "number")),
+  );
+
+  const before = (await stats()).bytes_out;
+  // 64 KiB of JSON from the browser (compressed by Chromium, inflated by
+  // sabai), fanned out to both sockets (compressed by sabai, inflated by Chromium).
+  const size = await page.evaluate(() => {
+    const rows = JSON.stringify(Array.from({ length: 1500 }, (_, i) => ({ i, sensor: `s${i % 7}`, t: 20 + (i % 50) / 10 })));
+    window.big = rows.repeat(Math.ceil(65536 / rows.length));
+    window.socks[0].send(JSON.stringify({ type: "publish", room: "chat:big", payload: { text: window.big } }));
+    return window.big.length;
+  });
+  assert.ok(size >= 65536);
+  await page.waitForFunction(() =>
+    window.socks.every((ws) => ws.inbox.some((m) => m.type === "message" && m.payload.text === window.big)),
+  );
+
+  // And a large backend event, POST /publish to `global`, to both sockets.
+  const readings = Array.from({ length: 1200 }, (_, i) => ({ device: `greenhouse-${i % 4}`, temperature: 20 + (i % 90) / 10 }));
+  const response = await fetch(`${url}/publish`, {
+    method: "POST",
+    body: JSON.stringify({ room: "global", type: "telemetry", payload: { batch: readings } }),
+  });
+  assert.equal((await response.json()).delivered, 2);
+  const received = await page.waitForFunction(() => {
+    const batches = window.socks.map((ws) => ws.inbox.find((m) => m.type === "telemetry" && m.payload.batch));
+    return batches.every(Boolean) && batches.map((m) => JSON.stringify(m.payload.batch));
+  });
+  for (const batch of await received.jsonValue()) assert.equal(batch, JSON.stringify(readings));
+
+  // What went out was compressed: far less than the plain frames' bytes.
+  const plain = 2 * (size + JSON.stringify(readings).length);
+  const sent = (await stats()).bytes_out - before;
+  assert.ok(sent < plain / 4, `${sent} bytes out for ${plain} bytes of messages`);
   await page.close();
 });
