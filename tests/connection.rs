@@ -402,7 +402,7 @@ fn read_hint_expects_a_frame_like_the_last_one() {
     // A small frame makes the next guess small.
     conn.receive(&frame[2..]);
     assert!(matches!(conn.poll_event(), Ok(Some(Event::Message(_)))));
-    conn.receive(&Frame::binary(b"hi".to_vec()).encode());
+    conn.receive(&Frame::binary(b"hi").encode());
     assert!(matches!(conn.poll_event(), Ok(Some(Event::Message(_)))));
     assert_eq!(conn.read_hint(), 2 + 14);
 }
