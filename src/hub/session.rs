@@ -65,6 +65,10 @@ impl Hub {
     /// `Ok(Some(user))`, `Ok(None)` for an anonymous connection, or a
     /// [`Reject`]. A full or closing hub answers 503 before the hook runs.
     ///
+    /// For TCP, call `set_nodelay(true)` on the stream first: the hub
+    /// gathers its writes itself, and Nagle's algorithm would hold a small
+    /// message back until the peer's delayed ACK.
+    ///
     /// Cancel safety: not cancel-safe, like [`accept_with`](crate::accept_with);
     /// dropping it frees the reserved place.
     pub async fn accept<S, F>(&self, stream: S, hook: F) -> Result<Accepted<S>, Error>
