@@ -6,8 +6,9 @@
 //! bytes go into every recipient's bounded queue; a publish never waits on
 //! a recipient. With [`HubConfig::deflate`] set, it is also compressed
 //! once, when the first recipient's writer takes it, and that compressed
-//! frame is shared by every recipient that agreed to permessage-deflate. Each connection runs one task (see [`Hub::serve`]) that
-//! reads, writes its queue, pings, and enforces the timeouts.
+//! frame is shared by every recipient that agreed to permessage-deflate.
+//! Each connection runs one task (see [`Hub::serve`]) that reads, writes
+//! its queue, pings, and enforces the timeouts.
 //!
 //! ```no_run
 //! use sabai::hub::{Hub, HubConfig};
