@@ -215,8 +215,8 @@ impl Connection {
     }
 
     /// How many bytes the next read could usefully take: the rest of the
-    /// frame in progress, or, between frames, the size of the last frame
-    /// received plus a header (a stream of large frames is then read in
+    /// frame in progress, or, between frames, the size of the last data
+    /// frame received plus a header (control frames do not count) (a stream of large frames is then read in
     /// few system calls, without growing the buffer midway). 0 before the
     /// first frame. Bound it before allocating on it, like
     /// [`input_needed`](Self::input_needed).

@@ -60,8 +60,10 @@ pub(super) struct Receiver {
     utf8: Utf8Validator,
     /// The transport has ended: no more bytes will come.
     pub(super) eof: bool,
-    /// Length of the last frame whose header was accepted: between frames,
-    /// a guess at the size of the next one (a hint for sizing reads).
+    /// Length of the last data frame whose header was accepted: between
+    /// frames, a guess at the size of the next one (a hint for sizing reads).
+    /// Control frames leave it: a Ping between large frames says nothing
+    /// about the next data frame.
     last_len: u32,
     /// Set once permessage-deflate is agreed (RFC 7692).
     #[cfg(feature = "deflate")]
@@ -80,7 +82,9 @@ impl Receiver {
                         return Ok(None);
                     };
                     self.check_header(&header, role, config)?;
-                    self.last_len = header.len.min(u32::MAX as u64) as u32;
+                    if !header.opcode.is_control() {
+                        self.last_len = header.len.min(u32::MAX as u64) as u32;
+                    }
                     self.buf.advance(header_len);
                     if header.opcode == OpCode::Text {
                         self.utf8.reset();
