@@ -408,7 +408,7 @@ fn read_hint_expects_a_frame_like_the_last_one() {
     // A Ping between large frames leaves the guess at the data frame's size.
     conn.receive(&frame);
     assert!(matches!(conn.poll_event(), Ok(Some(Event::Message(_)))));
-    conn.receive(&Frame::ping(b"are you there".to_vec()).encode());
+    conn.receive(&Frame::ping(b"are you there").encode());
     assert!(matches!(conn.poll_event(), Ok(Some(Event::Ping(_)))));
     assert_eq!(conn.read_hint(), 70_000 + 14);
 }

@@ -176,12 +176,11 @@ impl<S: AsyncRead + AsyncWrite> WriteHalf<S> {
     /// Queues a prepared message without writing; [`flush`](Self::flush)
     /// sends it. Queue a batch, then flush once.
     pub fn feed_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
-        self.queue(|core| Ok(core.conn.send_prepared(message)?))
+        self.feed_prepared_len(message).map(drop)
     }
 
     /// [`feed_prepared`](Self::feed_prepared), returning how many bytes it
     /// queued (fewer than the plain frame when it went out compressed).
-    #[cfg(feature = "hub")]
     pub(crate) fn feed_prepared_len(&mut self, message: &PreparedMessage) -> Result<usize, Error> {
         let mut len = 0;
         self.queue(|core| {
