@@ -17,13 +17,23 @@
 //!
 //! Input layout: `flags, frame_size, operations...`. flags bit 0: the client
 //! sends with `max_send_frame_size = Some(frame_size + 1)`; bit 1: the server does.
+//! Bit 2: both sides agreed to permessage-deflate (RFC 7692), bit 3 with
+//! `server_no_context_takeover`, bit 4 with `client_no_context_takeover`,
+//! bits 5-6 choosing `server_max_window_bits` (unnamed, 9, 12, 15). Then each
+//! text or binary send takes one more byte choosing how it is sent: `send`
+//! (compressed with the connection's context), `send_prepared` of a plain
+//! `PreparedMessage`, or of one made `with_deflate` at a chosen level (its
+//! shared compressed frame goes out only where the agreement allows it).
 #![no_main]
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sabai::{CloseCode, CloseFrame, Config, Connection, Event, Message, MessageKind, SendError, State};
+use sabai::{
+    CloseCode, CloseFrame, Config, Connection, DeflateConfig, DeflateParams, Event, Message, MessageKind,
+    PreparedMessage, SendError, State,
+};
 
 struct Input<'a>(&'a [u8]);
 
@@ -52,11 +62,40 @@ struct Side {
     fragments: Option<(MessageKind, Vec<u8>)>,
     /// Largest frame payload sent, bounding what the peer may buffer.
     largest: usize,
+    /// permessage-deflate was agreed: sends take a byte choosing the path.
+    deflate: bool,
 }
 
 impl Side {
     fn new(conn: Connection) -> Self {
-        Side { conn, wire: Vec::new(), expected: VecDeque::new(), fragments: None, largest: 125 }
+        let deflate = conn.deflate().is_some();
+        Side { conn, wire: Vec::new(), expected: VecDeque::new(), fragments: None, largest: 125, deflate }
+    }
+
+    /// Sends a whole message, by the path `input` chooses when compression
+    /// is on. A compressed frame can be longer than its payload (RFC 7692
+    /// §7.2.3.3 allows stored blocks), so the bytes queued bound the peer.
+    fn send(&mut self, message: Message, input: &mut Input) -> Option<()> {
+        let result = if !self.deflate {
+            self.conn.send(message.clone())
+        } else {
+            let how = input.byte()?;
+            let before = self.conn.pending_transmit();
+            let result = match how % 3 {
+                0 => self.conn.send(message.clone()),
+                1 => self.conn.send_prepared(&PreparedMessage::new(&message)),
+                _ => {
+                    let mut config = DeflateConfig::default();
+                    config.level = u32::from(how >> 2) % 10;
+                    config.threshold = 0;
+                    self.conn.send_prepared(&PreparedMessage::with_deflate(&message, &config))
+                }
+            };
+            self.largest = self.largest.max(self.conn.pending_transmit() - before);
+            result
+        };
+        self.check(result, Some(Event::Message(message)));
+        Some(())
     }
 
     fn collect(&mut self) {
@@ -127,6 +166,16 @@ fn text(data: &[u8]) -> String {
     data.iter().map(|&b| (b'a' + b % 26) as char).collect()
 }
 
+/// The agreement that flags bits 2-6 describe, if any.
+fn deflate_params(flags: u8) -> Option<DeflateParams> {
+    (flags & 4 != 0).then(|| DeflateParams {
+        server_no_context_takeover: flags & 8 != 0,
+        client_no_context_takeover: flags & 16 != 0,
+        server_max_window_bits: [None, Some(9), Some(12), Some(15)][usize::from(flags >> 5 & 3)],
+        client_max_window_bits: None,
+    })
+}
+
 fn config(frame_size: Option<usize>) -> Config {
     let mut config = Config::default();
     config.max_send_frame_size = frame_size;
@@ -142,16 +191,12 @@ fn step(sides: &mut [Side; 2], input: &mut Input) -> Option<()> {
         0 => {
             let data = input.blob();
             me.largest = me.largest.max(data.len());
-            let message = Message::binary(Bytes::copy_from_slice(data));
-            let result = me.conn.send(message.clone());
-            me.check(result, Some(Event::Message(message)));
+            me.send(Message::binary(Bytes::copy_from_slice(data)), input)?;
         }
         1 => {
             let data = text(input.blob());
             me.largest = me.largest.max(data.len());
-            let message = Message::text(data);
-            let result = me.conn.send(message.clone());
-            me.check(result, Some(Event::Message(message)));
+            me.send(Message::text(data), input)?;
         }
         2 => {
             // A fragment; text fragments are arbitrary bytes, so they may be refused.
@@ -239,10 +284,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let frame = |bit: u8| (flags & bit != 0).then_some(size as usize + 1);
-    let mut sides = [
-        Side::new(Connection::client(config(frame(1)), [9; 32])),
-        Side::new(Connection::server(config(frame(2)))),
-    ];
+    let mut client = Connection::client(config(frame(1)), [9; 32]);
+    let mut server = Connection::server(config(frame(2)));
+    if let Some(params) = deflate_params(flags) {
+        client = client.with_deflate(params);
+        server = server.with_deflate(params);
+    }
+    let mut sides = [Side::new(client), Side::new(server)];
     let mut ops = 0;
     while ops < 2000 && step(&mut sides, &mut input).is_some() {
         ops += 1;
