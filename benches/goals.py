@@ -12,8 +12,9 @@ figures quoted in the issue for the small-message cases, and the memory
 per idle connection. It also prints the server's CPU time per echoed
 message (the harness measures the server process's CPU, user and system,
 over each cell): where the load generator is the limit, throughput cannot
-show a difference between servers, but this can. Exits 1 if a goal is missed, so a run can be checked
-by a script; the table is printed either way.
+show a difference between servers, but this can. Exits 1 if a goal is
+missed, so a run can be checked by a script; the table is printed either
+way.
 """
 import json
 import math
