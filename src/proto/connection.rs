@@ -218,8 +218,8 @@ impl Connection {
     /// frame in progress, or, between frames, the size of the last data
     /// frame received plus a header, so a stream of large frames is read in
     /// few system calls without growing the buffer midway (control frames
-    /// do not count). 0 before the first frame. Bound it before allocating on it, like
-    /// [`input_needed`](Self::input_needed).
+    /// do not count). 0 before the first frame. Bound it before allocating
+    /// on it, like [`input_needed`](Self::input_needed).
     pub fn read_hint(&self) -> usize {
         self.receiver.read_hint()
     }
