@@ -39,12 +39,12 @@ def main(path):
         r = json.loads(line)
         errors[r["server"]] += r.get("errors", 0)
         if r.get("mode") == "load" and not r.get("failed"):
-            cells[(r["server"], r["payload"], r["conns"], r["inflight"])].append(r["msgs_per_sec"])
-            latency[(r["server"], r["payload"], r["conns"], r["inflight"])].append((r["p50_us"], r["p99_us"]))
+            key = (r["server"], r["payload"], r["conns"], r["inflight"])
+            cells[key].append(r["msgs_per_sec"])
+            latency[key].append((r["p50_us"], r["p99_us"]))
             if r["msgs_per_sec"] > 0:
                 # server_cpu is the share of one core over the cell.
-                cpu[(r["server"], r["payload"], r["conns"], r["inflight"])].append(
-                    r["server_cpu"] * 1e6 / r["msgs_per_sec"])
+                cpu[key].append(r["server_cpu"] * 1e6 / r["msgs_per_sec"])
         elif r.get("mode") == "idle":
             idle[r["server"]].append(r["idle_bytes_per_conn"])
 
