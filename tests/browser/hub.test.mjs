@@ -140,7 +140,16 @@ test("the dashboard shows telemetry values changing, and alerts", async () => {
   const page = await context.newPage();
   await page.goto(`${url}/dashboard`);
   await page.locator("#state[data-state=open]").waitFor();
-  await page.waitForFunction(() => document.querySelectorAll(".tile").length >= 5);
+  // A device that the simulator takes offline (5-14 s) gets its tile, showing
+  // "–", from the status message before its first reading: wait for all five.
+  await page.waitForFunction(
+    () => {
+      const tiles = [...document.querySelectorAll(".tile")];
+      return tiles.length >= 5 && tiles.every((t) => t.querySelector(".temperature").textContent !== "–");
+    },
+    null,
+    { timeout: 30000 },
+  );
   const first = await readings(page);
   assert.ok(Object.values(first).every((v) => /^-?\d+\.\d$/.test(v)), JSON.stringify(first));
   // Values move: within a few seconds some tile shows another value.
