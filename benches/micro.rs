@@ -125,12 +125,11 @@ fn frame_headers(b: &Bench) {
 
 fn masking(b: &Bench) {
     for len in [64usize, 1024, 64 * 1024, 1 << 20] {
-        // Source and destination of the reference copy in one allocation,
-        // the destination half a page past a page boundary from the source.
-        // Two `Vec`s of 64 KiB land 16 bytes past one (glibc's header), and
-        // on AMD Zen 3 with glibc 2.36 such a copy (`rep movsb`) runs at
-        // about 2.7 GB/s instead of about 45: a quirk of that placement,
-        // not the speed of a copy.
+        // The reference copy's source and destination in one allocation,
+        // 2 KiB apart modulo 4 KiB. As two `Vec`s of 64 KiB they were 16
+        // bytes apart modulo 4 KiB (glibc's chunk header), and on AMD Zen 3
+        // with glibc 2.36 such a copy (`rep movsb`) runs at about 2.7 GB/s
+        // instead of about 45: a quirk of that placement, not a copy's speed.
         let gap = len.next_multiple_of(4096) + 2048;
         let mut both = vec![0x5au8; gap + len];
         let (source, rest) = both.split_at_mut(gap);
