@@ -53,7 +53,8 @@ async fn run(n: usize) {
     let hub = Hub::new(config);
     hub.on_event(|hub, event| {
         if let HubEvent::Connected { conn, .. } = event {
-            let _ = hub.join(*conn, "bench");
+            let (hub, conn) = (hub.clone(), *conn);
+            tokio::spawn(async move { hub.join(conn, "bench").await });
         }
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -64,7 +65,7 @@ async fn run(n: usize) {
             let hub = server.clone();
             tokio::spawn(async move {
                 if let Ok(accepted) = hub.accept(stream, |_| Ok(None)).await {
-                    accepted.serve(|_, _, _| {}).await;
+                    accepted.serve(|_, _, _| async {}).await;
                 }
             });
         }
@@ -83,18 +84,18 @@ async fn run(n: usize) {
         }
     });
     let outcome = timeout(LIMIT, async {
-        while hub.connection_count() < n {
+        while hub.members("bench").len() < n {
             sleep(Duration::from_millis(50)).await;
         }
         for seq in 0..BURST {
-            hub.publish("bench", format!("{seq} {}", now_ns()));
+            drop(hub.publish("bench", format!("{seq} {}", now_ns())));
         }
         sleep(Duration::from_millis(500)).await;
         for seq in BURST..BURST + PACED {
-            hub.publish("bench", format!("{seq} {}", now_ns()));
+            drop(hub.publish("bench", format!("{seq} {}", now_ns())));
             sleep(PACE).await;
         }
-        hub.publish("bench", "end");
+        drop(hub.publish("bench", "end"));
         while let Some(line) = lines.recv().await {
             if let Some(result) = line.strip_prefix("RESULT ") {
                 return result.to_owned();

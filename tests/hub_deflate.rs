@@ -39,10 +39,10 @@ async fn start() -> (Hub, String) {
     (hub, addr)
 }
 
-fn handle(hub: &Hub, conn: ConnId, message: Message) {
+async fn handle(hub: Hub, conn: ConnId, message: Message) {
     let text = message.as_text().unwrap_or_default();
     if let Some(room) = text.strip_prefix("join ") {
-        hub.join(conn, room).unwrap();
+        hub.join(conn, room).await.unwrap();
         hub.send_to(conn, format!("joined {room}"));
     } else if let Some(said) = text.strip_prefix("echo ") {
         hub.send_to(conn, said.to_owned());
@@ -179,8 +179,9 @@ async fn fan_out_reaches_deflate_and_plain_clients_alike() {
     let messages =
         [Message::text(big.clone()), Message::text("tiny"), Message::binary(json(5000, 2).into_bytes())];
     let before = hub.stats().bytes_out;
+    assert_eq!(hub.members("telemetry").len(), 4);
     for message in &messages {
-        assert_eq!(hub.publish("telemetry", message.clone()), 4);
+        hub.publish("telemetry", message.clone()).await.unwrap();
     }
     for ws in [&mut a, &mut b, &mut c] {
         for message in &messages {
@@ -221,7 +222,7 @@ async fn many_messages_both_ways_stay_in_step() {
             a.send(Message::text(format!("echo {body}"))).await.unwrap();
             assert_eq!(next(&mut a).await, Message::text(body));
         } else {
-            hub.publish("room", body.clone());
+            hub.publish("room", body.clone()).await.unwrap();
             assert_eq!(next(&mut a).await, Message::text(body.clone()));
             assert_eq!(next(&mut c).await, Message::text(body));
         }

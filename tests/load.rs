@@ -339,8 +339,8 @@ fn hub_shutdown_under_load_closes_everyone_with_1001() {
                 tokio::spawn(async move {
                     let Ok(accepted) = hub.accept(stream, |_| Ok(None)).await else { return };
                     accepted
-                        .serve(|hub, conn, _| {
-                            hub.join(conn, "all").unwrap();
+                        .serve(|hub, conn, _| async move {
+                            hub.join(conn, "all").await.unwrap();
                             hub.send_to(conn, "joined");
                         })
                         .await;
@@ -369,8 +369,9 @@ fn hub_shutdown_under_load_closes_everyone_with_1001() {
             .collect();
         timeout(Duration::from_secs(120), joined.wait()).await.expect("clients did not all join");
         assert_eq!(hub.connection_count(), CLIENTS);
+        assert_eq!(hub.members("all").len(), CLIENTS);
         for i in 0..50 {
-            assert_eq!(hub.publish("all", format!("update {i}")), CLIENTS);
+            hub.publish("all", format!("update {i}")).await.unwrap();
             sleep(Duration::from_millis(2)).await;
         }
         assert!(hub.shutdown(Duration::from_secs(30)).await, "connections left after shutdown");

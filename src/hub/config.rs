@@ -4,9 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::proto::CloseCode;
+use super::engine::{EngineError, HistoryPolicy, Position, Publication};
 #[cfg(feature = "deflate")]
 use crate::proto::DeflateConfig;
+use crate::proto::{CloseCode, Message};
 
 /// Close codes the hub sends besides the RFC's (RFC 6455 §7.4.2 leaves
 /// 4000–4999 to applications).
@@ -36,6 +37,11 @@ pub enum SlowConsumer {
 
 /// Decides whether a room name is acceptable; `Err` carries the reason.
 pub type RoomValidator = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Turns a publication into the message its recipients get, once per
+/// publication on each node (for example to add its offsets to a JSON
+/// envelope). It runs under the hub's locks: it must not call the hub.
+pub type Render = Arc<dyn Fn(&Publication) -> Message + Send + Sync>;
 
 /// Limits and timers of a [`Hub`](super::Hub).
 #[derive(Clone)]
@@ -72,6 +78,12 @@ pub struct HubConfig {
     /// apply to those messages.
     #[cfg(feature = "deflate")]
     pub deflate: Option<DeflateConfig>,
+    /// Which rooms keep a history, by name prefix (the longest matching
+    /// prefix wins; `""` matches every room). None by default.
+    pub history: Vec<(String, HistoryPolicy)>,
+    /// What a publication looks like on the wire; by default its message
+    /// as published.
+    pub render: Option<Render>,
 }
 
 impl Default for HubConfig {
@@ -89,6 +101,8 @@ impl Default for HubConfig {
             room_validator: Arc::new(default_room_name),
             #[cfg(feature = "deflate")]
             deflate: None,
+            history: Vec::new(),
+            render: None,
         }
     }
 }
@@ -101,6 +115,26 @@ impl HubConfig {
     ) -> Self {
         self.room_validator = Arc::new(check);
         self
+    }
+
+    /// Rooms whose name starts with `prefix` keep this history.
+    pub fn history(mut self, prefix: impl Into<String>, policy: HistoryPolicy) -> Self {
+        let prefix = prefix.into();
+        self.history.retain(|(p, _)| *p != prefix);
+        self.history.push((prefix, policy));
+        self
+    }
+
+    /// Sets how publications are rendered (see [`Render`]).
+    pub fn render(mut self, render: impl Fn(&Publication) -> Message + Send + Sync + 'static) -> Self {
+        self.render = Some(Arc::new(render));
+        self
+    }
+
+    /// The history policy of a room, if it keeps one.
+    pub fn history_for(&self, room: &str) -> Option<&HistoryPolicy> {
+        let matching = self.history.iter().filter(|(prefix, _)| room.starts_with(prefix.as_str()));
+        matching.max_by_key(|(prefix, _)| prefix.len()).map(|(_, policy)| policy)
     }
 }
 
@@ -115,7 +149,9 @@ impl fmt::Debug for HubConfig {
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_user", &self.max_connections_per_user)
             .field("max_message_size", &self.max_message_size)
-            .field("close_timeout", &self.close_timeout);
+            .field("close_timeout", &self.close_timeout)
+            .field("history", &self.history)
+            .field("render", &self.render.as_ref().map(|_| "custom"));
         #[cfg(feature = "deflate")]
         f.field("deflate", &self.deflate);
         f.finish_non_exhaustive()
@@ -146,6 +182,7 @@ impl fmt::Display for ConnId {
 /// Delivered to the handler set with
 /// [`Hub::on_event`](super::Hub::on_event), outside the hub's lock.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HubEvent {
     Connected {
         conn: ConnId,
@@ -168,15 +205,26 @@ pub enum HubEvent {
         user: Option<String>,
         code: Option<CloseCode>,
     },
+    /// The room's history was lost (its epoch changed) or could not fill
+    /// a gap: its members on this node continue from `position` and
+    /// should be told that they missed publications. Reported once per
+    /// room, before any publication of the new position is delivered.
+    RoomReset {
+        room: String,
+        position: Position,
+    },
 }
 
 /// A refused hub request.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HubError {
     /// The room-name check said no.
     InvalidRoom(String),
     /// No such connection (it is gone).
     UnknownConnection,
+    /// The engine could not do it (see [`EngineError`]).
+    Engine(EngineError),
 }
 
 impl fmt::Display for HubError {
@@ -184,8 +232,15 @@ impl fmt::Display for HubError {
         match self {
             HubError::InvalidRoom(why) => write!(f, "invalid room: {why}"),
             HubError::UnknownConnection => f.write_str("unknown connection"),
+            HubError::Engine(error) => error.fmt(f),
         }
     }
 }
 
 impl std::error::Error for HubError {}
+
+impl From<EngineError> for HubError {
+    fn from(error: EngineError) -> HubError {
+        HubError::Engine(error)
+    }
+}

@@ -10,6 +10,14 @@
 //! Each connection runs one task (see [`Hub::serve`]) that reads, writes
 //! its queue, pings, and enforces the timeouts.
 //!
+//! Publications go through an [`Engine`]: the [`MemoryEngine`] (one node,
+//! the default) or one shared by several nodes, such as the hub server's
+//! Redis engine. Rooms can keep a history ([`HubConfig::history`]): each
+//! publication then gets an offset in the room, and a connection that
+//! [`subscribe`](Hub::subscribe)s with the last position it saw gets what
+//! it missed, in order, before live publications, with no gap and no
+//! duplicate; or learns that the history no longer reaches back that far.
+//!
 //! ```no_run
 //! use sabai::hub::{Hub, HubConfig};
 //! use tokio::net::TcpListener;
@@ -24,11 +32,11 @@
 //!         // The hook authenticates: Ok(Some(user)), Ok(None) or a Reject.
 //!         let Ok(accepted) = hub.accept(stream, |_request| Ok(None)).await else { return };
 //!         accepted
-//!             .serve(|hub, conn, message| {
+//!             .serve(|hub, conn, message| async move {
 //!                 // A toy protocol: every text joins that room and greets it.
 //!                 if let Some(room) = message.as_text() {
-//!                     let _ = hub.join(conn, room);
-//!                     hub.publish(room, format!("{conn} joined"));
+//!                     let _ = hub.join(conn, room).await;
+//!                     let _ = hub.publish(room, format!("{conn} joined")).await;
 //!                 }
 //!             })
 //!             .await;
@@ -38,7 +46,10 @@
 //! ```
 
 mod config;
+mod engine;
 mod outbox;
+mod publish;
+mod recovery;
 mod registry;
 mod session;
 mod stats;
@@ -53,7 +64,14 @@ use crate::handshake::Reject;
 use crate::proto::{CloseCode, Message, PreparedMessage};
 use crate::WebSocketConfig;
 
-pub use config::{codes, ConnId, HubConfig, HubError, HubEvent, RoomValidator, SlowConsumer};
+pub use config::{codes, ConnId, HubConfig, HubError, HubEvent, Render, RoomValidator, SlowConsumer};
+pub use engine::{
+    BoxFuture, ClusterStats, Engine, EngineError, HistoryPolicy, HistoryRead, MemoryEngine, Node, Outgoing,
+    Placement, Position, Publication,
+};
+pub use outbox::Delivery;
+pub use publish::{Publish, Publishing};
+pub use recovery::{Subscribed, Subscription};
 pub use session::{Accepted, Slot};
 pub use stats::Stats;
 
@@ -70,14 +88,18 @@ pub struct Hub {
     shared: Arc<Shared>,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     config: HubConfig,
+    engine: Arc<dyn Engine>,
     registry: Mutex<Registry>,
+    reads: recovery::Reads,
     counters: Counters,
     next_id: AtomicU64,
     /// Connections admitted or being handshaken (for `max_connections`).
     slots: AtomicUsize,
     shutting_down: AtomicBool,
+    /// The code and reason every connection is closed with in a shutdown.
+    closing: Mutex<Option<(CloseCode, &'static str)>>,
     /// Woken whenever a connection goes away.
     gone: Notify,
     on_event: RwLock<Option<EventHandler>>,
@@ -90,23 +112,40 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
+    /// A hub on the [`MemoryEngine`]: one node.
     pub fn new(config: HubConfig) -> Hub {
-        Hub {
+        Hub::with_engine(config, Arc::new(MemoryEngine::new()))
+    }
+
+    /// A hub whose publications, history and presence go through
+    /// `engine` (for example one shared by several nodes).
+    pub fn with_engine(config: HubConfig, engine: Arc<dyn Engine>) -> Hub {
+        let hub = Hub {
             shared: Arc::new(Shared {
                 config,
+                engine,
                 registry: Mutex::new(Registry::default()),
+                reads: recovery::Reads::default(),
                 counters: Counters::default(),
                 next_id: AtomicU64::new(1),
                 slots: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
+                closing: Mutex::new(None),
                 gone: Notify::new(),
                 on_event: RwLock::new(None),
             }),
-        }
+        };
+        hub.shared.engine.attach(Node { hub: Arc::downgrade(&hub.shared) });
+        hub
     }
 
     pub fn config(&self) -> &HubConfig {
         &self.shared.config
+    }
+
+    /// The engine behind this hub.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.shared.engine
     }
 
     /// The WebSocket settings for hub connections: the hub's inbound
@@ -134,9 +173,7 @@ impl Hub {
     /// [`HubConfig::deflate`] set it may also go out compressed
     /// ([`PreparedMessage::with_deflate`]): compressed once, when first
     /// sent, and shared by every connection that agreed to
-    /// permessage-deflate; the others get the plain frame. Use it for
-    /// [`publish_prepared`](Self::publish_prepared) and
-    /// [`publish_except`](Self::publish_except).
+    /// permessage-deflate; the others get the plain frame.
     pub fn prepare(&self, message: impl Into<Message>) -> PreparedMessage {
         let message = message.into();
         #[cfg(feature = "deflate")]
@@ -144,6 +181,16 @@ impl Hub {
             return PreparedMessage::with_deflate(&message, deflate);
         }
         PreparedMessage::new(&message)
+    }
+
+    /// A publication as its recipients get it: rendered and framed once.
+    fn delivery(&self, publication: &Publication) -> Delivery {
+        let message = match &self.shared.config.render {
+            Some(render) => render(publication),
+            None => publication.message.clone(),
+        };
+        let placed = publication.rooms.iter().any(|p| p.position.is_some());
+        Delivery::new(self.prepare(message), placed.then(|| publication.rooms.clone().into()))
     }
 
     /// Sets the handler of [`HubEvent`]s (presence). It runs on the task
@@ -184,36 +231,51 @@ impl Hub {
 
     // ----- rooms ------------------------------------------------------------
 
-    /// Adds a connection to a room. `Ok(false)`: it was already there.
-    pub fn join(&self, conn: ConnId, room: &str) -> Result<bool, HubError> {
-        (self.shared.config.room_validator)(room).map_err(HubError::InvalidRoom)?;
-        let (joined, user) = {
-            let mut registry = self.registry();
-            let joined = registry.join(conn, room).ok_or(HubError::UnknownConnection)?;
-            (joined, registry.conns.get(&conn).and_then(|m| m.user.clone()))
-        };
-        if joined {
-            self.emit(HubEvent::Joined { conn, user, room: room.to_owned() });
-        }
-        Ok(joined)
+    /// Adds a connection to a room: [`subscribe`](Self::subscribe) to one
+    /// room, without recovery. `Ok(false)`: it was already there.
+    ///
+    /// Cancel safety: if dropped while the engine subscribes, the
+    /// connection stays a member and gets publications once they arrive.
+    pub async fn join(&self, conn: ConnId, room: &str) -> Result<bool, HubError> {
+        let joined = self.subscribe(conn, &[Subscription::new(room)], |_| None).await?;
+        Ok(joined.first().is_some_and(|s| s.joined))
     }
 
     /// Removes a connection from a room. `Ok(false)`: it was not there.
     pub fn leave(&self, conn: ConnId, room: &str) -> Result<bool, HubError> {
-        let (left, user) = {
+        let user = {
             let mut registry = self.registry();
             let left = registry.leave(conn, room).ok_or(HubError::UnknownConnection)?;
-            (left, registry.conns.get(&conn).and_then(|m| m.user.clone()))
+            let Some(emptied) = left else { return Ok(false) };
+            if emptied {
+                self.shared.engine.unsubscribe(room);
+            }
+            registry.conns.get(&conn).and_then(|m| m.user.clone())
         };
-        if left {
-            self.emit(HubEvent::Left { conn, user, room: room.to_owned() });
+        self.shared.engine.presence_leave(room, user.as_deref());
+        self.emit(HubEvent::Left { conn, user, room: room.to_owned() });
+        Ok(true)
+    }
+
+    /// Removes a connection from every index, the engine's included.
+    fn remove(&self, conn: ConnId) -> Option<registry::Member> {
+        let member = {
+            let mut registry = self.registry();
+            let (member, emptied) = registry.remove(conn)?;
+            for room in &emptied {
+                self.shared.engine.unsubscribe(room);
+            }
+            member
+        };
+        for room in member.rooms.keys() {
+            self.shared.engine.presence_leave(room, member.user.as_deref());
         }
-        Ok(left)
+        Some(member)
     }
 
     /// The rooms a connection is in, sorted; `None` if it is gone.
     pub fn rooms_of(&self, conn: ConnId) -> Option<Vec<String>> {
-        self.registry().conns.get(&conn).map(|m| m.rooms.iter().cloned().collect())
+        self.registry().conns.get(&conn).map(|m| m.rooms.keys().cloned().collect())
     }
 
     /// The user a connection was authenticated as.
@@ -221,19 +283,19 @@ impl Hub {
         self.registry().conns.get(&conn).and_then(|m| m.user.clone())
     }
 
-    /// Every room with its member count, sorted by name.
+    /// Every room with members on this node, with their number, sorted by name.
     pub fn rooms(&self) -> Vec<(String, usize)> {
         let mut rooms: Vec<_> = self.registry().rooms.iter().map(|(r, m)| (r.clone(), m.len())).collect();
         rooms.sort();
         rooms
     }
 
-    /// Presence: the connections in a room and their users.
+    /// This node's connections in a room and their users.
     pub fn members(&self, room: &str) -> Vec<(ConnId, Option<String>)> {
         self.registry().room_members(room).map(|(id, m)| (id, m.user.clone())).collect()
     }
 
-    /// Presence: the distinct users in a room, sorted.
+    /// The distinct users in a room on this node, sorted.
     pub fn users_in(&self, room: &str) -> Vec<String> {
         let registry = self.registry();
         let users: std::collections::BTreeSet<String> =
@@ -241,56 +303,142 @@ impl Hub {
         users.into_iter().collect()
     }
 
+    /// Presence on every node of the engine: each user in the room with
+    /// its number of connections, sorted by user.
+    pub async fn presence(&self, room: &str) -> Result<Vec<(String, u64)>, HubError> {
+        Ok(self.shared.engine.presence(room).await?)
+    }
+
+    /// Connections open on this node.
     pub fn connection_count(&self) -> usize {
         self.registry().conns.len()
     }
 
     // ----- sending ----------------------------------------------------------
 
-    /// Sends a message to every member of a room; returns how many it was
-    /// queued for. Encoded (and compressed) once; never waits.
-    pub fn publish(&self, room: &str, message: impl Into<Message>) -> usize {
-        self.publish_prepared(room, &self.prepare(message))
+    /// Publishes a message to a room (see [`publish_with`](Self::publish_with)).
+    pub fn publish(&self, room: &str, message: impl Into<Message>) -> Publishing {
+        self.publish_with(Publish::new(message).to(room))
     }
 
-    /// [`publish`](Self::publish) of an already prepared message.
-    pub fn publish_prepared(&self, room: &str, message: &PreparedMessage) -> usize {
-        self.publish_except(room, None, message)
+    /// Publishes through the engine to every member of the rooms, on
+    /// every node: once per connection, however many of the rooms it is
+    /// in; with an offset in each room that keeps history (unless
+    /// [`Publish::ephemeral`]). Never waits on a recipient. Its place in
+    /// each room is fixed when this returns; await the [`Publishing`] for
+    /// the offsets, or drop it.
+    pub fn publish_with(&self, publish: Publish) -> Publishing {
+        let config = &self.shared.config;
+        let rooms = publish
+            .rooms
+            .into_iter()
+            .map(|room| {
+                let policy = if publish.ephemeral { None } else { config.history_for(&room).cloned() };
+                (room, policy)
+            })
+            .collect();
+        let outgoing = Outgoing { message: publish.message, rooms, except: publish.except };
+        Counters::add(&self.shared.counters.publications, 1);
+        Publishing::new(self.shared.engine.publish(outgoing))
     }
 
-    /// Publishes to a room except one connection (for example the sender
-    /// of a typing notice).
-    pub fn publish_except(&self, room: &str, except: Option<ConnId>, message: &PreparedMessage) -> usize {
+    /// Queues a publication the engine hands to this node (see [`Node::deliver`]).
+    fn deliver(&self, publication: &Publication) -> usize {
+        let delivery = self.delivery(publication);
+        let capacity = self.shared.config.queue_capacity;
+        let mut guard = self.registry();
+        let registry = &mut *guard;
+        let mut queued = 0;
+        for (i, placement) in publication.rooms.iter().enumerate() {
+            let Some(ids) = registry.rooms.get(&placement.room) else { continue };
+            let earlier = &publication.rooms[..i];
+            for id in ids {
+                let Some(member) = registry.conns.get_mut(id) else { continue };
+                // Once per connection, through the first of its rooms.
+                if publication.except == Some(*id)
+                    || earlier.iter().any(|p| member.rooms.contains_key(&p.room))
+                {
+                    continue;
+                }
+                if member.is_recovering_any(&publication.rooms) {
+                    if member.held.len() >= capacity {
+                        member.held.clear();
+                        self.overflow(&member.outbox);
+                    } else {
+                        member.held.push(delivery.clone());
+                    }
+                    continue;
+                }
+                if delivery.is_recoverable() {
+                    if member.has_seen(&publication.rooms) {
+                        continue;
+                    }
+                    member.advance(&publication.rooms);
+                }
+                queued += usize::from(self.queue(&member.outbox, delivery.clone(), false));
+            }
+        }
+        queued
+    }
+
+    /// The room's history was lost: its members here continue from `position`.
+    fn reset(&self, room: &str, position: Position) {
+        {
+            let mut guard = self.registry();
+            let registry = &mut *guard;
+            for id in registry.rooms.get(room).into_iter().flatten() {
+                let membership = registry.conns.get_mut(id).and_then(|m| m.rooms.get_mut(room));
+                if let Some(membership) = membership {
+                    if membership.recovering {
+                        membership.reset = true;
+                    } else {
+                        membership.last = Some(position.clone());
+                    }
+                }
+            }
+        }
+        self.emit(HubEvent::RoomReset { room: room.to_owned(), position });
+    }
+
+    /// Sends to this node's members of a room, not through the engine:
+    /// no offset, and other nodes do not see it (for example to tell them
+    /// about a [`HubEvent::RoomReset`]).
+    pub fn send_local(&self, room: &str, message: impl Into<Message>) -> usize {
+        let delivery = Delivery::new(self.prepare(message), None);
         let registry = self.registry();
-        let members = registry.room_members(room).filter(|(id, _)| Some(*id) != except);
-        members.filter(|(_, m)| self.deliver(&m.outbox, message)).count()
+        let members = registry.room_members(room);
+        members.filter(|(_, m)| self.queue(&m.outbox, delivery.clone(), false)).count()
     }
 
     /// Sends to one connection; `false` if it is gone or closing.
     pub fn send_to(&self, conn: ConnId, message: impl Into<Message>) -> bool {
-        let message = self.prepare(message);
+        let delivery = Delivery::new(self.prepare(message), None);
         let registry = self.registry();
-        registry.conns.get(&conn).is_some_and(|m| self.deliver(&m.outbox, &message))
+        registry.conns.get(&conn).is_some_and(|m| self.queue(&m.outbox, delivery, false))
     }
 
-    /// Sends to every connection of a user.
+    /// Sends to every connection of a user on this node.
     pub fn send_to_user(&self, user: &str, message: impl Into<Message>) -> usize {
-        let message = self.prepare(message);
+        let delivery = Delivery::new(self.prepare(message), None);
         let registry = self.registry();
         let ids = registry.users.get(user).into_iter().flatten();
-        ids.filter_map(|id| registry.conns.get(id)).filter(|m| self.deliver(&m.outbox, &message)).count()
+        let members = ids.filter_map(|id| registry.conns.get(id));
+        members.filter(|m| self.queue(&m.outbox, delivery.clone(), false)).count()
     }
 
-    /// Sends to every connection.
+    /// Sends to every connection on this node.
     pub fn broadcast(&self, message: impl Into<Message>) -> usize {
-        let message = self.prepare(message);
+        let delivery = Delivery::new(self.prepare(message), None);
         let registry = self.registry();
-        registry.conns.values().filter(|m| self.deliver(&m.outbox, &message)).count()
+        registry.conns.values().filter(|m| self.queue(&m.outbox, delivery.clone(), false)).count()
     }
 
-    fn deliver(&self, outbox: &Outbox, message: &PreparedMessage) -> bool {
+    /// Queues one delivery; `false` if it was not (closing, or the queue
+    /// overflowed and the connection is being closed).
+    fn queue(&self, outbox: &Outbox, delivery: Delivery, replay: bool) -> bool {
         let counters = &self.shared.counters;
-        match outbox.push(message.clone()) {
+        let pushed = if replay { outbox.push_replay(delivery) } else { outbox.push(delivery) };
+        match pushed {
             Pushed::Queued => true,
             Pushed::DroppedOldest => {
                 Counters::add(&counters.dropped_messages, 1);
@@ -304,6 +452,13 @@ impl Hub {
         }
     }
 
+    /// Closes a connection that fell too far behind.
+    fn overflow(&self, outbox: &Outbox) {
+        if outbox.abort(codes::SLOW_CONSUMER, "Slow consumer") {
+            Counters::add(&self.shared.counters.slow_consumer_closes, 1);
+        }
+    }
+
     /// Closes one connection with this code and reason (the reason is cut
     /// to fit a Close frame), after the messages already queued for it.
     /// `false` if it is gone or already closing.
@@ -314,6 +469,7 @@ impl Hub {
 
     // ----- stats and shutdown ----------------------------------------------
 
+    /// This node's counters.
     pub fn stats(&self) -> Stats {
         let (connections, rooms) = {
             let registry = self.registry();
@@ -322,8 +478,19 @@ impl Hub {
         self.shared.counters.snapshot(connections, rooms)
     }
 
+    /// Counts across every node of the engine.
+    pub async fn cluster(&self) -> Result<ClusterStats, HubError> {
+        Ok(self.shared.engine.cluster().await?)
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shared.shutting_down.load(SeqCst)
+    }
+
+    /// The close code of the shutdown under way (the first one asked for).
+    fn closing_code(&self) -> (CloseCode, &'static str) {
+        let closing = self.shared.closing.lock().unwrap_or_else(|p| p.into_inner());
+        closing.unwrap_or((CloseCode::GOING_AWAY, "Server shutting down"))
     }
 
     /// Graceful shutdown: refuses new connections (503), sends Close 1001
@@ -335,9 +502,21 @@ impl Hub {
     /// Cancel safety: cancel-safe; the hub stays in shutdown and the Close
     /// frames are already queued.
     pub async fn shutdown(&self, wait: Duration) -> bool {
+        self.shutdown_with(CloseCode::GOING_AWAY, "Server shutting down", wait).await
+    }
+
+    /// [`shutdown`](Self::shutdown) with another close code: for example
+    /// 1012 (service restart) when a node drains so that its clients
+    /// reconnect to another node and recover there.
+    pub async fn shutdown_with(&self, code: CloseCode, reason: &'static str, wait: Duration) -> bool {
+        {
+            let mut closing = self.shared.closing.lock().unwrap_or_else(|p| p.into_inner());
+            closing.get_or_insert((code, reason));
+        }
         self.shared.shutting_down.store(true, SeqCst);
+        let (code, reason) = self.closing_code();
         for member in self.registry().conns.values() {
-            member.outbox.close(CloseCode::GOING_AWAY, "Server shutting down");
+            member.outbox.close(code, reason);
         }
         let all_gone = async {
             loop {

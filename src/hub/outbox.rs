@@ -3,12 +3,52 @@
 //! by the capacity (the frames themselves are shared `Bytes`).
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
 use super::config::{codes, SlowConsumer};
+use super::engine::Placement;
 use crate::proto::{CloseCode, PreparedMessage};
+
+/// One message queued for a connection: the frame, encoded once for every
+/// recipient, and for a publication the rooms it went to with its offsets.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    message: PreparedMessage,
+    rooms: Option<Arc<[Placement]>>,
+}
+
+impl Delivery {
+    pub(crate) fn new(message: PreparedMessage, rooms: Option<Arc<[Placement]>>) -> Delivery {
+        Delivery { message, rooms }
+    }
+
+    /// The message, framed (and perhaps compressed) once.
+    pub fn message(&self) -> &PreparedMessage {
+        &self.message
+    }
+
+    /// For a publication: its rooms and positions; empty for a message
+    /// sent to one connection.
+    pub fn rooms(&self) -> &[Placement] {
+        self.rooms.as_deref().unwrap_or_default()
+    }
+
+    /// Whether it has an offset in some room: it can be recovered from
+    /// history, so it is never dropped to make room.
+    pub fn is_recoverable(&self) -> bool {
+        self.rooms().iter().any(|p| p.position.is_some())
+    }
+}
+
+/// A queued delivery; a replayed one does not count against the capacity
+/// (a recovery may replay a whole history at once).
+#[derive(Debug)]
+struct Item {
+    delivery: Delivery,
+    replay: bool,
+}
 
 /// The result of a push.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,13 +65,15 @@ pub(crate) enum Pushed {
 /// What the writer does next.
 #[derive(Debug)]
 pub(crate) enum Next {
-    Frames(Vec<PreparedMessage>),
+    Frames(Vec<Delivery>),
     Close(CloseCode, String),
 }
 
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<PreparedMessage>,
+    frames: VecDeque<Item>,
+    /// How many of `frames` are replayed.
+    replayed: usize,
     /// A close was requested and not yet taken by the writer.
     close: Option<(CloseCode, String)>,
     /// No more frames are accepted.
@@ -62,19 +104,34 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn push(&self, frame: PreparedMessage) -> Pushed {
+    pub(crate) fn push(&self, delivery: Delivery) -> Pushed {
+        self.push_item(Item { delivery, replay: false })
+    }
+
+    /// Queues a replayed publication, beyond the capacity if need be.
+    pub(crate) fn push_replay(&self, delivery: Delivery) -> Pushed {
+        self.push_item(Item { delivery, replay: true })
+    }
+
+    fn push_item(&self, item: Item) -> Pushed {
         let mut state = self.lock();
         if state.closing {
             return Pushed::Closing;
         }
         let mut pushed = Pushed::Queued;
-        if state.frames.len() >= self.capacity {
-            match self.policy {
-                SlowConsumer::DropOldest => {
-                    state.frames.pop_front();
+        if !item.replay && state.frames.len() - state.replayed >= self.capacity {
+            // Drop-oldest never drops what history could replay: a room
+            // with history closes its slow consumer, which then recovers.
+            let droppable = match self.policy {
+                SlowConsumer::DropOldest => state.frames.iter().position(|i| !i.delivery.is_recoverable()),
+                SlowConsumer::Close => None,
+            };
+            match droppable {
+                Some(index) => {
+                    state.frames.remove(index);
                     pushed = Pushed::DroppedOldest;
                 }
-                SlowConsumer::Close => {
+                None => {
                     // What is queued is dropped too: the peer gets the Close
                     // frame soon instead of after a backlog it cannot read.
                     drop(state);
@@ -83,7 +140,8 @@ impl Outbox {
                 }
             }
         }
-        state.frames.push_back(frame);
+        state.replayed += usize::from(item.replay);
+        state.frames.push_back(item);
         drop(state);
         self.notify.notify_one();
         pushed
@@ -115,6 +173,7 @@ impl Outbox {
         if abort && !state.abort {
             state.abort = true;
             state.frames.clear();
+            state.replayed = 0;
         } else if !first {
             return false;
         }
@@ -149,12 +208,18 @@ impl Outbox {
                 }
                 if !state.frames.is_empty() {
                     let mut bytes = 0;
-                    let n = state.frames.iter().take(max.max(1)).take_while(|f| {
-                        bytes += f.frame().len();
+                    let n = state.frames.iter().take(max.max(1)).take_while(|i| {
+                        bytes += i.delivery.message.frame().len();
                         bytes <= max_bytes
                     });
                     let n = n.count().max(1);
-                    return Next::Frames(state.frames.drain(..n).collect());
+                    let state = &mut *state;
+                    let replayed = &mut state.replayed;
+                    let taken = state.frames.drain(..n).map(|i| {
+                        *replayed -= usize::from(i.replay);
+                        i.delivery
+                    });
+                    return Next::Frames(taken.collect());
                 }
             }
             // notify_one stores a permit when nobody waits, so a push
@@ -182,14 +247,21 @@ mod tests {
     use super::*;
     use crate::proto::Message;
 
-    fn frame(i: usize) -> PreparedMessage {
-        PreparedMessage::new(&Message::text(i.to_string()))
+    fn frame(i: usize) -> Delivery {
+        Delivery::new(PreparedMessage::new(&Message::text(i.to_string())), None)
+    }
+
+    /// A publication with an offset: history could replay it.
+    fn recoverable(i: usize) -> Delivery {
+        let position = Some(crate::hub::Position::new(i as u64, "e"));
+        let rooms: Arc<[Placement]> = Arc::new([Placement { room: "r".into(), position }]);
+        Delivery::new(PreparedMessage::new(&Message::text(i.to_string())), Some(rooms))
     }
 
     fn texts(next: Next) -> Vec<String> {
         match next {
             Next::Frames(frames) => {
-                frames.iter().map(|f| String::from_utf8(f.payload().to_vec()).unwrap()).collect()
+                frames.iter().map(|f| String::from_utf8(f.message().payload().to_vec()).unwrap()).collect()
             }
             Next::Close(..) => panic!("expected frames"),
         }
@@ -203,6 +275,37 @@ mod tests {
         assert_eq!(pushed[3..], [Pushed::DroppedOldest; 2]);
         assert_eq!(outbox.len(), 3);
         assert_eq!(texts(outbox.next(10, usize::MAX).await), ["2", "3", "4"]);
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_never_drops_what_history_could_replay() {
+        let outbox = Outbox::new(3, SlowConsumer::DropOldest);
+        assert_eq!(outbox.push(recoverable(0)), Pushed::Queued);
+        assert_eq!(outbox.push(frame(1)), Pushed::Queued);
+        assert_eq!(outbox.push(recoverable(2)), Pushed::Queued);
+        assert_eq!(outbox.push(frame(3)), Pushed::DroppedOldest, "the plain message 1 makes room");
+        assert_eq!(texts(outbox.next(10, usize::MAX).await), ["0", "2", "3"]);
+        let outbox = Outbox::new(2, SlowConsumer::DropOldest);
+        outbox.push(recoverable(0));
+        outbox.push(recoverable(1));
+        assert_eq!(outbox.push(frame(2)), Pushed::Overflow, "nothing may go: the consumer is closed");
+    }
+
+    #[tokio::test]
+    async fn replayed_deliveries_do_not_count_against_the_capacity() {
+        let outbox = Outbox::new(2, SlowConsumer::Close);
+        for i in 0..5 {
+            assert_eq!(outbox.push_replay(recoverable(i)), Pushed::Queued);
+        }
+        assert_eq!(outbox.push(frame(5)), Pushed::Queued);
+        assert_eq!(outbox.push(frame(6)), Pushed::Queued);
+        assert_eq!(outbox.push(frame(7)), Pushed::Overflow);
+        let outbox = Outbox::new(2, SlowConsumer::Close);
+        outbox.push_replay(recoverable(0));
+        outbox.push(frame(1));
+        assert_eq!(texts(outbox.next(1, usize::MAX).await), ["0"]);
+        outbox.push(frame(2));
+        assert_eq!(outbox.push(frame(3)), Pushed::Overflow, "taken replays are no longer counted");
     }
 
     #[tokio::test]

@@ -2,17 +2,62 @@
 //! connections. Plain data under one lock; every change keeps the three
 //! consistent, and removing a connection cleans all of them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::config::ConnId;
-use super::outbox::Outbox;
+use super::engine::{Placement, Position};
+use super::outbox::{Delivery, Outbox};
+
+/// A connection's place in one room.
+#[derive(Debug, Default)]
+pub(crate) struct Membership {
+    /// The last position delivered to it in this room (rooms with history).
+    pub(crate) last: Option<Position>,
+    /// Joined, and its history is being read: publications wait in
+    /// [`Member::held`] until the replay is queued.
+    pub(crate) recovering: bool,
+    /// The room was reset while it recovered: it cannot say "recovered".
+    pub(crate) reset: bool,
+}
 
 #[derive(Debug)]
 pub(crate) struct Member {
     pub(crate) user: Option<String>,
-    pub(crate) rooms: BTreeSet<String>,
+    pub(crate) rooms: BTreeMap<String, Membership>,
     pub(crate) outbox: Arc<Outbox>,
+    /// Rooms recovering now.
+    pub(crate) recovering: usize,
+    /// Deliveries held back while a room recovers, in order.
+    pub(crate) held: Vec<Delivery>,
+}
+
+impl Member {
+    /// Whether it already has this publication: some room of it in which
+    /// this member has seen its offset or a later one (rooms deliver in
+    /// order, so that is exact).
+    pub(crate) fn has_seen(&self, rooms: &[Placement]) -> bool {
+        rooms.iter().any(|placement| {
+            let (Some(at), Some(membership)) = (&placement.position, self.rooms.get(&placement.room)) else {
+                return false;
+            };
+            membership.last.as_ref().is_some_and(|last| last.epoch == at.epoch && at.offset <= last.offset)
+        })
+    }
+
+    /// Records that this publication was queued for it.
+    pub(crate) fn advance(&mut self, rooms: &[Placement]) {
+        for placement in rooms {
+            if let (Some(at), Some(membership)) = (&placement.position, self.rooms.get_mut(&placement.room)) {
+                membership.last = Some(at.clone());
+            }
+        }
+    }
+
+    /// Whether any of these rooms is recovering for it.
+    pub(crate) fn is_recovering_any(&self, rooms: &[Placement]) -> bool {
+        self.recovering > 0 && rooms.iter().any(|p| self.rooms.get(&p.room).is_some_and(|m| m.recovering))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -20,6 +65,17 @@ pub(crate) struct Registry {
     pub(crate) conns: HashMap<ConnId, Member>,
     pub(crate) rooms: HashMap<String, BTreeSet<ConnId>>,
     pub(crate) users: HashMap<String, BTreeSet<ConnId>>,
+}
+
+/// What a join did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Joined {
+    /// Already a member.
+    Already,
+    /// A new member of a room that had members here.
+    Member,
+    /// The room's first member on this node.
+    First,
 }
 
 impl Registry {
@@ -31,15 +87,15 @@ impl Registry {
         if let Some(user) = &user {
             self.users.entry(user.clone()).or_default().insert(id);
         }
-        self.conns.insert(id, Member { user, rooms: BTreeSet::new(), outbox });
+        let member = Member { user, rooms: BTreeMap::new(), outbox, recovering: 0, held: Vec::new() };
+        self.conns.insert(id, member);
     }
 
-    /// Removes a connection from every index; returns it with its rooms.
-    pub(crate) fn remove(&mut self, id: ConnId) -> Option<Member> {
+    /// Removes a connection from every index; returns it, and the rooms
+    /// that have no member left.
+    pub(crate) fn remove(&mut self, id: ConnId) -> Option<(Member, Vec<String>)> {
         let member = self.conns.remove(&id)?;
-        for room in &member.rooms {
-            self.leave_index(room, id);
-        }
+        let emptied = member.rooms.keys().filter(|room| self.leave_index(room, id)).cloned().collect();
         if let Some(user) = &member.user {
             if let Some(set) = self.users.get_mut(user) {
                 set.remove(&id);
@@ -48,37 +104,43 @@ impl Registry {
                 }
             }
         }
-        Some(member)
+        Some((member, emptied))
     }
 
-    /// `None`: no such connection; `Some(false)`: already a member.
-    pub(crate) fn join(&mut self, id: ConnId, room: &str) -> Option<bool> {
+    /// `None`: no such connection.
+    pub(crate) fn join(&mut self, id: ConnId, room: &str, recovering: bool) -> Option<Joined> {
         let member = self.conns.get_mut(&id)?;
-        if !member.rooms.insert(room.to_owned()) {
-            return Some(false);
+        if member.rooms.contains_key(room) {
+            return Some(Joined::Already);
         }
-        self.rooms.entry(room.to_owned()).or_default().insert(id);
-        Some(true)
+        member.rooms.insert(room.to_owned(), Membership { recovering, ..Membership::default() });
+        member.recovering += usize::from(recovering);
+        let members = self.rooms.entry(room.to_owned()).or_default();
+        members.insert(id);
+        Some(if members.len() == 1 { Joined::First } else { Joined::Member })
     }
 
-    /// `None`: no such connection; `Some(false)`: was not a member.
-    pub(crate) fn leave(&mut self, id: ConnId, room: &str) -> Option<bool> {
+    /// `None`: no such connection; `Some(None)`: was not a member;
+    /// `Some(Some(emptied))`: left, and whether the room is now empty here.
+    pub(crate) fn leave(&mut self, id: ConnId, room: &str) -> Option<Option<bool>> {
         let member = self.conns.get_mut(&id)?;
-        if !member.rooms.remove(room) {
-            return Some(false);
+        let Some(membership) = member.rooms.remove(room) else { return Some(None) };
+        if membership.recovering {
+            member.recovering -= 1;
         }
-        self.leave_index(room, id);
-        Some(true)
+        Some(Some(self.leave_index(room, id)))
     }
 
-    fn leave_index(&mut self, room: &str, id: ConnId) {
-        if let Some(set) = self.rooms.get_mut(room) {
-            set.remove(&id);
-            // Empty rooms do not linger.
-            if set.is_empty() {
-                self.rooms.remove(room);
-            }
+    /// Whether the room is now empty (and gone).
+    fn leave_index(&mut self, room: &str, id: ConnId) -> bool {
+        let Some(set) = self.rooms.get_mut(room) else { return false };
+        set.remove(&id);
+        // Empty rooms do not linger.
+        let empty = set.is_empty();
+        if empty {
+            self.rooms.remove(room);
         }
+        empty
     }
 
     pub(crate) fn room_members(&self, room: &str) -> impl Iterator<Item = (ConnId, &Member)> {
@@ -105,19 +167,25 @@ mod tests {
         registry.insert(ConnId(1), Some("ann".into()), outbox());
         registry.insert(ConnId(2), Some("ann".into()), outbox());
         registry.insert(ConnId(3), None, outbox());
-        for (id, room) in [(1, "a"), (1, "b"), (2, "a"), (3, "b")] {
-            assert_eq!(registry.join(ConnId(id), room), Some(true));
-        }
-        assert_eq!(registry.join(ConnId(1), "a"), Some(false));
+        let joins: Vec<_> = [(1, "a"), (1, "b"), (2, "a"), (3, "b")]
+            .iter()
+            .map(|(id, r)| registry.join(ConnId(*id), r, false))
+            .collect();
+        assert_eq!(
+            joins,
+            [Some(Joined::First), Some(Joined::First), Some(Joined::Member), Some(Joined::Member)]
+        );
+        assert_eq!(registry.join(ConnId(1), "a", false), Some(Joined::Already));
         assert_eq!(registry.user_connections("ann"), 2);
-        let member = registry.remove(ConnId(1)).unwrap();
-        assert_eq!(member.rooms.iter().map(String::as_str).collect::<Vec<_>>(), ["a", "b"]);
+        let (member, emptied) = registry.remove(ConnId(1)).unwrap();
+        assert_eq!(member.rooms.keys().map(String::as_str).collect::<Vec<_>>(), ["a", "b"]);
+        assert!(emptied.is_empty());
         assert_eq!(registry.user_connections("ann"), 1);
         assert_eq!(registry.room_members("a").map(|(id, _)| id).collect::<Vec<_>>(), [ConnId(2)]);
-        registry.remove(ConnId(2));
-        registry.remove(ConnId(3));
+        assert_eq!(registry.remove(ConnId(2)).unwrap().1, ["a"]);
+        assert_eq!(registry.remove(ConnId(3)).unwrap().1, ["b"]);
         assert!(registry.conns.is_empty() && registry.rooms.is_empty() && registry.users.is_empty());
-        assert_eq!(registry.join(ConnId(1), "a"), None);
+        assert_eq!(registry.join(ConnId(1), "a", false), None);
         assert!(registry.remove(ConnId(1)).is_none());
     }
 
@@ -125,9 +193,28 @@ mod tests {
     fn leaving_the_last_member_removes_the_room() {
         let mut registry = Registry::default();
         registry.insert(ConnId(7), None, outbox());
-        registry.join(ConnId(7), "global");
-        assert_eq!(registry.leave(ConnId(7), "global"), Some(true));
-        assert_eq!(registry.leave(ConnId(7), "global"), Some(false));
+        registry.join(ConnId(7), "global", true);
+        assert_eq!(registry.conns[&ConnId(7)].recovering, 1);
+        assert_eq!(registry.leave(ConnId(7), "global"), Some(Some(true)));
+        assert_eq!(registry.conns[&ConnId(7)].recovering, 0);
+        assert_eq!(registry.leave(ConnId(7), "global"), Some(None));
         assert!(registry.rooms.is_empty());
+    }
+
+    #[test]
+    fn a_member_has_seen_what_any_of_its_rooms_delivered() {
+        let mut registry = Registry::default();
+        registry.insert(ConnId(1), None, outbox());
+        registry.join(ConnId(1), "d", false);
+        registry.join(ConnId(1), "g", false);
+        let at =
+            |room: &str, offset| Placement { room: room.into(), position: Some(Position::new(offset, "e")) };
+        let member = registry.conns.get_mut(&ConnId(1)).unwrap();
+        member.advance(&[at("d", 4), at("g", 40)]);
+        assert!(member.has_seen(&[at("d", 4), at("g", 40)]));
+        assert!(member.has_seen(&[at("x", 1), at("g", 39)]), "g 39 came before g 40");
+        assert!(!member.has_seen(&[at("d", 5), at("g", 41)]));
+        let other_epoch = Placement { room: "d".into(), position: Some(Position::new(1, "new")) };
+        assert!(!member.has_seen(&[other_epoch]), "a new epoch starts over");
     }
 }

@@ -1,6 +1,7 @@
 //! One hub connection's life: admission, the read and write loops, the
 //! heartbeat and idle timers, and the cleanup of every index at the end.
 
+use std::future::Future;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
 
@@ -53,7 +54,11 @@ pub struct Accepted<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Accepted<S> {
     /// Runs the connection until it ends; see [`Hub::serve`] (and its
     /// cancel safety).
-    pub async fn serve(self, handler: impl FnMut(&Hub, ConnId, Message)) -> Option<CloseCode> {
+    pub async fn serve<H, F>(self, handler: H) -> Option<CloseCode>
+    where
+        H: FnMut(Hub, ConnId, Message) -> F,
+        F: Future<Output = ()>,
+    {
         let hub = self.slot.hub.clone();
         hub.serve(self.slot, self.ws, self.user, handler).await
     }
@@ -95,15 +100,29 @@ impl Hub {
 
     /// Runs one connection until it ends and returns the close code that
     /// ended it (ours or the peer's, whichever came first). `handler` gets
-    /// every data message within the size limit; it runs on this task, so
-    /// it should not block.
+    /// every data message within the size limit and returns a future,
+    /// awaited before the next message is read, so a connection's messages
+    /// are handled in order (while its queue keeps being written). It runs
+    /// on this task, so it should not block.
+    ///
+    /// ```no_run
+    /// # async fn demo(hub: sabai::hub::Hub, accepted: sabai::hub::Accepted<tokio::net::TcpStream>) {
+    /// accepted
+    ///     .serve(|hub, conn, message| async move {
+    ///         if let Some(room) = message.as_text() {
+    ///             let _ = hub.join(conn, room).await;
+    ///         }
+    ///     })
+    ///     .await;
+    /// # }
+    /// ```
     ///
     /// A user over `max_connections_per_user` is closed at once with 4029.
     ///
     /// Cancel safety: dropping the future drops the connection without a
     /// Close frame; it still leaves every room and index, is reported as
     /// [`HubEvent::Disconnected`] (counted under 1006), and frees its place.
-    pub async fn serve<S, H>(
+    pub async fn serve<S, H, F>(
         &self,
         slot: Slot,
         ws: WebSocket<S>,
@@ -112,7 +131,8 @@ impl Hub {
     ) -> Option<CloseCode>
     where
         S: AsyncRead + AsyncWrite + Unpin,
-        H: FnMut(&Hub, ConnId, Message),
+        H: FnMut(Hub, ConnId, Message) -> F,
+        F: Future<Output = ()>,
     {
         let id = ConnId(self.shared.next_id.fetch_add(1, SeqCst));
         let config = &self.shared.config;
@@ -141,7 +161,8 @@ impl Hub {
         let mut registered = Registered { hub: self, id, code: None, _slot: slot };
         self.emit(HubEvent::Connected { conn: id, user });
         if self.is_shutting_down() {
-            outbox.close(CloseCode::GOING_AWAY, "Server shutting down");
+            let (code, reason) = self.closing_code();
+            outbox.close(code, reason);
         }
         registered.code = self.run(id, ws, &outbox, handler).await;
         registered.code
@@ -149,19 +170,26 @@ impl Hub {
 
     fn cleanup(&self, id: ConnId, code: Option<CloseCode>) {
         self.shared.counters.close_code(code.map_or(CloseCode::ABNORMAL.0, |c| c.0));
-        let Some(member) = self.registry().remove(id) else { return };
+        let Some(member) = self.remove(id) else { return };
         member.outbox.close(CloseCode::NORMAL, "");
-        for room in member.rooms {
+        for room in member.rooms.into_keys() {
             self.emit(HubEvent::Left { conn: id, user: member.user.clone(), room });
         }
         self.emit(HubEvent::Disconnected { conn: id, user: member.user, code });
     }
 
     /// The read and write loops of one connection, on this task.
-    async fn run<S, H>(&self, id: ConnId, ws: WebSocket<S>, outbox: &Outbox, handler: H) -> Option<CloseCode>
+    async fn run<S, H, F>(
+        &self,
+        id: ConnId,
+        ws: WebSocket<S>,
+        outbox: &Outbox,
+        handler: H,
+    ) -> Option<CloseCode>
     where
         S: AsyncRead + AsyncWrite + Unpin,
-        H: FnMut(&Hub, ConnId, Message),
+        H: FnMut(Hub, ConnId, Message) -> F,
+        F: Future<Output = ()>,
     {
         let (read, write) = ws.split();
         let timers = Timers {
@@ -176,7 +204,7 @@ impl Hub {
         timers.code.get()
     }
 
-    async fn read_loop<S, H>(
+    async fn read_loop<S, H, F>(
         &self,
         id: ConnId,
         mut read: ReadHalf<S>,
@@ -185,7 +213,8 @@ impl Hub {
         mut handler: H,
     ) where
         S: AsyncRead + AsyncWrite,
-        H: FnMut(&Hub, ConnId, Message),
+        H: FnMut(Hub, ConnId, Message) -> F,
+        F: Future<Output = ()>,
     {
         let counters = &self.shared.counters;
         loop {
@@ -204,7 +233,7 @@ impl Hub {
                         continue;
                     }
                     if !outbox.is_closing() {
-                        handler(self, id, message);
+                        handler(self.clone(), id, message).await;
                     }
                 }
                 Ok(Some(Event::Close(frame))) => {
@@ -247,7 +276,7 @@ impl Hub {
                         for frame in &frames {
                             // Compressed here, once for all recipients, if
                             // it is the first writer to take it.
-                            match write.feed_prepared_len(frame) {
+                            match write.feed_prepared_len(frame.message()) {
                                 Ok(len) => bytes += len as u64,
                                 Err(_) => return self.linger().await,
                             }

@@ -27,6 +27,11 @@ pub struct Stats {
     pub dropped_messages: u64,
     /// Connections closed under [`SlowConsumer::Close`](super::SlowConsumer::Close).
     pub slow_consumer_closes: u64,
+    /// Publications handed to the engine by this node.
+    pub publications: u64,
+    /// History reads asked of the engine (one serves every connection
+    /// that waited for the same room).
+    pub history_reads: u64,
     /// How many connections ended with each close code (ours or the
     /// peer's, whichever came first); connections that ended without one
     /// are counted under 1006.
@@ -43,6 +48,8 @@ pub(crate) struct Counters {
     pub(crate) bytes_out: AtomicU64,
     pub(crate) dropped_messages: AtomicU64,
     pub(crate) slow_consumer_closes: AtomicU64,
+    pub(crate) publications: AtomicU64,
+    pub(crate) history_reads: AtomicU64,
     close_codes: Mutex<BTreeMap<u16, u64>>,
 }
 
@@ -68,6 +75,8 @@ impl Counters {
             bytes_out: self.bytes_out.load(Relaxed),
             dropped_messages: self.dropped_messages.load(Relaxed),
             slow_consumer_closes: self.slow_consumer_closes.load(Relaxed),
+            publications: self.publications.load(Relaxed),
+            history_reads: self.history_reads.load(Relaxed),
             close_codes: self.close_codes.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
