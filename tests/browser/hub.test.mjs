@@ -2,7 +2,7 @@
 // driven by playwright-core. The tests start and stop the server themselves
 // (on 127.0.0.1, random port) and every wait is bounded.
 //
-//   cargo build --features hub-server --example hub_server
+//   cargo build -p sabai-hub
 //   cd tests/browser && npm install && npm test
 //
 // HUB_SERVER overrides the server binary; CHROMIUM the browser. The hub
@@ -19,7 +19,7 @@ import { chromium } from "playwright-core";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "../..");
-const serverBin = process.env.HUB_SERVER || join(root, "target/debug/examples/hub_server");
+const serverBin = process.env.HUB_SERVER || join(root, "target/debug/sabai-hub");
 const docs = join(root, "docs");
 mkdirSync(docs, { recursive: true });
 

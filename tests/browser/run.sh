@@ -13,5 +13,5 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 # playwright-core drives the system browser; it downloads nothing itself.
 npm ci --no-audit --no-fund --loglevel=error
-(cd ../.. && cargo build --features hub-server --example hub_server)
+(cd ../.. && cargo build -p sabai-hub)
 timeout 600 npm test

@@ -13,9 +13,9 @@ use sabai::DeflateConfig;
 const DEFLATE_THRESHOLD: usize = 128;
 
 pub const USAGE: &str = "\
-hub_server: sabai's room hub with a chat and an IoT dashboard
+sabai-hub: sabai's room hub with a chat and an IoT dashboard
 
-usage: hub_server [flags]
+usage: sabai-hub [flags]
 
   --addr ADDR             listen address (default 127.0.0.1:8090)
   --token TOKEN           require ?token=TOKEN or 'Authorization: Bearer TOKEN' on /ws

@@ -1,7 +1,7 @@
 //! The hub server: sabai's room hub behind a small hyper HTTP server, with a
 //! live chat and an IoT dashboard.
 //!
-//!     cargo run --release --features hub-server --example hub_server
+//!     cargo run --release -p sabai-hub      (or: cargo install --path hub; sabai-hub)
 //!
 //! It listens on 127.0.0.1:8090 and prints the URL to open. `--help` lists
 //! the flags. WebSockets are served on /ws (the JSON room protocol in
@@ -76,14 +76,14 @@ async fn main() {
         Ok(options) => options,
         Err(why) if why.is_empty() => return print!("{USAGE}"),
         Err(why) => {
-            eprint!("hub_server: {why}\n\n{USAGE}");
+            eprint!("sabai-hub: {why}\n\n{USAGE}");
             std::process::exit(2);
         }
     };
     let listener = match TcpListener::bind(options.addr).await {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("hub_server: cannot listen on {}: {e}", options.addr);
+            eprintln!("sabai-hub: cannot listen on {}: {e}", options.addr);
             std::process::exit(1);
         }
     };
