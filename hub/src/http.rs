@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use sabai::handshake::Reject;
+use sabai::hub::Publish;
 use serde_json::{json, Value};
 
 use crate::protocol::{self, envelope};
@@ -153,7 +154,8 @@ fn metrics(app: &App) -> String {
     out
 }
 
-/// POST /publish `{room, type, payload}`: a backend injects an event.
+/// POST /publish `{room | rooms, type, payload}`: a backend injects an
+/// event, as one publication to every room named.
 async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
     if let Some(key) = &app.options.publish_key {
         let given = req.headers().get("x-publish-key").and_then(|v| v.to_str().ok());
@@ -176,20 +178,35 @@ async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
             return json_response(StatusCode::BAD_REQUEST, json!({ "error": format!("invalid JSON: {e}") }))
         }
     };
-    let room = request.get("room").and_then(Value::as_str);
+    let rooms: Option<Vec<&str>> = match (request.get("room"), request.get("rooms")) {
+        (Some(Value::String(room)), None) => Some(vec![room.as_str()]),
+        (None, Some(Value::Array(rooms))) if (1..=16).contains(&rooms.len()) => {
+            rooms.iter().map(Value::as_str).collect()
+        }
+        _ => None,
+    };
     let kind = request.get("type").and_then(Value::as_str).filter(|k| !k.is_empty() && k.len() <= 64);
-    let (Some(room), Some(kind)) = (room, kind) else {
+    let (Some(rooms), Some(kind)) = (rooms, kind) else {
         return json_response(
             StatusCode::BAD_REQUEST,
-            json!({ "error": "room and type (strings) are required" }),
+            json!({ "error": "type (a string) and room (a string) or rooms (1 to 16 strings) are required" }),
         );
     };
-    if let Err(why) = protocol::check_room(room) {
+    if let Some(why) = rooms.iter().find_map(|room| protocol::check_room(room).err()) {
         return json_response(StatusCode::BAD_REQUEST, json!({ "error": why }));
     }
     let payload = request.get("payload").cloned().unwrap_or(Value::Null);
-    let delivered = app.hub.publish(room, envelope(kind, Some(room), payload, None));
-    json_response(StatusCode::OK, json!({ "delivered": delivered }))
+    let text = envelope(kind, Some(rooms[0]), payload, None);
+    match app.hub.publish_with(Publish::new(text).rooms(rooms)).await {
+        Ok(placed) => {
+            let offsets: serde_json::Map<String, Value> = placed
+                .iter()
+                .filter_map(|p| Some((p.room.clone(), json!(p.position.as_ref()?.offset))))
+                .collect();
+            json_response(StatusCode::OK, json!({ "offsets": offsets }))
+        }
+        Err(error) => json_response(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": error.to_string() })),
+    }
 }
 
 /// Token and Origin checks at the handshake; the user id comes from

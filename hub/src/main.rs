@@ -36,10 +36,13 @@ pub struct App {
 }
 
 impl App {
-    /// The hub with the demo's room names and presence events.
+    /// The hub with the demo's room names, the protocol's rendering of
+    /// publications, and its presence events.
     pub fn new(options: Options) -> Arc<App> {
-        let hub = Hub::new(options.hub.clone().room_validator(protocol::check_room));
-        hub.on_event(protocol::on_event);
+        let config = options.hub.clone().room_validator(protocol::check_room).render(protocol::render);
+        let hub = Hub::new(config);
+        let node = options.node.clone();
+        hub.on_event(move |hub, event| protocol::on_event(&node, hub, event));
         Arc::new(App { hub, options, started: Instant::now() })
     }
 }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use sabai::hub::{HubConfig, SlowConsumer};
+use sabai::hub::{HistoryPolicy, HubConfig, SlowConsumer};
 use sabai::DeflateConfig;
 
 /// Messages shorter than this go uncompressed by default: without context
@@ -35,6 +35,13 @@ usage: sabai-hub [flags]
   --deflate, --no-deflate accept permessage-deflate from clients that offer it,
                           as browsers do, or not (default: --deflate)
   --deflate-threshold N   send messages shorter than N bytes uncompressed (default 128)
+  --history PREFIX=N[/SECS]
+                          rooms starting with PREFIX keep their last N publications,
+                          for SECS after the last one (repeatable; the longest prefix
+                          wins; default: chat:=200/86400 device:=300/3600
+                          group:=1000/3600 global=2000/3600)
+  --no-history            no room keeps a history (no offsets, no recovery)
+  --node-id ID            this node's name in the cluster (default: random)
   --no-simulator          do not publish simulated device telemetry
   --help                  this text
 ";
@@ -47,14 +54,42 @@ pub struct Options {
     pub origins: Vec<String>,
     pub any_origin: bool,
     pub simulator: bool,
+    pub node: String,
     pub hub: HubConfig,
+}
+
+/// The history rooms keep unless told otherwise: enough for a reconnect
+/// or a node restart to lose nothing.
+fn default_history(config: HubConfig) -> HubConfig {
+    let hour = Duration::from_secs(3600);
+    config
+        .history("chat:", HistoryPolicy::new(200, 24 * hour))
+        .history("device:", HistoryPolicy::new(300, hour))
+        .history("group:", HistoryPolicy::new(1000, hour))
+        .history("global", HistoryPolicy::new(2000, hour))
+}
+
+/// `PREFIX=N[/SECS]`.
+fn history_rule(value: &str) -> Result<(String, HistoryPolicy), String> {
+    let bad = || format!("--history: expected PREFIX=N or PREFIX=N/SECS, got {value:?}");
+    let (prefix, rest) = value.split_once('=').ok_or_else(bad)?;
+    let (size, ttl) = match rest.split_once('/') {
+        Some((size, secs)) => (size, seconds("--history", secs)?),
+        None => (rest, Duration::from_secs(3600)),
+    };
+    let size: usize = size.parse().map_err(|_| bad())?;
+    if size == 0 || size > 1_000_000 {
+        return Err(format!("--history: N must be 1 to 1000000, got {size}"));
+    }
+    Ok((prefix.to_owned(), HistoryPolicy::new(size, ttl)))
 }
 
 impl Options {
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
-        let mut hub = HubConfig::default();
+        let mut hub = default_history(HubConfig::default());
         hub.max_connections_per_user = Some(8);
         hub.deflate = Some(deflate_default());
+        let mut custom_history = false;
         let mut options = Options {
             addr: "127.0.0.1:8090".parse().map_err(|_| "bad default address")?,
             token: None,
@@ -62,6 +97,7 @@ impl Options {
             origins: Vec::new(),
             any_origin: false,
             simulator: true,
+            node: format!("{:08x}", rand_u32()),
             hub,
         };
         let mut args = args.into_iter();
@@ -91,6 +127,26 @@ impl Options {
                         deflate.threshold = threshold;
                     }
                 }
+                "--history" => {
+                    if !std::mem::replace(&mut custom_history, true) {
+                        options.hub.history.clear();
+                    }
+                    let (prefix, policy) = history_rule(&value()?)?;
+                    options.hub = options.hub.history(prefix, policy);
+                }
+                "--no-history" => options.hub.history.clear(),
+                "--node-id" => {
+                    let id = value()?;
+                    if id.is_empty()
+                        || id.len() > 64
+                        || !id.bytes().all(|b| b.is_ascii_graphic() && b != b'|')
+                    {
+                        return Err(format!(
+                            "--node-id: 1 to 64 printable characters without '|', got {id:?}"
+                        ));
+                    }
+                    options.node = id;
+                }
                 "--no-simulator" => options.simulator = false,
                 "--help" | "-h" => return Err(String::new()),
                 other => return Err(format!("unknown flag {other}")),
@@ -98,6 +154,14 @@ impl Options {
         }
         Ok(options)
     }
+}
+
+/// A node id that differs between runs: the clock's nanoseconds mixed
+/// with the process id (no randomness crate needed for a name).
+fn rand_u32() -> u32 {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id().rotate_left(16)
 }
 
 fn deflate_default() -> DeflateConfig {
@@ -132,6 +196,23 @@ mod tests {
         assert!(options.simulator && options.token.is_none());
         assert_eq!(options.hub.queue_capacity, 256);
         assert_eq!(options.hub.deflate.as_ref().map(|d| d.threshold), Some(DEFLATE_THRESHOLD));
+    }
+
+    #[test]
+    fn rooms_keep_a_history_by_default_and_flags_replace_it() {
+        let options = parse(&[]).unwrap();
+        assert_eq!(options.hub.history_for("chat:lobby").map(|p| p.size), Some(200));
+        assert_eq!(options.hub.history_for("global").map(|p| p.size), Some(2000));
+        let custom = parse(&["--history", "chat:=10/60", "--history", "chat:vip=5"]).unwrap();
+        assert_eq!(custom.hub.history_for("chat:lobby").map(|p| (p.size, p.ttl.as_secs())), Some((10, 60)));
+        assert_eq!(custom.hub.history_for("chat:vip").map(|p| p.size), Some(5), "longest prefix wins");
+        assert!(custom.hub.history_for("global").is_none(), "--history replaces the defaults");
+        assert!(parse(&["--no-history"]).unwrap().hub.history_for("chat:a").is_none());
+        for bad in ["chat:", "chat:=0", "chat:=x", "chat:=5/-1", "=5/"] {
+            assert!(parse(&["--history", bad]).is_err(), "{bad}");
+        }
+        assert!(parse(&["--node-id", "a|b"]).is_err());
+        assert_eq!(parse(&["--node-id", "n1"]).unwrap().node, "n1");
     }
 
     #[test]

@@ -1,39 +1,77 @@
-//! The JSON room protocol spoken over /ws.
+//! The JSON room protocol, version 1 (docs/protocol.md), spoken over /ws
+//! and over SSE with POST /send.
 //!
-//! Every message is an envelope `{type, room?, payload?, timestamp,
-//! request_id?}`. Client to server: `subscribe` / `unsubscribe` (with
-//! `payload.rooms`), `ping`, `publish` (to `chat:` rooms only), `typing`.
-//! Server to client: `connected`, `subscribed`, `unsubscribed`, `pong`,
-//! `error`, and the application's events (`message`, `typing`,
-//! `user_joined`, `user_left`, `online_users`, `telemetry`,
-//! `device_status`, `alert`). Bad input gets an `error`; the connection
-//! stays open.
+//! Every message is an envelope `{v, type, room?, payload?, timestamp,
+//! request_id?}`; publications in rooms with history also carry `offset`
+//! and `offsets`, added when a publication is rendered (see [`render`]).
+//! Bad input gets an `error`; the connection stays open.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::BTreeMap;
+use std::time::SystemTime;
 
-use sabai::hub::{ConnId, Hub, HubEvent};
+use sabai::hub::{ConnId, Hub, HubEvent, Position, Publication, Publish, Subscribed, Subscription};
 use sabai::Message;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
+
+/// The protocol version this server speaks.
+pub const VERSION: u64 = 1;
 
 /// Rooms one connection may be in at once.
 const MAX_ROOMS: usize = 64;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+/// Longest epoch a client may send back (ours are 16 to 20 characters).
+const MAX_EPOCH: usize = 64;
+
+/// Now, in RFC 3339 (UTC, milliseconds).
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 /// A server envelope as JSON text.
 pub fn envelope(kind: &str, room: Option<&str>, payload: Value, request_id: Option<&Value>) -> String {
-    let mut out = json!({ "type": kind, "payload": payload, "timestamp": now_ms() });
+    let mut out = Map::new();
+    out.insert("v".into(), json!(VERSION));
+    out.insert("type".into(), json!(kind));
     if let Some(room) = room {
-        out["room"] = json!(room);
+        out.insert("room".into(), json!(room));
     }
+    out.insert("payload".into(), payload);
+    out.insert("timestamp".into(), json!(now()));
     if let Some(id) = request_id {
-        out["request_id"] = id.clone();
+        out.insert("request_id".into(), id.clone());
     }
-    out.to_string()
+    Value::Object(out).to_string()
+}
+
+/// How a publication goes out: its envelope (published without offsets)
+/// with `offset` (in its first room) and `offsets` (in every room with
+/// history) added. Runs once per publication on each node.
+pub fn render(publication: &Publication) -> Message {
+    let Some(text) = publication.message.as_text() else { return publication.message.clone() };
+    let placed: Vec<(&str, u64)> = publication
+        .rooms
+        .iter()
+        .filter_map(|p| p.position.as_ref().map(|at| (p.room.as_str(), at.offset)))
+        .collect();
+    let Some(body) = text.strip_suffix('}').filter(|_| !placed.is_empty()) else {
+        return publication.message.clone();
+    };
+    let mut out = String::with_capacity(text.len() + 32 * placed.len());
+    out.push_str(body);
+    if let Some(first) = publication.rooms.first().and_then(|p| p.position.as_ref()) {
+        out.push_str(&format!(",\"offset\":{}", first.offset));
+    }
+    out.push_str(",\"offsets\":{");
+    for (i, (room, offset)) in placed.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::from(*room).to_string());
+        out.push_str(&format!(":{offset}"));
+    }
+    out.push_str("}}");
+    Message::text(out)
 }
 
 /// Room names of the demo: `global`, `device:<id>`, `group:<id>`,
@@ -56,6 +94,7 @@ pub fn check_room(room: &str) -> Result<(), String> {
 
 #[derive(Deserialize)]
 struct Inbound {
+    v: Option<Value>,
     #[serde(rename = "type")]
     kind: String,
     room: Option<String>,
@@ -65,20 +104,21 @@ struct Inbound {
 }
 
 /// The greeting sent when a connection is admitted.
-pub fn connected(hub: &Hub, conn: ConnId) -> String {
-    let payload = json!({ "connection_id": conn.0, "user": hub.user_of(conn), "server_time": now_ms() });
+pub fn connected(hub: &Hub, conn: ConnId, node: &str) -> String {
+    let payload =
+        json!({ "connection_id": conn.0, "user": hub.user_of(conn), "node": node, "server_time": now() });
     envelope("connected", None, payload, None)
 }
 
-/// Handles one message from a client.
-pub fn handle(hub: &Hub, conn: ConnId, message: Message) {
+/// Handles one message from a client (over /ws or POST /send).
+pub async fn handle(hub: Hub, conn: ConnId, message: Message) {
     let reply = match message.as_text() {
         None => Err(("binary messages are not part of the protocol".to_owned(), None)),
         Some(text) => match serde_json::from_str::<Inbound>(text) {
             Err(e) => Err((format!("invalid JSON envelope: {e}"), None)),
             Ok(inbound) => {
                 let id = inbound.request_id.clone();
-                dispatch(hub, conn, inbound).map_err(|why| (why, id))
+                dispatch(&hub, conn, inbound).await.map_err(|why| (why, id))
             }
         },
     };
@@ -93,26 +133,23 @@ pub fn handle(hub: &Hub, conn: ConnId, message: Message) {
     }
 }
 
-fn dispatch(hub: &Hub, conn: ConnId, inbound: Inbound) -> Result<Option<String>, String> {
+async fn dispatch(hub: &Hub, conn: ConnId, inbound: Inbound) -> Result<Option<String>, String> {
+    if inbound.v.as_ref().is_some_and(|v| v.as_u64() != Some(VERSION)) {
+        return Err(format!(
+            "unsupported protocol version {}: this server speaks {VERSION}",
+            inbound.v.unwrap_or_default()
+        ));
+    }
     let id = inbound.request_id.as_ref();
     match inbound.kind.as_str() {
-        "ping" => Ok(Some(envelope("pong", None, json!({ "server_time": now_ms() }), id))),
-        "subscribe" | "unsubscribe" => {
-            let rooms = room_list(&inbound.payload)?;
-            let subscribe = inbound.kind == "subscribe";
-            if subscribe {
-                let current = hub.rooms_of(conn).map_or(0, |r| r.len());
-                if current + rooms.len() > MAX_ROOMS {
-                    return Err(format!("at most {MAX_ROOMS} rooms per connection"));
-                }
+        "ping" => Ok(Some(envelope("pong", None, json!({ "server_time": now() }), id))),
+        "subscribe" => subscribe(hub, conn, &inbound.payload, id).await.map(|()| None),
+        "unsubscribe" => {
+            for room in room_list(&inbound.payload)? {
+                hub.leave(conn, &room).map_err(|e| e.to_string())?;
             }
-            for room in &rooms {
-                let done = if subscribe { hub.join(conn, room) } else { hub.leave(conn, room) };
-                done.map_err(|e| e.to_string())?;
-            }
-            let kind = if subscribe { "subscribed" } else { "unsubscribed" };
             let now_in = hub.rooms_of(conn).unwrap_or_default();
-            Ok(Some(envelope(kind, None, json!({ "rooms": now_in }), id)))
+            Ok(Some(envelope("unsubscribed", None, json!({ "rooms": now_in }), id)))
         }
         "publish" => {
             let room = chat_room(hub, conn, inbound.room.as_deref())?;
@@ -121,19 +158,100 @@ fn dispatch(hub: &Hub, conn: ConnId, inbound: Inbound) -> Result<Option<String>,
                 return Err("publish needs payload.text".into());
             }
             let payload = json!({ "text": text, "user": hub.user_of(conn), "connection_id": conn.0 });
-            hub.publish(room, envelope("message", Some(room), payload, None));
-            Ok(None)
+            let published = hub.publish(room, envelope("message", Some(room), payload, None)).await;
+            let placed = published.map_err(|e| format!("not published: {e}"))?;
+            Ok(id.map(|id| {
+                envelope("published", Some(room), json!({ "offsets": offsets(&placed) }), Some(id))
+            }))
         }
         "typing" => {
             let room = chat_room(hub, conn, inbound.room.as_deref())?;
             let typing = inbound.payload.get("typing").and_then(Value::as_bool).unwrap_or(true);
             let payload = json!({ "user": hub.user_of(conn), "typing": typing });
-            let notice = hub.prepare(envelope("typing", Some(room), payload, None));
-            hub.publish_except(room, Some(conn), &notice);
+            let notice =
+                Publish::new(envelope("typing", Some(room), payload, None)).to(room).ephemeral().except(conn);
+            // Fire and forget: a typing notice that does not arrive is harmless.
+            drop(hub.publish_with(notice));
             Ok(None)
+        }
+        "presence" => {
+            let room = inbound.room.as_deref().ok_or("presence needs a room")?;
+            check_room(room)?;
+            let users = hub.presence(room).await.map_err(|e| e.to_string())?;
+            let users: Vec<Value> =
+                users.iter().map(|(u, n)| json!({ "user": u, "connections": n })).collect();
+            Ok(Some(envelope("presence", Some(room), json!({ "users": users }), id)))
         }
         other => Err(format!("unknown message type {other:?}")),
     }
+}
+
+fn offsets(placed: &[sabai::hub::Placement]) -> Value {
+    let map: Map<String, Value> =
+        placed.iter().filter_map(|p| Some((p.room.clone(), json!(p.position.as_ref()?.offset)))).collect();
+    Value::Object(map)
+}
+
+/// `subscribe`: joins every room (all or nothing for the checks),
+/// recovering those with a `since`; the `subscribed` reply is queued
+/// before the replay. A chat room's joiner then gets `online_users`.
+async fn subscribe(hub: &Hub, conn: ConnId, payload: &Value, id: Option<&Value>) -> Result<(), String> {
+    let rooms = room_list(payload)?;
+    let mut since = since_map(payload.get("since"))?;
+    if let Some(stray) = since.keys().find(|room| !rooms.contains(room)) {
+        return Err(format!("payload.since names {stray:?}, which is not in payload.rooms"));
+    }
+    let current = hub.rooms_of(conn).map_or(0, |r| r.len());
+    let new = rooms.iter().filter(|r| !hub.rooms_of(conn).unwrap_or_default().contains(r)).count();
+    if current + new > MAX_ROOMS {
+        return Err(format!("at most {MAX_ROOMS} rooms per connection"));
+    }
+    let requests: Vec<Subscription> = rooms
+        .iter()
+        .map(|room| {
+            let mut request = Subscription::new(room.clone());
+            request.since = since.remove(room);
+            request
+        })
+        .collect();
+    let reply = |outcome: &[Subscribed], rooms: &[String]| {
+        Some(Message::text(envelope("subscribed", None, subscribed_payload(rooms, outcome), id)))
+    };
+    let outcome = hub.subscribe(conn, &requests, reply).await.map_err(|e| e.to_string())?;
+    for joined in outcome.iter().filter(|s| s.joined && s.room.starts_with("chat:")) {
+        // The joiner gets the whole list; the others got user_joined.
+        if let Ok(users) = hub.presence(&joined.room).await {
+            let users: Vec<&str> = users.iter().map(|(u, _)| u.as_str()).collect();
+            hub.send_to(conn, envelope("online_users", Some(&joined.room), json!({ "users": users }), None));
+        }
+    }
+    Ok(())
+}
+
+/// The payload of `subscribed`: the connection's rooms, the position of
+/// each room of the request that keeps history, and whether they were
+/// recovered.
+pub fn subscribed_payload(rooms: &[String], outcome: &[Subscribed]) -> Value {
+    let mut positions = Map::new();
+    let mut all_recovered = None;
+    for subscribed in outcome {
+        let Some(at) = &subscribed.position else { continue };
+        let mut position = json!({ "offset": at.offset, "epoch": &*at.epoch });
+        if let Some(recovered) = subscribed.recovered {
+            position["recovered"] = json!(recovered);
+            all_recovered = Some(all_recovered.unwrap_or(true) && recovered);
+        }
+        positions.insert(subscribed.room.clone(), position);
+    }
+    for subscribed in outcome.iter().filter(|s| s.position.is_none() && s.recovered == Some(false)) {
+        all_recovered = Some(false);
+        positions.insert(subscribed.room.clone(), json!({ "recovered": false }));
+    }
+    let mut payload = json!({ "rooms": rooms, "positions": positions });
+    if let Some(recovered) = all_recovered {
+        payload["recovered"] = json!(recovered);
+    }
+    payload
 }
 
 fn room_list(payload: &Value) -> Result<Vec<String>, String> {
@@ -143,12 +261,37 @@ fn room_list(payload: &Value) -> Result<Vec<String>, String> {
         return Err(format!("payload.rooms must name 1 to {MAX_ROOMS} rooms"));
     }
     let rooms: Option<Vec<String>> = rooms.iter().map(|r| r.as_str().map(str::to_owned)).collect();
-    let rooms = rooms.ok_or("room names are strings")?;
+    let mut rooms = rooms.ok_or("room names are strings")?;
+    rooms.dedup();
     // All or nothing: check every name before joining any.
     for room in &rooms {
         check_room(room)?;
     }
     Ok(rooms)
+}
+
+/// `payload.since`: `{room: {offset, epoch}}`, every entry checked.
+fn since_map(since: Option<&Value>) -> Result<BTreeMap<String, Position>, String> {
+    let Some(since) = since.filter(|s| !s.is_null()) else { return Ok(BTreeMap::new()) };
+    let since = since.as_object().ok_or("payload.since must be an object of room: {offset, epoch}")?;
+    if since.len() > MAX_ROOMS {
+        return Err(format!("payload.since may name at most {MAX_ROOMS} rooms"));
+    }
+    let mut out = BTreeMap::new();
+    for (room, at) in since {
+        let bad = || {
+            format!(
+                "payload.since[{room:?}] must be {{\"offset\": a whole number >= 0, \"epoch\": a string}}"
+            )
+        };
+        let offset = at.get("offset").and_then(Value::as_u64).ok_or_else(bad)?;
+        let epoch = at.get("epoch").and_then(Value::as_str).ok_or_else(bad)?;
+        if epoch.len() > MAX_EPOCH {
+            return Err(format!("payload.since[{room:?}].epoch is over {MAX_EPOCH} bytes"));
+        }
+        out.insert(room.clone(), Position::new(offset, epoch));
+    }
+    Ok(out)
 }
 
 /// Clients may only publish to chat rooms they are in; devices' rooms are
@@ -164,29 +307,39 @@ fn chat_room<'a>(hub: &Hub, conn: ConnId, room: Option<&'a str>) -> Result<&'a s
     Ok(room)
 }
 
-/// The hub's events: the `connected` greeting, and presence for chat
-/// rooms (`user_joined` / `user_left` and the new `online_users` list).
-pub fn on_event(hub: &Hub, event: &HubEvent) {
+/// The hub's events: the `connected` greeting, presence deltas for chat
+/// rooms (to every node, not replayed), and the notice that a room's
+/// history was lost.
+pub fn on_event(node: &str, hub: &Hub, event: &HubEvent) {
     let (kind, conn, user, room) = match event {
         HubEvent::Connected { conn, .. } => {
-            hub.send_to(*conn, connected(hub, *conn));
+            hub.send_to(*conn, connected(hub, *conn, node));
             return;
         }
         HubEvent::Joined { conn, user, room } => ("user_joined", conn, user, room),
         HubEvent::Left { conn, user, room } => ("user_left", conn, user, room),
+        HubEvent::RoomReset { room, position } => {
+            let outcome = json!({ "offset": position.offset, "epoch": &*position.epoch, "recovered": false });
+            let payload =
+                json!({ "rooms": [room], "positions": { room.as_str(): outcome }, "recovered": false });
+            hub.send_local(room, envelope("subscribed", None, payload, None));
+            return;
+        }
         _ => return,
     };
     if !room.starts_with("chat:") {
         return;
     }
-    hub.publish(room, envelope(kind, Some(room), json!({ "user": user, "connection_id": conn.0 }), None));
-    let online = hub.users_in(room);
-    hub.publish(room, envelope("online_users", Some(room), json!({ "users": online }), None));
+    let payload = json!({ "user": user, "connection_id": conn.0 });
+    let notice =
+        Publish::new(envelope(kind, Some(room), payload, None)).to(room.as_str()).ephemeral().except(*conn);
+    drop(hub.publish_with(notice));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sabai::hub::Placement;
 
     #[test]
     fn room_names_follow_the_demo_layout() {
@@ -207,14 +360,59 @@ mod tests {
     }
 
     #[test]
-    fn envelopes_carry_type_room_timestamp_and_request_id() {
+    fn envelopes_carry_version_type_room_rfc3339_timestamp_and_request_id() {
         let text = envelope("pong", Some("chat:a"), json!({}), Some(&json!(7)));
         let value: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(value["type"], "pong");
+        assert_eq!((value["v"].as_u64(), value["type"].as_str()), (Some(1), Some("pong")));
         assert_eq!(value["room"], "chat:a");
         assert_eq!(value["request_id"], 7);
-        assert!(value["timestamp"].as_u64().unwrap() > 1_600_000_000_000);
+        let stamp = value["timestamp"].as_str().unwrap();
+        assert!(humantime::parse_rfc3339(stamp).is_ok(), "{stamp}");
+        assert!(stamp.ends_with('Z') && stamp.len() == "2026-12-03T15:33:57.123Z".len(), "{stamp}");
         let bare: Value = serde_json::from_str(&envelope("x", None, json!(null), None)).unwrap();
         assert!(bare.get("room").is_none() && bare.get("request_id").is_none());
+    }
+
+    #[test]
+    fn rendering_adds_the_offsets_of_every_room_with_history() {
+        let at = |room: &str, offset: Option<u64>| Placement {
+            room: room.into(),
+            position: offset.map(|o| Position::new(o, "e")),
+        };
+        let text = envelope("telemetry", Some("device:x"), json!({"seq": 1}), None);
+        let publication = Publication {
+            message: Message::text(text.clone()),
+            rooms: vec![at("device:x", Some(41)), at("chat:no-history", None), at("global", Some(977))],
+            except: None,
+        };
+        let rendered: Value = serde_json::from_str(render(&publication).as_text().unwrap()).unwrap();
+        assert_eq!(rendered["offset"], 41);
+        assert_eq!(rendered["offsets"], json!({"device:x": 41, "global": 977}));
+        assert_eq!(rendered["payload"]["seq"], 1);
+        let plain = Publication { rooms: vec![at("chat:a", None)], ..publication };
+        assert_eq!(render(&plain).as_text(), Some(text.as_str()), "no offsets, no change");
+    }
+
+    #[test]
+    fn since_is_checked_entry_by_entry() {
+        let ok = since_map(Some(&json!({"chat:a": {"offset": 3, "epoch": "e1"}}))).unwrap();
+        assert_eq!(ok["chat:a"], Position::new(3, "e1"));
+        assert!(since_map(None).unwrap().is_empty());
+        assert!(since_map(Some(&Value::Null)).unwrap().is_empty());
+        for bad in [
+            json!([1]),
+            json!({"chat:a": 3}),
+            json!({"chat:a": {"offset": -1, "epoch": "e"}}),
+            json!({"chat:a": {"offset": 1.5, "epoch": "e"}}),
+            json!({"chat:a": {"offset": "12", "epoch": "e"}}),
+            json!({"chat:a": {"offset": 1e30, "epoch": "e"}}),
+            json!({"chat:a": {"offset": 1}}),
+            json!({"chat:a": {"offset": 1, "epoch": 5}}),
+            json!({"chat:a": {"offset": 1, "epoch": "e".repeat(65)}}),
+        ] {
+            assert!(since_map(Some(&bad)).is_err(), "{bad}");
+        }
+        // The largest offset is a valid number: the hub answers recovered: false.
+        assert!(since_map(Some(&json!({"r": {"offset": u64::MAX, "epoch": "e"}}))).is_ok());
     }
 }

@@ -1,15 +1,17 @@
 //! A few simulated devices, so the dashboard is alive the moment it opens.
 //! Each second every online device publishes telemetry to `device:<id>`,
-//! `group:<group>` and `global` (one encoded frame for all three rooms);
-//! now and then a device drops offline for a while (`device_status`), and
-//! a value crossing its threshold raises an `alert`.
+//! `group:<group>` and `global` (one publication to the three rooms, so a
+//! dashboard in all three gets it once); now and then a device drops
+//! offline for a while (`device_status`), and a value crossing its
+//! threshold raises an `alert`. Each reading carries the device's `seq`,
+//! so a client can check that it missed none.
 
 use std::time::Duration;
 
-use sabai::hub::Hub;
+use sabai::hub::{Hub, Publish};
 use serde_json::json;
 
-use crate::protocol::{envelope, now_ms};
+use crate::protocol::{envelope, now};
 
 pub const TEMPERATURE_ALERT: f64 = 30.0;
 pub const HUMIDITY_ALERT: f64 = 80.0;
@@ -24,6 +26,9 @@ struct Device {
     /// Seconds until it comes back, while offline.
     offline_for: u32,
     alerting: bool,
+    /// Readings sent so far.
+    seq: u64,
+    alerts: u64,
 }
 
 /// xorshift64*: plenty for wobbling numbers, no dependency.
@@ -51,6 +56,8 @@ fn devices() -> Vec<Device> {
         battery: 100.0,
         offline_for: 0,
         alerting: false,
+        seq: 0,
+        alerts: 0,
     };
     vec![
         d("greenhouse-1", "Greenhouse north", "greenhouse", 27.0, 70.0),
@@ -62,70 +69,90 @@ fn devices() -> Vec<Device> {
 }
 
 pub async fn run(hub: Hub) {
-    let mut rng = Wobble(now_ms() | 1);
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+    let mut rng = Wobble(seed | 1);
     let mut devices = devices();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         for device in &mut devices {
-            step(&hub, device, &mut rng);
+            for text in step(device, &mut rng) {
+                // A node that cannot reach Redis still delivers locally;
+                // the error is counted by the engine.
+                let _ = hub.publish_with(to_rooms(device, text)).await;
+            }
         }
     }
 }
 
-fn to_rooms(hub: &Hub, device: &Device, text: String) {
-    // One frame (and, with deflate, one compression) for all three rooms.
-    let prepared = hub.prepare(text);
-    for room in [format!("device:{}", device.id), format!("group:{}", device.group), "global".to_owned()] {
-        hub.publish_prepared(&room, &prepared);
-    }
+/// One publication to the device's three rooms: its envelope names the
+/// device's room, and it carries an offset in each room with history.
+fn to_rooms(device: &Device, text: String) -> Publish {
+    Publish::new(text).rooms([
+        format!("device:{}", device.id),
+        format!("group:{}", device.group),
+        "global".to_owned(),
+    ])
 }
 
-fn status(hub: &Hub, device: &Device, online: bool) {
-    let payload = json!({ "device": device.id, "name": device.name, "status": if online { "online" } else { "offline" } });
-    to_rooms(hub, device, envelope("device_status", Some(&format!("device:{}", device.id)), payload, None));
+fn status(device: &Device, online: bool) -> String {
+    let status = if online { "online" } else { "offline" };
+    let payload = json!({ "device_id": device.id, "status": status, "timestamp": now() });
+    envelope("device_status", Some(&format!("device:{}", device.id)), payload, None)
 }
 
-fn step(hub: &Hub, device: &mut Device, rng: &mut Wobble) {
+/// What a device says this second (nothing while offline).
+fn step(device: &mut Device, rng: &mut Wobble) -> Vec<String> {
     let room = format!("device:{}", device.id);
     if device.offline_for > 0 {
         device.offline_for -= 1;
-        if device.offline_for == 0 {
-            status(hub, device, true);
-        }
-        return;
+        return if device.offline_for == 0 { vec![status(device, true)] } else { Vec::new() };
     }
     // About once in three minutes per device: drop out for 5 to 15 s.
     if rng.unit() < 1.0 / 180.0 {
         device.offline_for = 5 + (rng.unit() * 10.0) as u32;
-        status(hub, device, false);
-        return;
+        return vec![status(device, false)];
     }
     device.temperature = (device.temperature + rng.step(0.6)).clamp(-10.0, 40.0);
     device.humidity = (device.humidity + rng.step(1.5)).clamp(5.0, 99.0);
     device.battery = (device.battery - rng.unit() * 0.05).max(0.0);
+    device.seq += 1;
     let payload = json!({
-        "device": device.id,
-        "name": device.name,
-        "group": device.group,
-        "temperature": (device.temperature * 10.0).round() / 10.0,
-        "humidity": (device.humidity * 10.0).round() / 10.0,
-        "battery": device.battery.round(),
+        "device_id": device.id,
+        "timestamp": now(),
+        "fields": {
+            "temperature": (device.temperature * 10.0).round() / 10.0,
+            "humidity": (device.humidity * 10.0).round() / 10.0,
+            "battery": device.battery.round(),
+        },
+        "tags": { "group": device.group, "name": device.name },
+        "seq": device.seq,
     });
-    to_rooms(hub, device, envelope("telemetry", Some(&room), payload, None));
+    let mut said = vec![envelope("telemetry", Some(&room), payload, None)];
     // Alert on the rising edge only, not every second above the line.
     let over = device.temperature > TEMPERATURE_ALERT || device.humidity > HUMIDITY_ALERT;
     if over && !device.alerting {
-        let (metric, value, threshold) = if device.temperature > TEMPERATURE_ALERT {
+        let (field, value, threshold) = if device.temperature > TEMPERATURE_ALERT {
             ("temperature", device.temperature, TEMPERATURE_ALERT)
         } else {
             ("humidity", device.humidity, HUMIDITY_ALERT)
         };
-        let message = format!("{}: {metric} {value:.1} over {threshold}", device.name);
-        let payload = json!({ "device": device.id, "metric": metric, "value": (value * 10.0).round() / 10.0, "threshold": threshold, "message": message });
-        to_rooms(hub, device, envelope("alert", Some(&room), payload, None));
+        device.alerts += 1;
+        let payload = json!({
+            "alert_id": format!("{}-{}", device.id, device.alerts),
+            "device_id": device.id,
+            "rule_name": format!("{field} above {threshold}"),
+            "severity": "warning",
+            "field": field,
+            "value": (value * 10.0).round() / 10.0,
+            "threshold": threshold,
+            "timestamp": now(),
+        });
+        said.push(envelope("alert", Some(&room), payload, None));
     }
     device.alerting = over;
+    said
 }
 
 #[cfg(test)]

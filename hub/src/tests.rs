@@ -76,7 +76,10 @@ async fn greets_subscribes_and_answers_pings_with_request_ids() {
     let hello = next(&mut ws).await;
     assert_eq!(hello["type"], "connected");
     assert_eq!(hello["payload"]["user"], "ann");
-    assert!(hello["payload"]["connection_id"].as_u64().is_some() && hello["timestamp"].as_u64().is_some());
+    assert!(hello["payload"]["connection_id"].as_u64().is_some());
+    assert_eq!(hello["v"], 1);
+    assert!(humantime::parse_rfc3339(hello["timestamp"].as_str().unwrap()).is_ok(), "{hello}");
+    assert!(hello["payload"]["node"].as_str().is_some_and(|n| !n.is_empty()));
     send(
         &mut ws,
         json!({"type": "subscribe", "payload": {"rooms": ["global", "device:a1"]}, "request_id": "s1"}),
@@ -85,6 +88,12 @@ async fn greets_subscribes_and_answers_pings_with_request_ids() {
     let subscribed = next_of(&mut ws, "subscribed").await;
     assert_eq!(subscribed["request_id"], "s1");
     assert_eq!(subscribed["payload"]["rooms"], json!(["device:a1", "global"]));
+    // Both rooms keep a history by default: the client learns where they stand.
+    for room in ["device:a1", "global"] {
+        let at = &subscribed["payload"]["positions"][room];
+        assert!(at["offset"].as_u64() == Some(0) && at["epoch"].as_str().is_some(), "{subscribed}");
+    }
+    assert!(subscribed["payload"].get("recovered").is_none(), "nothing asked to recover");
     send(&mut ws, json!({"type": "unsubscribe", "payload": {"rooms": ["global"]}, "request_id": 2})).await;
     let unsubscribed = next(&mut ws).await;
     assert_eq!(
@@ -140,26 +149,37 @@ async fn chat_messages_typing_and_presence_reach_the_room() {
         (joined["room"].as_str(), joined["payload"]["user"].as_str()),
         (Some("chat:lobby"), Some("bob"))
     );
-    assert_eq!(next_of(&mut ann, "online_users").await["payload"]["users"], json!(["ann", "bob"]));
+    assert!(joined.get("offset").is_none(), "presence events carry no offset");
+    // The whole list goes to the joiner only; the others got the delta.
+    assert_eq!(next_of(&mut bob, "online_users").await["payload"]["users"], json!(["ann", "bob"]));
     send(&mut bob, json!({"type": "typing", "room": "chat:lobby", "payload": {"typing": true}})).await;
     let typing = next_of(&mut ann, "typing").await;
     assert_eq!(
         (typing["payload"]["user"].as_str(), typing["payload"]["typing"].as_bool()),
         (Some("bob"), Some(true))
     );
-    send(&mut bob, json!({"type": "publish", "room": "chat:lobby", "payload": {"text": "hi all"}})).await;
+    let publish =
+        json!({"type": "publish", "room": "chat:lobby", "payload": {"text": "hi all"}, "request_id": 5});
+    send(&mut bob, publish).await;
     let message = next_of(&mut ann, "message").await;
     assert_eq!(
         (message["payload"]["text"].as_str(), message["payload"]["user"].as_str()),
         (Some("hi all"), Some("bob"))
     );
+    assert_eq!((message["offset"].as_u64(), &message["offsets"]), (Some(1), &json!({"chat:lobby": 1})));
     // The sender's own copy arrives too, and it never saw its own typing.
-    let own = next_of(&mut bob, "message").await;
-    assert_eq!(own["payload"]["text"], "hi all");
+    let own = next(&mut bob).await;
+    assert_eq!((own["type"].as_str(), own["payload"]["text"].as_str()), (Some("message"), Some("hi all")));
+    let ack = next(&mut bob).await;
+    assert_eq!((ack["type"].as_str(), &ack["request_id"]), (Some("published"), &json!(5)));
+    assert_eq!(ack["payload"]["offsets"], json!({"chat:lobby": 1}));
+    send(&mut ann, json!({"type": "presence", "room": "chat:lobby", "request_id": "p"})).await;
+    let presence = next_of(&mut ann, "presence").await;
+    let users = json!([{"user": "ann", "connections": 1}, {"user": "bob", "connections": 1}]);
+    assert_eq!(presence["payload"]["users"], users);
     bob.close(sabai::CloseCode::NORMAL, "").await.unwrap();
     let left = next_of(&mut ann, "user_left").await;
     assert_eq!(left["payload"]["user"], "bob");
-    assert_eq!(next_of(&mut ann, "online_users").await["payload"]["users"], json!(["ann"]));
 }
 
 #[tokio::test]
@@ -172,12 +192,18 @@ async fn http_endpoints_report_and_publish() {
     assert_eq!(http(&addr, "POST", "/publish", "", event).await.0, 401);
     assert_eq!(http(&addr, "POST", "/publish", "X-Publish-Key: nope\r\n", event).await.0, 401);
     let (status, body) = http(&addr, "POST", "/publish", "X-Publish-Key: k3y\r\n", event).await;
-    assert_eq!((status, body.as_str()), (200, r#"{"delivered":1}"#));
+    assert_eq!((status, body.as_str()), (200, r#"{"offsets":{"device:t1":1}}"#));
     let telemetry = next_of(&mut ws, "telemetry").await;
     assert_eq!(
         (telemetry["room"].as_str(), telemetry["payload"]["temperature"].as_f64()),
         (Some("device:t1"), Some(21.5))
     );
+    // One publication to several rooms: this client, in one of them, gets it once.
+    let both = r#"{"rooms":["device:t1","global"],"type":"telemetry","payload":{"temperature":22}}"#;
+    let (status, body) = http(&addr, "POST", "/publish", "X-Publish-Key: k3y\r\n", both).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"offsets":{"device:t1":2,"global":1}}"#));
+    let telemetry = next_of(&mut ws, "telemetry").await;
+    assert_eq!(telemetry["offsets"], json!({"device:t1": 2, "global": 1}));
     assert_eq!(http(&addr, "POST", "/publish", "X-Publish-Key: k3y\r\n", "{oops").await.0, 400);
     assert_eq!(
         http(&addr, "POST", "/publish", "X-Publish-Key: k3y\r\n", r#"{"room":"nope","type":"x"}"#).await.0,
@@ -193,7 +219,7 @@ async fn http_endpoints_report_and_publish() {
     let (status, stats) = http(&addr, "GET", "/stats", "", "").await;
     let stats: Value = serde_json::from_str(&stats).unwrap();
     assert_eq!((status, stats["connections"].as_u64(), stats["rooms"].as_u64()), (200, Some(1), Some(1)));
-    assert!(stats["messages_out"].as_u64().unwrap() >= 2, "{stats}");
+    assert!(stats["messages_out"].as_u64().unwrap() >= 3, "{stats}");
     let (status, metrics) = http(&addr, "GET", "/metrics", "", "").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("# TYPE sabai_hub_connections gauge\nsabai_hub_connections 1\n"), "{metrics}");
@@ -281,4 +307,109 @@ async fn deflate_is_agreed_through_the_hyper_upgrade_unless_turned_off() {
 
     let (_app, addr) = start(&["--no-simulator", "--no-deflate"]).await;
     assert_eq!(connect_deflate(&addr, "").await.deflate(), None);
+}
+
+/// Publishes a chat message as `ws` and waits for its own copy.
+async fn say(ws: &mut Ws, room: &str, text: &str) {
+    send(ws, json!({"type": "publish", "room": room, "payload": {"text": text}})).await;
+    assert_eq!(next_of(ws, "message").await["payload"]["text"], text);
+}
+
+#[tokio::test]
+async fn a_client_that_comes_back_with_since_gets_what_it_missed_in_order() {
+    let (_app, addr) = start(&["--no-simulator"]).await;
+    let mut ann = connect(&addr, "?user=ann").await;
+    send(&mut ann, json!({"type": "subscribe", "payload": {"rooms": ["chat:lobby"]}})).await;
+    let at = next_of(&mut ann, "subscribed").await["payload"]["positions"]["chat:lobby"].clone();
+    say(&mut ann, "chat:lobby", "one").await;
+    drop(ann);
+    let mut bob = connect(&addr, "?user=bob").await;
+    send(&mut bob, json!({"type": "subscribe", "payload": {"rooms": ["chat:lobby"]}})).await;
+    next_of(&mut bob, "subscribed").await;
+    for text in ["two", "three"] {
+        say(&mut bob, "chat:lobby", text).await;
+    }
+    // ann saw offset 1; she comes back and asks for what followed.
+    let mut ann = connect(&addr, "?user=ann").await;
+    let since = json!({"chat:lobby": {"offset": 1, "epoch": at["epoch"]}});
+    let request =
+        json!({"type": "subscribe", "request_id": "r", "payload": {"rooms": ["chat:lobby"], "since": since}});
+    send(&mut ann, request).await;
+    let subscribed = next_of(&mut ann, "subscribed").await;
+    assert_eq!(subscribed["request_id"], "r");
+    assert_eq!(subscribed["payload"]["recovered"], true);
+    assert_eq!(subscribed["payload"]["positions"]["chat:lobby"]["offset"], 3);
+    for (offset, text) in [(2, "two"), (3, "three")] {
+        let message = next(&mut ann).await;
+        assert_eq!(
+            (message["offset"].as_u64(), message["payload"]["text"].as_str()),
+            (Some(offset), Some(text))
+        );
+    }
+    say(&mut bob, "chat:lobby", "four").await;
+    let live = next_of(&mut ann, "message").await;
+    assert_eq!((live["offset"].as_u64(), live["payload"]["text"].as_str()), (Some(4), Some("four")));
+
+    // A position the room cannot have: not recovered, and no replay.
+    let mut carl = connect(&addr, "?user=carl").await;
+    for since in [json!({"offset": 99, "epoch": at["epoch"]}), json!({"offset": 1, "epoch": "not-this-one"})]
+    {
+        let payload = json!({"rooms": ["chat:lobby"], "since": {"chat:lobby": since}});
+        send(&mut carl, json!({"type": "unsubscribe", "payload": {"rooms": ["chat:lobby"]}})).await;
+        send(&mut carl, json!({"type": "subscribe", "payload": payload})).await;
+        let subscribed = next_of(&mut carl, "subscribed").await;
+        assert_eq!(subscribed["payload"]["recovered"], false, "{since}");
+        let at = &subscribed["payload"]["positions"]["chat:lobby"];
+        assert_eq!((at["offset"].as_u64(), at["recovered"].as_bool()), (Some(4), Some(false)));
+    }
+    send(&mut carl, json!({"type": "ping"})).await;
+    loop {
+        let envelope = next(&mut carl).await;
+        assert_ne!(envelope["type"], "message", "nothing is replayed: {envelope}");
+        if envelope["type"] == "pong" {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn hostile_subscribe_requests_get_precise_errors() {
+    let (_app, addr) = start(&["--no-simulator"]).await;
+    let mut ws = connect(&addr, "").await;
+    next_of(&mut ws, "connected").await;
+    let cases = [
+        (json!({"v": 2, "type": "ping"}), "version"),
+        (
+            json!({"type": "subscribe", "payload": {"rooms": ["chat:a"], "since": {"chat:a": {"offset": -1, "epoch": "e"}}}}),
+            "since",
+        ),
+        (
+            json!({"type": "subscribe", "payload": {"rooms": ["chat:a"], "since": {"chat:a": {"offset": "9", "epoch": "e"}}}}),
+            "since",
+        ),
+        (
+            json!({"type": "subscribe", "payload": {"rooms": ["chat:a"], "since": {"chat:b": {"offset": 1, "epoch": "e"}}}}),
+            "not in payload.rooms",
+        ),
+        (
+            json!({"type": "subscribe", "payload": {"rooms": ["chat:a"], "since": {"chat:a": {"offset": 1, "epoch": "e".repeat(100)}}}}),
+            "epoch",
+        ),
+        (json!({"type": "subscribe", "payload": {"rooms": ["chat:a"], "since": "yesterday"}}), "since"),
+    ];
+    for (request, expected) in cases {
+        send(&mut ws, request.clone()).await;
+        let error = next(&mut ws).await;
+        assert_eq!(error["type"], "error", "{request}");
+        let text = error["payload"]["message"].as_str().unwrap();
+        assert!(text.contains(expected), "{text:?} should mention {expected:?}");
+    }
+    // None of them joined anything; an offset at the top of u64 is only "not recovered".
+    let huge = json!({"chat:a": {"offset": u64::MAX, "epoch": "e"}});
+    send(&mut ws, json!({"type": "subscribe", "payload": {"rooms": ["chat:a"], "since": huge}})).await;
+    let subscribed = next_of(&mut ws, "subscribed").await;
+    assert_eq!(
+        (subscribed["payload"]["rooms"].clone(), subscribed["payload"]["recovered"].clone()),
+        (json!(["chat:a"]), json!(false))
+    );
 }

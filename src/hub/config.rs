@@ -225,6 +225,8 @@ pub enum HubError {
     UnknownConnection,
     /// The engine could not do it (see [`EngineError`]).
     Engine(EngineError),
+    /// The user already has `max_connections_per_user` connections.
+    TooManyConnections,
 }
 
 impl fmt::Display for HubError {
@@ -233,6 +235,7 @@ impl fmt::Display for HubError {
             HubError::InvalidRoom(why) => write!(f, "invalid room: {why}"),
             HubError::UnknownConnection => f.write_str("unknown connection"),
             HubError::Engine(error) => error.fmt(f),
+            HubError::TooManyConnections => f.write_str("too many connections for this user"),
         }
     }
 }

@@ -45,6 +45,7 @@
 //! # }
 //! ```
 
+mod attach;
 mod config;
 mod engine;
 mod outbox;
@@ -64,6 +65,7 @@ use crate::handshake::Reject;
 use crate::proto::{CloseCode, Message, PreparedMessage};
 use crate::WebSocketConfig;
 
+pub use attach::{Attached, Taken};
 pub use config::{codes, ConnId, HubConfig, HubError, HubEvent, Render, RoomValidator, SlowConsumer};
 pub use engine::{
     BoxFuture, ClusterStats, Engine, EngineError, HistoryPolicy, HistoryRead, MemoryEngine, Node, Outgoing,
@@ -237,7 +239,7 @@ impl Hub {
     /// Cancel safety: if dropped while the engine subscribes, the
     /// connection stays a member and gets publications once they arrive.
     pub async fn join(&self, conn: ConnId, room: &str) -> Result<bool, HubError> {
-        let joined = self.subscribe(conn, &[Subscription::new(room)], |_| None).await?;
+        let joined = self.subscribe(conn, &[Subscription::new(room)], |_, _| None).await?;
         Ok(joined.first().is_some_and(|s| s.joined))
     }
 

@@ -69,6 +69,9 @@ impl Hub {
     /// live ones, with no gap and no duplicate between the two. A
     /// publication in several of its rooms comes once.
     ///
+    /// `reply` gets the outcome and every room the connection is in now;
+    /// it runs under the hub's lock, so it must not call the hub.
+    ///
     /// Every name is checked before any room is joined.
     ///
     /// Cancel safety: if dropped midway, the connection stays in the rooms
@@ -77,7 +80,7 @@ impl Hub {
         &self,
         conn: ConnId,
         rooms: &[Subscription],
-        reply: impl FnOnce(&[Subscribed]) -> Option<Message>,
+        reply: impl FnOnce(&[Subscribed], &[String]) -> Option<Message>,
     ) -> Result<Vec<Subscribed>, HubError> {
         let config = &self.shared.config;
         for subscription in rooms {
@@ -146,7 +149,7 @@ impl Hub {
         rooms: &[Subscription],
         outcome: &mut [Subscribed],
         replays: Vec<(usize, Result<Arc<Replay>, EngineError>)>,
-        reply: impl FnOnce(&[Subscribed]) -> Option<Message>,
+        reply: impl FnOnce(&[Subscribed], &[String]) -> Option<Message>,
     ) -> Result<(), HubError> {
         let mut registry = self.registry();
         let member = registry.conns.get_mut(&conn).ok_or(HubError::UnknownConnection)?;
@@ -179,7 +182,8 @@ impl Hub {
             outcome[i].recovered = recovered;
         }
         let outbox = member.outbox.clone();
-        if let Some(message) = reply(outcome) {
+        let now_in: Vec<String> = member.rooms.keys().cloned().collect();
+        if let Some(message) = reply(outcome, &now_in) {
             self.queue(&outbox, Delivery::new(self.prepare(message), None), true);
         }
         for delivery in merge(lists) {

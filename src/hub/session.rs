@@ -134,28 +134,16 @@ impl Hub {
         H: FnMut(Hub, ConnId, Message) -> F,
         F: Future<Output = ()>,
     {
-        let id = ConnId(self.shared.next_id.fetch_add(1, SeqCst));
         let config = &self.shared.config;
-        let outbox = Arc::new(Outbox::new(config.queue_capacity, config.slow_consumer));
-        let admitted = {
-            let mut registry = self.registry();
-            let full = user
-                .as_deref()
-                .zip(config.max_connections_per_user)
-                .is_some_and(|(u, max)| registry.user_connections(u) >= max);
-            if !full {
-                registry.insert(id, user.clone(), outbox.clone());
-            }
-            !full
-        };
-        if !admitted {
+        let admitted = self.admit(user.as_deref());
+        let Some((id, outbox)) = admitted else {
             let mut ws = ws;
             let code = codes::TOO_MANY_CONNECTIONS;
             let _ = timeout(config.close_timeout * 2, ws.close(code, "Too many connections")).await;
             self.shared.counters.close_code(code.0);
             drop(slot);
             return Some(code);
-        }
+        };
         Counters::add(&self.shared.counters.connections_total, 1);
         // Cleans the indexes even if this future is dropped midway.
         let mut registered = Registered { hub: self, id, code: None, _slot: slot };
@@ -168,7 +156,23 @@ impl Hub {
         registered.code
     }
 
-    fn cleanup(&self, id: ConnId, code: Option<CloseCode>) {
+    /// Registers a connection unless its user is at the per-user limit.
+    pub(super) fn admit(&self, user: Option<&str>) -> Option<(ConnId, Arc<Outbox>)> {
+        let config = &self.shared.config;
+        let mut registry = self.registry();
+        let full = user
+            .zip(config.max_connections_per_user)
+            .is_some_and(|(u, max)| registry.user_connections(u) >= max);
+        if full {
+            return None;
+        }
+        let id = ConnId(self.shared.next_id.fetch_add(1, SeqCst));
+        let outbox = Arc::new(Outbox::new(config.queue_capacity, config.slow_consumer));
+        registry.insert(id, user.map(str::to_owned), outbox.clone());
+        Some((id, outbox))
+    }
+
+    pub(super) fn cleanup(&self, id: ConnId, code: Option<CloseCode>) {
         self.shared.counters.close_code(code.map_or(CloseCode::ABNORMAL.0, |c| c.0));
         let Some(member) = self.remove(id) else { return };
         member.outbox.close(CloseCode::NORMAL, "");

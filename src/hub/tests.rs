@@ -121,7 +121,9 @@ async fn position(hub: &Hub, room: &str) -> Position {
 }
 
 async fn subscribe(hub: &Hub, id: u64, subs: &[Subscription]) -> Vec<Subscribed> {
-    let reply = |outcome: &[Subscribed]| Some(crate::Message::text(format!("subscribed {}", outcome.len())));
+    let reply = |outcome: &[Subscribed], _: &[String]| {
+        Some(crate::Message::text(format!("subscribed {}", outcome.len())))
+    };
     hub.subscribe(ConnId(id), subs, reply).await.unwrap()
 }
 
