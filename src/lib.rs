@@ -25,10 +25,14 @@ pub use crate::tokio::{
     WebSocketConfig, WriteHalf,
 };
 
+#[cfg(feature = "hyper")]
+pub use crate::tokio::hyper;
+
 #[cfg(feature = "hub")]
 pub mod hub;
 
-// The README's examples compile and run as doctests.
-#[cfg(all(doctest, feature = "tokio", feature = "deflate"))]
+// The README's examples compile and run as doctests (its axum example
+// needs the hyper feature; `cargo test` at the root has it, through hub/).
+#[cfg(all(doctest, feature = "tokio", feature = "deflate", feature = "hyper"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -10,13 +10,15 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use sabai::handshake::Reject;
+use sabai::handshake::{Accept, Reject};
 use sabai::hub::Publish;
 use serde_json::{json, Value};
 
 use crate::protocol::{self, envelope};
-use crate::upgrade::{self, plain, Body};
 use crate::App;
+
+/// The body of every response.
+pub type Body = Full<Bytes>;
 
 /// Largest POST /publish body.
 const MAX_PUBLISH_BODY: usize = 64 * 1024;
@@ -55,36 +57,41 @@ fn page(content_type: &'static str, body: &str) -> Response<Body> {
     response
 }
 
+fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut response = page("text/plain", text);
+    *response.status_mut() = status;
+    response
+}
+
 fn json_response(status: StatusCode, value: Value) -> Response<Body> {
     let mut response = page("application/json", &value.to_string());
     *response.status_mut() = status;
     response
 }
 
-/// The upgrade: a place in the hub (or 503), sabai's handshake checks, the
-/// token and Origin, then the connection is served on its own task.
+/// The upgrade, through `sabai::hyper`: sabai's handshake checks, a place
+/// in the hub (or 503), the token and Origin, then the 101 (with
+/// permessage-deflate when configured and offered) and the connection
+/// served on its own task.
 fn websocket(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
-    let config = app.hub.websocket_config();
-    let request = match upgrade::check(&req, &config) {
-        Ok(request) => request,
-        Err(response) => return upgrade::from_bytes(&response),
+    let upgrade = match sabai::hyper::parse(req, &app.hub.websocket_config()) {
+        Ok(upgrade) => upgrade,
+        Err(refusal) => return refusal,
     };
     let slot = match app.hub.reserve() {
         Ok(slot) => slot,
-        Err(refusal) => return upgrade::reject(&refusal),
+        Err(refusal) => return upgrade.reject(refusal),
     };
-    let user = match admit(&app.options, &request) {
+    let user = match admit(&app.options, upgrade.request()) {
         Ok(user) => user,
-        Err(refusal) => return upgrade::reject(&refusal),
+        Err(refusal) => return upgrade.reject(refusal),
     };
-    let accept = upgrade::negotiate(&request, &config);
-    let response = upgrade::accept(&request, &accept);
-    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return response;
-    }
-    let deflate = accept.selected_deflate();
+    let (response, upgrading) = match upgrade.accept(Accept::new()) {
+        Ok(accepted) => accepted,
+        Err(refusal) => return refusal,
+    };
     tokio::spawn(async move {
-        let Some(ws) = upgrade::websocket(req, &config, deflate).await else { return };
+        let Ok(ws) = upgrading.await else { return };
         // The `connected` greeting is sent from the hub's Connected event.
         app.hub.serve(slot, ws, Some(user), protocol::handle).await;
     });

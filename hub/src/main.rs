@@ -5,9 +5,9 @@
 //!
 //! It listens on 127.0.0.1:8090 and prints the URL to open. `--help` lists
 //! the flags. WebSockets are served on /ws (the JSON room protocol in
-//! protocol.rs); HTTP endpoints in http.rs; the hyper-to-sabai upgrade in
-//! upgrade.rs. Ctrl-C (or SIGTERM) shuts down gracefully: close 1001 to
-//! every connection, then exit.
+//! protocol.rs); HTTP endpoints in http.rs, where /ws is handed to sabai
+//! with `sabai::hyper`. Ctrl-C (or SIGTERM) shuts down gracefully: close
+//! 1001 to every connection, then exit.
 
 mod http;
 mod options;
@@ -15,7 +15,6 @@ mod protocol;
 mod simulator;
 #[cfg(test)]
 mod tests;
-mod upgrade;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

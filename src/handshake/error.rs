@@ -1,5 +1,6 @@
 //! Errors of the opening handshake, and the HTTP responses they render.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Why an opening handshake failed (RFC 6455 §4).
@@ -78,28 +79,56 @@ impl HandshakeError {
     /// The complete HTTP response refusing the handshake; the connection is
     /// closed after it.
     pub fn response(&self) -> Vec<u8> {
-        let mut extra = String::new();
-        match self {
+        self.refusal().to_bytes()
+    }
+
+    /// The response refusing the handshake, before it is rendered.
+    pub(crate) fn refusal(&self) -> Refusal<'static> {
+        let headers: &[(&str, &str)] = match self {
             // RFC 6455 §4.4: name the versions we support.
             HandshakeError::UnsupportedVersion => {
-                extra.push_str("Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n")
+                &[("Sec-WebSocket-Version", "13"), ("Upgrade", "websocket")]
             }
-            HandshakeError::MethodNotGet => extra.push_str("Allow: GET\r\n"),
-            _ => {}
-        }
-        simple_response(self.status(), &extra, &format!("{self}\n"))
+            HandshakeError::MethodNotGet => &[("Allow", "GET")],
+            _ => &[],
+        };
+        Refusal { status: self.status(), headers: headers.to_vec(), body: Cow::Owned(format!("{self}\n")) }
     }
 }
 
-/// An HTTP/1.1 response with a plain-text body that closes the connection.
-pub(crate) fn simple_response(status: u16, extra_headers: &str, body: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 {status} {}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\n{extra_headers}\r\n{body}",
-        reason_phrase(status),
-        body.len()
-    )
-    .into_bytes()
+/// A response refusing a handshake, before it is rendered: its status, the
+/// header fields beyond [`Refusal::COMMON`] and a plain-text body. Written
+/// as bytes on a raw transport ([`to_bytes`](Self::to_bytes)), or handed
+/// to an HTTP library as they are (feature `hyper`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Refusal<'a> {
+    pub(crate) status: u16,
+    /// Checked: none would break a head.
+    pub(crate) headers: Vec<(&'a str, &'a str)>,
+    pub(crate) body: Cow<'a, str>,
+}
+
+impl Refusal<'_> {
+    /// The fields every refusal has (besides Content-Length): the
+    /// connection closes after it, and the body is text.
+    pub(crate) const COMMON: [(&'static str, &'static str); 2] =
+        [("Connection", "close"), ("Content-Type", "text/plain; charset=utf-8")];
+
+    /// The HTTP/1.1 response.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status));
+        let length = self.body.len().to_string();
+        let common = Self::COMMON.into_iter().chain([("Content-Length", length.as_str())]);
+        for (name, value) in common.chain(self.headers.iter().copied()) {
+            out.push_str(name);
+            out.push_str(": ");
+            out.push_str(value);
+            out.push_str("\r\n");
+        }
+        out.push_str("\r\n");
+        out.push_str(&self.body);
+        out.into_bytes()
+    }
 }
 
 pub(crate) fn reason_phrase(status: u16) -> &'static str {

@@ -116,16 +116,24 @@ pub(crate) fn own_headers(parsed: &[httparse::Header<'_>]) -> Vec<(String, Vec<u
 /// Renders `name: value\r\n`, refusing what would break the head
 /// (header injection through CR, LF or NUL, or a name that is not a token).
 pub(crate) fn write_header(out: &mut Vec<u8>, name: &str, value: &str) -> Result<(), HandshakeError> {
+    check_header(name, value)?;
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+/// Refuses a header field to send that would break the head: a name that
+/// is not a token, or a value with a control byte (header injection
+/// through CR, LF or NUL).
+pub(crate) fn check_header(name: &str, value: &str) -> Result<(), HandshakeError> {
     // RFC 9110 §5.5: a field value is visible characters, spaces and tabs;
     // any other control byte could split or smuggle a header.
     let bad_byte = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
     if !is_token(name.as_bytes()) || value.bytes().any(bad_byte) {
         return Err(HandshakeError::InvalidHeaderToSend(name.to_owned()));
     }
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
     Ok(())
 }
 

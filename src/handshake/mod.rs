@@ -23,6 +23,8 @@ pub use error::HandshakeError;
 pub use extensions::{parse_extensions, Extension, ExtensionError, Param, MAX_EXTENSIONS, MAX_PARAMS};
 pub use head::HandshakeLimits;
 pub use server::{Accept, Reject, Request, ServerHandshake};
+#[cfg(feature = "hyper")]
+pub(crate) use {error::Refusal, server::check_head};
 
 /// RFC 6455 §1.3: the GUID appended to the key before hashing.
 pub const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";

@@ -4,11 +4,13 @@
 //! application looks at the [`Request`] (Origin, path, query, auth headers,
 //! offered subprotocols) and answers with an [`Accept`] or a [`Reject`].
 
-use super::error::{simple_response, HandshakeError};
+use std::borrow::Cow;
+
+use super::error::{HandshakeError, Refusal};
 use super::extensions::{parse_extensions, Extension};
 use super::head::{
-    any_has_token, is_token, list_items, own_headers, parse_error, single, values, write_header,
-    HandshakeLimits, HeadScanner,
+    any_has_token, check_header, is_token, list_items, own_headers, parse_error, single, values,
+    write_header, HandshakeLimits, HeadScanner,
 };
 use super::{accept_key, decode_key};
 #[cfg(feature = "deflate")]
@@ -87,27 +89,44 @@ impl Request {
     /// The 101 response accepting this request (RFC 6455 §4.2.2 item 5).
     pub fn accept_response(&self, accept: &Accept) -> Result<Vec<u8>, HandshakeError> {
         let mut out = Vec::with_capacity(160);
-        out.extend_from_slice(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
-        );
-        write_header(&mut out, "Sec-WebSocket-Accept", &accept_key(&self.key))?;
+        out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+        for (name, value) in self.accept_headers(accept)? {
+            write_header(&mut out, name, &value)?;
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(out)
+    }
+
+    /// The header fields of the 101 accepting this request, in order, each
+    /// checked (RFC 6455 §4.2.2 item 5).
+    pub(crate) fn accept_headers<'a>(
+        &'a self,
+        accept: &'a Accept,
+    ) -> Result<Vec<(&'a str, Cow<'a, str>)>, HandshakeError> {
+        let mut headers = vec![
+            ("Upgrade", Cow::Borrowed("websocket")),
+            ("Connection", Cow::Borrowed("Upgrade")),
+            ("Sec-WebSocket-Accept", Cow::Owned(accept_key(&self.key))),
+        ];
         if let Some(protocol) = &accept.protocol {
             // RFC 6455 §4.2.2 item 5: the chosen subprotocol must be one the client offered.
             if !self.protocols.iter().any(|p| p == protocol) {
                 return Err(HandshakeError::ProtocolNotOffered(protocol.clone()));
             }
-            write_header(&mut out, "Sec-WebSocket-Protocol", protocol)?;
+            headers.push(("Sec-WebSocket-Protocol", Cow::Borrowed(protocol)));
         }
         #[cfg(feature = "deflate")]
         if let Some(params) = &accept.deflate {
             // RFC 7692 §5: the answer names the agreed parameters.
-            write_header(&mut out, "Sec-WebSocket-Extensions", &params.header_value())?;
+            headers.push(("Sec-WebSocket-Extensions", Cow::Owned(params.header_value())));
         }
         for (name, value) in &accept.headers {
-            write_header(&mut out, name, value)?;
+            headers.push((name, Cow::Borrowed(value)));
         }
-        out.extend_from_slice(b"\r\n");
-        Ok(out)
+        for (name, value) in &headers {
+            check_header(name, value)?;
+        }
+        Ok(headers)
     }
 }
 
@@ -200,16 +219,22 @@ impl Reject {
     /// The complete HTTP response. Headers that would break the head are
     /// left out.
     pub fn response(&self) -> Vec<u8> {
-        let mut extra = Vec::new();
-        for (name, value) in &self.headers {
-            // A header that fails the check is dropped rather than sent broken.
-            let mut one = Vec::new();
-            if write_header(&mut one, name, value).is_ok() {
-                extra.extend_from_slice(&one);
-            }
-        }
+        self.refusal().to_bytes()
+    }
+
+    /// The response, before it is rendered.
+    pub(crate) fn refusal(&self) -> Refusal<'_> {
+        // A header that fails the check is dropped rather than sent broken.
+        let headers = self
+            .headers
+            .iter()
+            .filter(|(name, value)| check_header(name, value).is_ok())
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        // Only an error status can refuse a handshake (the same clamp as
+        // `HandshakeError::status`).
         let status = if (400..=599).contains(&self.status) { self.status } else { 500 };
-        simple_response(status, &String::from_utf8_lossy(&extra), &self.body)
+        Refusal { status, headers, body: Cow::Borrowed(&self.body) }
     }
 }
 
@@ -254,18 +279,30 @@ impl ServerHandshake {
             // The scanner found the blank line, so httparse has it all.
             httparse::Status::Partial => return Err(HandshakeError::MalformedHttp(httparse::Error::NewLine)),
         }
-        // RFC 6455 §4.2.1 item 1: an HTTP/1.1 or higher GET request.
-        if parsed.method != Some("GET") {
-            return Err(HandshakeError::MethodNotGet);
-        }
-        if parsed.version != Some(1) {
-            return Err(HandshakeError::HttpVersion);
-        }
+        let method = parsed.method.unwrap_or_default();
         let target = parsed.path.unwrap_or("/").to_owned();
-        let headers = own_headers(parsed.headers);
-        let request = check_request(target, headers)?;
+        let request = check_head(method, parsed.version == Some(1), target, own_headers(parsed.headers))?;
         Ok(Some((request, end)))
     }
+}
+
+/// Every check on a request head once it is parsed, whoever parsed it:
+/// [`ServerHandshake::parse`] here, or an HTTP library (feature `hyper`).
+/// `http11`: the request line says HTTP/1.1.
+pub(crate) fn check_head(
+    method: &str,
+    http11: bool,
+    target: String,
+    headers: Vec<(String, Vec<u8>)>,
+) -> Result<Request, HandshakeError> {
+    // RFC 6455 §4.2.1 item 1: an HTTP/1.1 or higher GET request.
+    if method != "GET" {
+        return Err(HandshakeError::MethodNotGet);
+    }
+    if !http11 {
+        return Err(HandshakeError::HttpVersion);
+    }
+    check_request(target, headers)
 }
 
 fn check_request(target: String, headers: Vec<(String, Vec<u8>)>) -> Result<Request, HandshakeError> {

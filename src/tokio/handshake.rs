@@ -91,14 +91,7 @@ where
     };
     let (request, head_len) = parsed;
     let accept = match hook(&request) {
-        // RFC 7692 §5: accept one permessage-deflate offer if configured to.
-        #[cfg(feature = "deflate")]
-        Ok(accept) => match config.protocol.deflate.as_ref().and_then(|c| request.negotiate_deflate(c)) {
-            Some(params) if accept.selected_deflate().is_none() => accept.deflate(params),
-            _ => accept,
-        },
-        #[cfg(not(feature = "deflate"))]
-        Ok(accept) => accept,
+        Ok(accept) => negotiate(&request, accept, config),
         Err(reject) => {
             let error = HandshakeError::Rejected(reject.status());
             return Err(refuse(&mut stream, reject.response(), error).await);
@@ -109,15 +102,39 @@ where
         Err(error) => return Err(refuse(&mut stream, error.response(), error).await),
     };
     stream.write_all(&response).await?;
-    let mut conn = Connection::server(config.protocol.clone());
-    #[cfg(feature = "deflate")]
-    if let Some(params) = accept.selected_deflate() {
-        conn = conn.with_deflate(params);
-    }
+    let mut conn = server_connection(&accept, config);
     // Bytes after the request's blank line are the client's first frames.
     conn.receive(&buf[head_len..]);
     let protocol = accept.selected_protocol().map(str::to_owned);
     Ok(WebSocket::from_connection(stream, conn, config).with_protocol(protocol))
+}
+
+/// What the server agrees to beyond the hook's answer: permessage-deflate,
+/// when configured, offered, and not already chosen by the hook.
+pub(super) fn negotiate(request: &Request, accept: Accept, config: &WebSocketConfig) -> Accept {
+    // RFC 7692 §5: accept one permessage-deflate offer if configured to.
+    #[cfg(feature = "deflate")]
+    if accept.selected_deflate().is_none() {
+        if let Some(params) = config.protocol.deflate.as_ref().and_then(|c| request.negotiate_deflate(c)) {
+            return accept.deflate(params);
+        }
+    }
+    #[cfg(not(feature = "deflate"))]
+    let _ = (request, config);
+    accept
+}
+
+/// The server's connection once the 101 has gone out with `accept`.
+pub(super) fn server_connection(accept: &Accept, config: &WebSocketConfig) -> Connection {
+    let conn = Connection::server(config.protocol.clone());
+    // RFC 7692 §5: once agreed in the handshake, the extension is on.
+    #[cfg(feature = "deflate")]
+    if let Some(params) = accept.selected_deflate() {
+        return conn.with_deflate(params);
+    }
+    #[cfg(not(feature = "deflate"))]
+    let _ = accept;
+    conn
 }
 
 /// Room for the next read of an HTTP head: a browser's request is well under

@@ -5,6 +5,8 @@
 mod core;
 mod error;
 mod handshake;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod split;
 mod websocket;
 
