@@ -34,6 +34,7 @@ pub async fn route(
         (&Method::GET, "/chat") => page("text/html", include_str!("static/chat.html")),
         (&Method::GET, "/dashboard") => page("text/html", include_str!("static/dashboard.html")),
         (&Method::GET, "/client.js") => page("text/javascript", include_str!("static/client.js")),
+        (&Method::GET, "/client.d.ts") => page("application/typescript", include_str!("static/client.d.ts")),
         (&Method::GET, "/style.css") => page("text/css", include_str!("static/style.css")),
         (&Method::GET, "/stats") => json_response(StatusCode::OK, stats(&app)),
         (&Method::GET, "/rooms") => json_response(StatusCode::OK, rooms(&app)),
