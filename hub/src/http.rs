@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use std::convert::Infallible;
+
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
@@ -17,8 +20,8 @@ use serde_json::{json, Value};
 use crate::protocol::{self, envelope};
 use crate::App;
 
-/// The body of every response.
-pub type Body = Full<Bytes>;
+/// The body of every response: whole (pages, JSON) or a stream (/events).
+pub type Body = BoxBody<Bytes, Infallible>;
 
 /// Largest POST /publish body.
 const MAX_PUBLISH_BODY: usize = 64 * 1024;
@@ -40,16 +43,22 @@ pub async fn route(
         (&Method::GET, "/rooms") => json_response(StatusCode::OK, rooms(&app)),
         (&Method::GET, "/metrics") => page("text/plain; version=0.0.4", &metrics(&app)),
         (&Method::POST, "/publish") => publish(&app, req).await,
-        (_, "/" | "/chat" | "/dashboard" | "/stats" | "/rooms" | "/metrics" | "/publish") => {
-            plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
+        (&Method::GET, "/events") => crate::sse::events(app, req).await,
+        (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok"),
+        (&Method::GET, "/readyz") => ready(&app),
+        (&Method::POST, "/send") => crate::sse::send(app, req).await,
+        (
+            _,
+            "/" | "/chat" | "/dashboard" | "/stats" | "/rooms" | "/metrics" | "/publish" | "/events"
+            | "/send" | "/healthz" | "/readyz",
+        ) => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => plain(StatusCode::NOT_FOUND, "not found"),
     };
     Ok(response)
 }
 
-fn page(content_type: &'static str, body: &str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
+pub fn page(content_type: &'static str, body: &str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())).boxed());
     let value = format!("{content_type}; charset=utf-8");
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -58,13 +67,13 @@ fn page(content_type: &'static str, body: &str) -> Response<Body> {
     response
 }
 
-fn plain(status: StatusCode, text: &str) -> Response<Body> {
+pub fn plain(status: StatusCode, text: &str) -> Response<Body> {
     let mut response = page("text/plain", text);
     *response.status_mut() = status;
     response
 }
 
-fn json_response(status: StatusCode, value: Value) -> Response<Body> {
+pub fn json_response(status: StatusCode, value: Value) -> Response<Body> {
     let mut response = page("application/json", &value.to_string());
     *response.status_mut() = status;
     response
@@ -75,6 +84,10 @@ fn json_response(status: StatusCode, value: Value) -> Response<Body> {
 /// permessage-deflate when configured and offered) and the connection
 /// served on its own task.
 fn websocket(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    websocket_upgrade(app, req).map(|body: Full<Bytes>| body.boxed())
+}
+
+fn websocket_upgrade(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let upgrade = match sabai::hyper::parse(req, &app.hub.websocket_config()) {
         Ok(upgrade) => upgrade,
         Err(refusal) => return refusal,
@@ -83,7 +96,13 @@ fn websocket(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         Ok(slot) => slot,
         Err(refusal) => return upgrade.reject(refusal),
     };
-    let user = match admit(&app.options, upgrade.request()) {
+    let request = upgrade.request();
+    let credentials = Credentials {
+        query: request.query(),
+        authorization: request.header("Authorization"),
+        origin: request.origin(),
+    };
+    let user = match admit(&app.options, &credentials) {
         Ok(user) => user,
         Err(refusal) => return upgrade.reject(refusal),
     };
@@ -97,6 +116,17 @@ fn websocket(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         app.hub.serve(slot, ws, Some(user), protocol::handle).await;
     });
     response
+}
+
+/// Ready for new clients: not draining, and the engine reaches its broker.
+fn ready(app: &App) -> Response<Body> {
+    if app.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "draining");
+    }
+    if !app.hub.engine().is_ready() {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "the engine cannot reach its broker");
+    }
+    plain(StatusCode::OK, "ready")
 }
 
 fn stats(app: &App) -> Value {
@@ -217,24 +247,51 @@ async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-/// Token and Origin checks at the handshake; the user id comes from
-/// `?user=` (sanitised) or is a guest name.
-pub fn admit(options: &crate::options::Options, request: &sabai::Request) -> Result<String, Reject> {
-    let query = |key: &str| {
-        request.query().into_iter().flat_map(|q| q.split('&')).find_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k == key).then(|| percent_decode(v))
-        })
-    };
+/// What a request says about who sends it: the parts `admit` checks.
+pub struct Credentials<'a> {
+    pub query: Option<&'a str>,
+    pub authorization: Option<&'a str>,
+    pub origin: Option<&'a str>,
+}
+
+impl<'a> Credentials<'a> {
+    /// The credentials of a plain HTTP request (/events, POST /send).
+    pub fn of<B>(req: &'a Request<B>) -> Credentials<'a> {
+        let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+        Credentials {
+            query: req.uri().query(),
+            authorization: header("authorization"),
+            origin: header("origin"),
+        }
+    }
+
+    /// A query parameter, percent-decoded.
+    pub fn query(&self, key: &str) -> Option<String> {
+        query_param(self.query, key)
+    }
+}
+
+/// A query parameter, percent-decoded.
+pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    query.into_iter().flat_map(|q| q.split('&')).find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+/// Token and Origin checks at the handshake (and on /events and POST
+/// /send); the user id comes from `?user=` (sanitised) or is a guest name.
+pub fn admit(options: &crate::options::Options, request: &Credentials) -> Result<String, Reject> {
+    let query = |key: &str| request.query(key);
     if let Some(token) = &options.token {
-        let bearer = request.header("Authorization").and_then(|h| h.strip_prefix("Bearer "));
+        let bearer = request.authorization.and_then(|h| h.strip_prefix("Bearer "));
         let given = query("token");
         if bearer != Some(token.as_str()) && given.as_deref() != Some(token.as_str()) {
             return Err(Reject::unauthorized().body("missing or wrong token"));
         }
     }
     // RFC 6455 §10.2: browsers send Origin; only allowed pages may connect.
-    if let Some(origin) = request.origin() {
+    if let Some(origin) = request.origin {
         if !options.any_origin && !options.origins.iter().any(|o| o == origin) {
             return Err(Reject::forbidden().body("origin not allowed"));
         }

@@ -13,17 +13,22 @@ mod http;
 mod options;
 mod protocol;
 mod simulator;
+mod sse;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use sabai::hub::Hub;
+use sabai::CloseCode;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 use options::{Options, USAGE};
 
@@ -32,6 +37,10 @@ pub struct App {
     pub hub: Hub,
     pub options: Options,
     pub started: Instant,
+    /// SSE sessions by key (see sse.rs).
+    pub sessions: Mutex<HashMap<String, sse::Session>>,
+    /// Set on SIGTERM: /readyz answers 503.
+    pub draining: AtomicBool,
 }
 
 impl App {
@@ -42,7 +51,13 @@ impl App {
         let hub = Hub::new(config);
         let node = options.node.clone();
         hub.on_event(move |hub, event| protocol::on_event(&node, hub, event));
-        Arc::new(App { hub, options, started: Instant::now() })
+        Arc::new(App {
+            hub,
+            options,
+            started: Instant::now(),
+            sessions: Mutex::default(),
+            draining: AtomicBool::new(false),
+        })
     }
 }
 
@@ -57,15 +72,35 @@ pub async fn accept_loop(listener: &TcpListener, app: Arc<App>) {
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| http::route(app.clone(), req));
+            // A handler that gives up on a client (an SSE reader that
+            // stopped reading) drops its whole connection with this.
+            let drop_connection = Arc::new(Notify::new());
+            let handle = DropConnection(drop_connection.clone());
+            let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(handle.clone());
+                http::route(app.clone(), req)
+            });
             // A client gets 10 s to send a request head (slow-loris bound).
             let http = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
-            let _ = http.await;
+            tokio::select! {
+                _ = http => {}
+                () = drop_connection.notified() => {}
+            }
         });
+    }
+}
+
+/// Ends the HTTP connection a request came on (see `accept_loop`).
+#[derive(Clone)]
+pub struct DropConnection(Arc<Notify>);
+
+impl DropConnection {
+    pub fn now(&self) {
+        self.0.notify_one();
     }
 }
 
@@ -100,33 +135,56 @@ async fn main() {
     if app.options.simulator {
         tokio::spawn(simulator::run(hub.clone()));
     }
-    println!("hub server listening on http://{addr}/");
+    println!("hub server {} listening on http://{addr}/", app.options.node);
     println!("open http://{addr}/chat and http://{addr}/dashboard (WebSocket: ws://{addr}/ws)");
-    let accepting = accept_loop(&listener, app);
-    tokio::select! {
-        () = accepting => {}
-        () = stop_signal() => {}
-    }
-    // Stop accepting, then close every connection.
-    drop(listener);
-    println!("shutting down: closing {} connections", hub.connection_count());
-    let all_closed = hub.shutdown(SHUTDOWN_WAIT).await;
+    let accepting = accept_loop(&listener, app.clone());
+    tokio::pin!(accepting);
+    let stop = tokio::select! {
+        () = &mut accepting => return,
+        stop = stop_signal() => stop,
+    };
+    // SIGTERM drains: clients are told to reconnect elsewhere (1012) and
+    // recover there, and /readyz says 503 meanwhile. Ctrl-C shuts down (1001).
+    let (code, reason, what) = match stop {
+        Stop::Terminate => (CloseCode(1012), "Service restart", "draining"),
+        Stop::Interrupt => (CloseCode::GOING_AWAY, "Server shutting down", "shutting down"),
+    };
+    app.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    println!("{what}: closing {} connections with {}", hub.connection_count(), code.0);
+    let closing = hub.shutdown_with(code, reason, SHUTDOWN_WAIT);
+    // HTTP (and /readyz) keeps answering while the connections close.
+    let all_closed = tokio::select! {
+        all_closed = closing => all_closed,
+        () = &mut accepting => false,
+    };
     println!("shut down{}", if all_closed { "" } else { " (some connections did not answer in time)" });
 }
 
-async fn stop_signal() {
+/// The signal that ends the server.
+enum Stop {
+    Interrupt,
+    Terminate,
+}
+
+async fn stop_signal() -> Stop {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(term) => term,
-            Err(_) => return std::future::pending().await,
+            Err(_) => {
+                let _ = interrupt.await;
+                return Stop::Interrupt;
+            }
         };
         tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
+            _ = interrupt => Stop::Interrupt,
+            _ = term.recv() => Stop::Terminate,
         }
     }
     #[cfg(not(unix))]
-    let _ = interrupt.await;
+    {
+        let _ = interrupt.await;
+        Stop::Interrupt
+    }
 }

@@ -97,7 +97,7 @@ impl Options {
             origins: Vec::new(),
             any_origin: false,
             simulator: true,
-            node: format!("{:08x}", rand_u32()),
+            node: format!("{:08x}", rand::random::<u32>()),
             hub,
         };
         let mut args = args.into_iter();
@@ -154,14 +154,6 @@ impl Options {
         }
         Ok(options)
     }
-}
-
-/// A node id that differs between runs: the clock's nanoseconds mixed
-/// with the process id (no randomness crate needed for a name).
-fn rand_u32() -> u32 {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    nanos ^ std::process::id().rotate_left(16)
 }
 
 fn deflate_default() -> DeflateConfig {

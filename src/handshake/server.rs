@@ -216,6 +216,11 @@ impl Reject {
         self.status
     }
 
+    /// The body given with [`body`](Self::body) (empty if none).
+    pub fn message(&self) -> &str {
+        &self.body
+    }
+
     /// The complete HTTP response. Headers that would break the head are
     /// left out.
     pub fn response(&self) -> Vec<u8> {

@@ -74,6 +74,14 @@ impl Attached {
         }
     }
 
+    /// Resolves once the hub ends it at once (a slow consumer): stop
+    /// writing; [`next`](Self::next) then says [`Taken::Closed`].
+    ///
+    /// Cancel safety: cancel-safe.
+    pub async fn aborted(&self) {
+        self.outbox.aborted().await
+    }
+
     /// Counts bytes written, for the hub's statistics.
     pub fn wrote(&self, bytes: usize) {
         Counters::add(&self.hub.shared.counters.bytes_out, bytes as u64);

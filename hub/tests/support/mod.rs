@@ -1,0 +1,143 @@
+//! Test support: hub server processes (the real binary) on 127.0.0.1,
+//! and clients of the JSON protocol.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use sabai::{Message, WebSocket};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// A `sabai-hub` process, stopped (SIGKILL) when dropped.
+pub struct Node {
+    child: Child,
+    pub addr: String,
+}
+
+impl Node {
+    /// Starts the server with these flags on a free port; waits (at most
+    /// 20 s) until it says where it listens.
+    pub fn start(flags: &[&str]) -> Node {
+        Node::start_at("127.0.0.1:0", flags)
+    }
+
+    /// The same, on a given address (to restart a node where it was).
+    pub fn start_at(addr: &str, flags: &[&str]) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sabai-hub"))
+            .args(["--addr", addr])
+            .args(flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start sabai-hub");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let addr = rest.trim_end_matches('/').to_owned();
+                        // Keep draining its output so it never blocks on a full pipe.
+                        std::thread::spawn(move || while rx.recv().is_ok() {});
+                        return Node { child, addr };
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("sabai-hub did not start (exit: {:?})", child.try_wait());
+                }
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name ("TERM", "INT", "KILL").
+    pub fn signal(&self, name: &str) {
+        let status =
+            Command::new("kill").args([&format!("-{name}"), &self.pid().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits (at most `limit`) for the process to end.
+    pub fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub type Ws = WebSocket<TcpStream>;
+
+/// The next envelope, within 10 s; `None` once the connection ended.
+pub async fn next(ws: &mut Ws) -> Option<Value> {
+    let message = timeout(Duration::from_secs(10), ws.recv()).await.expect("no envelope in time");
+    match message {
+        Ok(Some(Message::Text(text))) => Some(serde_json::from_str(&text).unwrap()),
+        Ok(Some(other)) => panic!("unexpected {other:?}"),
+        Ok(None) | Err(_) => None,
+    }
+}
+
+/// The next envelope of this type, skipping others.
+pub async fn next_of(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let envelope = next(ws).await.unwrap_or_else(|| panic!("closed while waiting for {kind}"));
+        if envelope["type"] == kind {
+            return envelope;
+        }
+    }
+}
+
+/// Sends one envelope and flushes.
+pub async fn send(ws: &mut Ws, value: Value) {
+    ws.send(Message::text(value.to_string())).await.unwrap();
+    ws.flush().await.unwrap();
+}
+
+/// One HTTP/1.1 request; the status and the body.
+pub async fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await.unwrap().unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
