@@ -5,3 +5,5 @@
 mod support;
 
 mod delivery;
+mod faults;
+mod recovery;
