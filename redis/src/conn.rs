@@ -53,10 +53,15 @@ pub(crate) fn is_connection_error(error: &RedisError) -> bool {
 
 /// Says why a connection attempt failed, for a person reading a log.
 pub(crate) fn describe(error: &RedisError, url: &str) -> String {
+    let code = error.code().unwrap_or_default();
     match error.kind() {
         ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => {
             format!("Redis at {url} refused the credentials: {error}")
         }
+        _ if matches!(code, "NOAUTH" | "WRONGPASS") => {
+            format!("Redis at {url} refused the credentials: {error}")
+        }
+        ErrorKind::Server(_) | ErrorKind::Extension => format!("Redis at {url} refused: {error}"),
         _ if error.is_connection_refusal() => format!("cannot reach Redis at {url}: connection refused"),
         _ => format!("cannot reach Redis at {url}: {error}"),
     }

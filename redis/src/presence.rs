@@ -100,13 +100,16 @@ pub(crate) async fn run(inner: Arc<Inner>, mut ops: mpsc::UnboundedReceiver<Op>)
     }
 }
 
+/// Entries to write: field and count ("" removes the entry).
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// This node's field for a user.
 fn field(inner: &Inner, user: &str) -> Vec<u8> {
     format!("{}|{user}", inner.config.node_id).into_bytes()
 }
 
 /// One presence_set call: keys and (ttl, field, count ...) arguments.
-fn set_call(inner: &Inner, keys: [String; 2], pairs: Vec<(Vec<u8>, Vec<u8>)>) -> redis::Cmd {
+fn set_call(inner: &Inner, keys: [String; 2], pairs: Pairs) -> redis::Cmd {
     let mut args = vec![millis(inner.config.presence_ttl)];
     for (field, count) in pairs {
         args.extend([field, count]);
@@ -128,7 +131,7 @@ async fn write_dirty(
     local: &HashMap<String, BTreeMap<String, u64>>,
     dirty: HashSet<(String, String)>,
 ) {
-    let mut per_room: HashMap<String, Vec<(Vec<u8>, Vec<u8>)>> = HashMap::new();
+    let mut per_room: HashMap<String, Pairs> = HashMap::new();
     for (room, user) in dirty {
         let count = count(local, &room, &user);
         per_room.entry(room).or_default().push((field(inner, &user), count));

@@ -27,7 +27,7 @@ use tokio::time::timeout;
 pub(crate) use crate::reader::{learn, read_history};
 
 use crate::config::RedisConfig;
-use crate::conn::{describe, is_permanent, Commands};
+use crate::conn::{describe, is_permanent, Commands, Failure};
 use crate::scripts::Scripts;
 use crate::stats::Counters;
 use crate::{presence, reader, ready, Inner};
@@ -119,7 +119,12 @@ pub(crate) async fn first_contact(
         }
     }
     for script in scripts.all() {
-        commands.load(script).await.map_err(|f| (f.into_engine_error(), false))?;
+        match commands.load(script).await {
+            Ok(()) => {}
+            Err(Failure::Unreachable(reason)) => return Err(unreachable(reason, false)),
+            // Redis answered, and said no (NOAUTH, NOPERM...): waiting will not change that.
+            Err(Failure::Server(error)) => return Err((EngineError::Broker(describe(&error, &url)), true)),
+        }
     }
     match timeout(wait, client.get_async_pubsub()).await {
         Ok(Ok(pubsub)) => Ok(pubsub),

@@ -6,4 +6,6 @@ mod support;
 
 mod delivery;
 mod faults;
+mod presence;
 mod recovery;
+mod security;
