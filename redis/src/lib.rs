@@ -101,6 +101,8 @@ pub(crate) struct Inner {
     pub(crate) rooms_changed: Notify,
     /// The pub/sub connection is up and every room is subscribed.
     pub(crate) subscribed: AtomicBool,
+    /// The pub/sub connection was lost and no new one is up yet.
+    pub(crate) lost: AtomicBool,
     pub(crate) counters: Counters,
     pub(crate) seq: AtomicU64,
     pub(crate) publisher: mpsc::UnboundedSender<publisher::Job>,
@@ -162,6 +164,7 @@ impl RedisEngine {
             rooms: Mutex::new(HashMap::new()),
             rooms_changed: Notify::new(),
             subscribed: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
             counters: Counters::default(),
             seq: AtomicU64::new(1),
             publisher,

@@ -62,15 +62,21 @@ pub(crate) fn subscribe(inner: &Arc<Inner>, room: &str) -> BoxFuture<Result<(), 
         if entry.confirmed {
             return ready(Ok(()));
         }
-        let (tx, rx) = oneshot::channel();
-        entry.waiters.push(tx);
         if fresh {
             inner.rooms_changed.notify_one();
         }
-        rx
+        let url = inner.config.redacted_url();
+        if inner.lost.load(Ordering::SeqCst) {
+            // Subscribed when the connection is back; no use waiting for that.
+            let reason = format!("lost Redis at {url}: the room is subscribed when it is back");
+            return ready(Err(EngineError::Unavailable { reason, delivered_locally: false }));
+        }
+        let (tx, rx) = oneshot::channel();
+        entry.waiters.push(tx);
+        (rx, url)
     };
+    let (confirmed, url) = confirmed;
     let wait = inner.config.command_timeout;
-    let url = inner.config.redacted_url();
     Box::pin(async move {
         match timeout(wait, confirmed).await {
             // Err: the room was dropped meanwhile; nobody needs it.
@@ -158,6 +164,7 @@ pub(crate) async fn run(inner: Arc<Inner>, first: PubSub) {
         }
         attempt = 0;
         inner.subscribed.store(true, Ordering::SeqCst);
+        inner.lost.store(false, Ordering::SeqCst);
         if lost_one {
             Counters::add(&inner.counters.reconnects, 1);
             // Entries lost with Redis's data come back now, not at the next refresh.
@@ -168,6 +175,7 @@ pub(crate) async fn run(inner: Arc<Inner>, first: PubSub) {
             () = reader::read(&inner, stream, lost_one) => {}
         }
         inner.subscribed.store(false, Ordering::SeqCst);
+        inner.lost.store(true, Ordering::SeqCst);
         inner.commands.forget();
         for room in inner.rooms().values_mut() {
             room.confirmed = false;

@@ -28,7 +28,12 @@ async fn a_publication_on_one_node_reaches_members_on_both_once() {
         assert_eq!(client.next().await, "from b chat:1=2");
         assert_eq!(client.next().await, "typing", "an ephemeral publication has no offset");
     }
-    assert_eq!(a.engine.stats().publications, 2);
+    // Not to its sender, even though the sender's node gets it back from Redis.
+    on_a.send("pubx chat:1 said").await;
+    assert_eq!(on_b.next().await, "said chat:1=3");
+    on_b.publish("chat:1", "marker").await;
+    assert_eq!(on_a.next().await, "marker chat:1=4", "the sender did not get its own");
+    assert_eq!(a.engine.stats().publications, 3);
     assert!(a.engine.stats().ready && b.engine.stats().ready);
 }
 

@@ -100,6 +100,12 @@ async fn losing_redis_mid_run_keeps_local_delivery_then_reconnects() {
     let stats = a.engine.stats();
     assert!(stats.publish_errors >= 1 && stats.delivered_locally >= 1, "{stats:?}");
     assert!(a.hub.presence("r").await.is_err(), "reads fail, they do not hang");
+    // Joining works meanwhile, at once; the room is subscribed when Redis is back.
+    let mut newcomer = b.client(None).await;
+    let started = Instant::now();
+    let outcome = newcomer.subscribe("r2").await;
+    assert!(started.elapsed() < Duration::from_millis(500), "joining took {:?}", started.elapsed());
+    assert_eq!(outcome[0].position, None, "no history could be read");
 
     redis.restart();
     ready(&a).await;
@@ -108,6 +114,12 @@ async fn losing_redis_mid_run_keeps_local_delivery_then_reconnects() {
     a.hub.publish("r", "back").await.expect("publishing works again");
     assert_eq!(on_a.next().await, "back r=1");
     assert_eq!(on_b.next().await, "back r=1", "cross-node delivery resumes");
+    a.hub.publish("r2", "to the newcomer").await.unwrap();
+    assert_eq!(
+        newcomer.next().await,
+        "to the newcomer r2=1",
+        "rooms joined while Redis was away are subscribed"
+    );
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! - `sub ROOM[@OFFSET@EPOCH],...` subscribes (recovering since that
 //!   position); the node answers `subscribed ROOM|RECOVERED|POSITION;...`;
 //! - `pub ROOM,... TEXT` publishes TEXT to the rooms (an error comes back
-//!   as `error ...`);
+//!   as `error ...`); `pubx` does too, except to this connection;
 //! - `leave ROOM` leaves.
 //!
 //! Publications reach clients rendered as `TEXT ROOM=OFFSET ...` (rooms
@@ -112,9 +112,12 @@ async fn handle(hub: Hub, conn: ConnId, message: Message) {
     if let Some(spec) = text.strip_prefix("sub ") {
         let subs: Vec<Subscription> = spec.split(',').map(parse_subscription).collect();
         let _ = hub.subscribe(conn, &subs, |outcome| Some(Message::text(render_subscribed(outcome)))).await;
-    } else if let Some(rest) = text.strip_prefix("pub ") {
+    } else if let Some((command, rest)) = text.split_once(' ').filter(|(c, _)| *c == "pub" || *c == "pubx") {
         let (rooms, said) = rest.split_once(' ').unwrap_or((rest, ""));
-        let publish = Publish::new(said.to_owned()).rooms(rooms.split(','));
+        let mut publish = Publish::new(said.to_owned()).rooms(rooms.split(','));
+        if command == "pubx" {
+            publish = publish.except(conn);
+        }
         if let Err(error) = hub.publish_with(publish).await {
             hub.send_to(conn, format!("error {error}"));
         }
