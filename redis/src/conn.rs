@@ -67,14 +67,19 @@ pub(crate) fn describe(error: &RedisError, url: &str) -> String {
     }
 }
 
-/// Whether a connection attempt failed for a reason waiting will not fix.
+/// Whether a connection attempt failed for a reason waiting will not fix:
+/// refused credentials, an invalid configuration, or a server certificate
+/// that is not trusted (rustls's "invalid peer certificate", which reaches
+/// us only as the text of an I/O error).
 pub(crate) fn is_permanent(error: &RedisError) -> bool {
-    matches!(
+    let text = error.to_string();
+    let refused = matches!(
         error.kind(),
         ErrorKind::AuthenticationFailed
             | ErrorKind::InvalidClientConfig
             | ErrorKind::Server(ServerErrorKind::NoPerm)
-    ) || error.to_string().contains("WRONGPASS")
+    );
+    refused || text.contains("WRONGPASS") || text.contains("invalid peer certificate")
 }
 
 #[derive(Debug, Default)]

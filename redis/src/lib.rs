@@ -1,6 +1,6 @@
 //! # sabai-redis
 //!
-//! A Redis engine for [sabai](sabai)'s room hub: several hub nodes (processes)
+//! A Redis engine for [`sabai`]'s room hub: several hub nodes (processes)
 //! share rooms, history and presence through one Redis.
 //!
 //! ```no_run

@@ -292,3 +292,21 @@ impl Drop for RedisServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_redis_server_fails_the_test_saying_so() {
+        // The only test of this binary that starts a server: setting the
+        // variable cannot disturb another one.
+        std::env::set_var("SABAI_REDIS_SERVER", "/nonexistent/redis-server");
+        let outcome = std::panic::catch_unwind(RedisServer::start);
+        std::env::remove_var("SABAI_REDIS_SERVER");
+        let panic = outcome.expect_err("no server, no test");
+        let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(message.contains("these tests need a real Redis"), "{message}");
+        assert!(message.contains("/nonexistent/redis-server"), "{message}");
+    }
+}

@@ -61,9 +61,14 @@ async fn rediss_with_a_ca_file_works_and_an_unknown_ca_fails_clearly() {
     assert!(redis.url().starts_with("rediss://"));
     let ca = redis.ca_file().unwrap();
     works(|| engine_config(&redis).ca_file(&ca)).await;
-    // The system roots do not know a CA made a moment ago.
-    let error = RedisEngine::connect(engine_config(&redis)).await.unwrap_err();
-    assert!(error.to_string().contains("127.0.0.1"), "{error}");
+    // The system roots do not know a CA made a moment ago; waiting would not change that.
+    let config = engine_config(&redis).wait_for_redis(true);
+    let error = tokio::time::timeout(Duration::from_secs(5), RedisEngine::connect(config))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("rediss://127.0.0.1") && text.contains("certificate"), "{text}");
     let missing =
         RedisEngine::connect(engine_config(&redis).ca_file("/nonexistent/ca.pem")).await.unwrap_err();
     assert!(missing.to_string().contains("/nonexistent/ca.pem"), "{missing}");
