@@ -166,7 +166,10 @@ impl RedisEngine {
             subscribed: AtomicBool::new(false),
             lost: AtomicBool::new(false),
             counters: Counters::default(),
-            seq: AtomicU64::new(1),
+            // A random start: a node that restarts with the same id must not
+            // reuse the ids of its last publications, which other nodes may
+            // still remember (and would drop as copies).
+            seq: AtomicU64::new(rand::random::<u64>() >> 1),
             publisher,
             presence,
         });
@@ -197,6 +200,8 @@ impl RedisEngine {
     /// now (rather than letting them expire), and stops refreshing them:
     /// for a node that drains before it exits. Bounded by the command
     /// timeout; if Redis cannot be reached the entries expire on their own.
+    ///
+    /// Cancel safety: cancel-safe; the removal, once queued, goes on.
     pub async fn shutdown(&self) {
         let (done, finished) = tokio::sync::oneshot::channel();
         if self.inner.presence.send(presence::Op::Remove(done)).is_ok() {

@@ -225,9 +225,27 @@ impl RedisServer {
     /// reserved for [`restart`](Self::restart) only by convention.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // SIGKILL works on a paused process too.
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Freezes the process (SIGSTOP): connections stay open and nothing
+    /// answers, as with a Redis that hangs or a network that drops packets.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused process go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("redis-server is not running");
+        let status = Command::new("kill").args([signal, &child.id().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill {signal} failed");
     }
 
     /// Stops it (if running) and starts it again on the same port, empty:

@@ -178,3 +178,42 @@ async fn a_gap_the_history_cannot_fill_resets_the_room() {
         assert_eq!(client.next().await, format!("m{i} r={i}"));
     }
 }
+
+#[tokio::test]
+async fn a_redis_that_stops_answering_makes_nothing_hang() {
+    let redis = RedisServer::start();
+    let config = || engine_config(&redis).command_timeout(Duration::from_millis(400));
+    let a = node_with(config(), hub_config()).await;
+    let b = node_with(config(), hub_config()).await;
+    let (mut on_a, mut on_b) = (a.client(None).await, b.client(None).await);
+    on_a.join("r").await;
+    on_b.join("r").await;
+    redis.pause();
+    let started = Instant::now();
+    let outcome = a.hub.publish("r", "while frozen").await;
+    assert!(started.elapsed() < Duration::from_secs(1), "publishing took {:?}", started.elapsed());
+    assert!(
+        matches!(outcome, Err(HubError::Engine(EngineError::Unavailable { delivered_locally: true, .. }))),
+        "{outcome:?}"
+    );
+    assert_eq!(on_a.next().await, "while frozen");
+    let started = Instant::now();
+    assert!(b.hub.presence("r").await.is_err());
+    assert!(b.hub.cluster().await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(3), "reads took {:?}", started.elapsed());
+    // The PING on the pub/sub connection finds out too.
+    eventually("both nodes to be not ready", || !a.engine.stats().ready && !b.engine.stats().ready).await;
+    redis.resume();
+    ready(&a).await;
+    ready(&b).await;
+    a.hub.publish("r", "thawed").await.expect("publishing works again");
+    // Redis may still run the frozen publication when it wakes up (it was
+    // in its socket buffer): then it comes, with its offset, before.
+    for client in [&mut on_a, &mut on_b] {
+        let mut line = client.next().await;
+        if line.starts_with("while frozen r=") {
+            line = client.next().await;
+        }
+        assert!(line.starts_with("thawed r="), "{line}");
+    }
+}
