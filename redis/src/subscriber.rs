@@ -65,24 +65,27 @@ pub(crate) fn subscribe(inner: &Arc<Inner>, room: &str) -> BoxFuture<Result<(), 
         if fresh {
             inner.rooms_changed.notify_one();
         }
-        let url = inner.config.redacted_url();
         if inner.lost.load(Ordering::SeqCst) {
             // Subscribed when the connection is back; no use waiting for that.
+            let url = inner.config.redacted_url();
             let reason = format!("lost Redis at {url}: the room is subscribed when it is back");
             return ready(Err(EngineError::Unavailable { reason, delivered_locally: false }));
         }
         let (tx, rx) = oneshot::channel();
         entry.waiters.push(tx);
-        (rx, url)
+        rx
     };
-    let (confirmed, url) = confirmed;
     let wait = inner.config.command_timeout;
+    let inner = inner.clone();
     Box::pin(async move {
         match timeout(wait, confirmed).await {
             // Err: the room was dropped meanwhile; nobody needs it.
             Ok(_) => Ok(()),
             Err(_) => Err(EngineError::Unavailable {
-                reason: format!("Redis at {url} did not confirm the subscription within {wait:?}"),
+                reason: format!(
+                    "Redis at {} did not confirm the subscription within {wait:?}",
+                    inner.config.redacted_url()
+                ),
                 delivered_locally: false,
             }),
         }
