@@ -391,9 +391,16 @@ impl Hub {
             for id in registry.rooms.get(room).into_iter().flatten() {
                 let membership = registry.conns.get_mut(id).and_then(|m| m.rooms.get_mut(room));
                 if let Some(membership) = membership {
+                    // A member already past `position` in the same epoch
+                    // has what follows it: moving it back would deliver
+                    // those publications twice.
+                    let ahead = membership
+                        .last
+                        .as_ref()
+                        .is_some_and(|last| last.epoch == position.epoch && last.offset >= position.offset);
                     if membership.recovering {
                         membership.reset = true;
-                    } else {
+                    } else if !ahead {
                         membership.last = Some(position.clone());
                     }
                 }

@@ -269,7 +269,8 @@ impl Node {
     }
 
     /// The room's history was lost or cannot fill a gap: its members on
-    /// this node continue from `position` and are told (see
+    /// this node continue from `position` (one already past it in the same
+    /// epoch keeps its place) and are told (see
     /// [`HubEvent::RoomReset`](super::HubEvent::RoomReset)).
     pub fn reset(&self, room: &str, position: Position) {
         if let Some(hub) = self.hub() {
