@@ -39,8 +39,8 @@ pub async fn route(
         (&Method::GET, "/client.js") => page("text/javascript", include_str!("static/client.js")),
         (&Method::GET, "/client.d.ts") => page("application/typescript", include_str!("static/client.d.ts")),
         (&Method::GET, "/style.css") => page("text/css", include_str!("static/style.css")),
-        (&Method::GET, "/stats") => json_response(StatusCode::OK, stats(&app)),
-        (&Method::GET, "/rooms") => json_response(StatusCode::OK, rooms(&app)),
+        (&Method::GET, "/stats") => json_response(StatusCode::OK, stats(&app).await),
+        (&Method::GET, "/rooms") => json_response(StatusCode::OK, rooms(&app).await),
         (&Method::GET, "/metrics") => page("text/plain; version=0.0.4", &metrics(&app)),
         (&Method::POST, "/publish") => publish(&app, req).await,
         (&Method::GET, "/events") => crate::sse::events(app, req).await,
@@ -129,11 +129,17 @@ fn ready(app: &App) -> Response<Body> {
     plain(StatusCode::OK, "ready")
 }
 
-fn stats(app: &App) -> Value {
+async fn stats(app: &App) -> Value {
     let s = app.hub.stats();
     let codes: serde_json::Map<String, Value> =
         s.close_codes.iter().map(|(c, n)| (c.to_string(), json!(n))).collect();
-    json!({
+    let cluster = match app.hub.cluster().await {
+        Ok(c) => json!({ "nodes": c.nodes, "connections": c.connections }),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+    let mut out = json!({
+        "node": app.options.node,
+        "engine": if app.redis.is_some() { "redis" } else { "memory" },
         "connections": s.connections,
         "connections_total": s.connections_total,
         "connections_refused": s.connections_refused,
@@ -144,18 +150,45 @@ fn stats(app: &App) -> Value {
         "bytes_out": s.bytes_out,
         "dropped_messages": s.dropped_messages,
         "slow_consumer_closes": s.slow_consumer_closes,
+        "publications": s.publications,
+        "history_reads": s.history_reads,
         "close_codes": codes,
         "uptime_seconds": app.started.elapsed().as_secs(),
-    })
+        "cluster": cluster,
+    });
+    if let Some(redis) = &app.redis {
+        let r = redis.stats();
+        out["redis"] = json!({
+            "ready": r.ready,
+            "publications": r.publications,
+            "publish_errors": r.publish_errors,
+            "delivered_locally": r.delivered_locally,
+            "reconnects": r.reconnects,
+            "gaps_filled": r.gaps_filled,
+            "resets": r.resets,
+            "pubsub_messages": r.pubsub_messages,
+            "decode_errors": r.decode_errors,
+            "history_reads": r.history_reads,
+        });
+    }
+    out
 }
 
-fn rooms(app: &App) -> Value {
-    let rooms: Vec<Value> = app
-        .hub
-        .rooms()
-        .into_iter()
-        .map(|(room, members)| json!({ "room": room, "members": members }))
-        .collect();
+/// Rooms with members on this node: members here, and users and
+/// connections on every node (presence; anonymous connections count
+/// nowhere but here).
+async fn rooms(app: &App) -> Value {
+    let mut rooms = Vec::new();
+    for (room, members) in app.hub.rooms() {
+        let mut entry = json!({ "room": room, "members": members });
+        if let Ok(users) = app.hub.presence(&room).await {
+            entry["cluster"] = json!({
+                "users": users.len(),
+                "connections": users.iter().map(|(_, n)| n).sum::<u64>(),
+            });
+        }
+        rooms.push(entry);
+    }
     json!({ "rooms": rooms })
 }
 
@@ -184,6 +217,53 @@ fn metrics(app: &App) -> String {
         "Connections closed as slow consumers.",
         s.slow_consumer_closes,
     );
+    metric(
+        "publications_total",
+        "counter",
+        "Publications handed to the engine by this node.",
+        s.publications,
+    );
+    metric(
+        "history_reads_total",
+        "counter",
+        "History reads (shared by the connections waiting for one room).",
+        s.history_reads,
+    );
+    if let Some(redis) = &app.redis {
+        let r = redis.stats();
+        metric("redis_ready", "gauge", "1 while the Redis engine reaches Redis.", u64::from(r.ready));
+        metric(
+            "redis_publish_errors_total",
+            "counter",
+            "Publications Redis could not take (delivered on this node only).",
+            r.publish_errors,
+        );
+        metric("redis_reconnects_total", "counter", "Reconnections of the Redis pub/sub link.", r.reconnects);
+        metric(
+            "redis_gaps_filled_total",
+            "counter",
+            "Gaps in a room's stream filled from its history.",
+            r.gaps_filled,
+        );
+        metric(
+            "redis_resets_total",
+            "counter",
+            "Rooms reset: history lost or unable to fill a gap.",
+            r.resets,
+        );
+        metric(
+            "redis_pubsub_messages_total",
+            "counter",
+            "Messages received on the pub/sub link.",
+            r.pubsub_messages,
+        );
+        metric(
+            "redis_decode_errors_total",
+            "counter",
+            "Pub/sub messages that could not be decoded.",
+            r.decode_errors,
+        );
+    }
     let _ = writeln!(out, "# HELP sabai_hub_close_codes_total Connections ended, by close code.");
     let _ = writeln!(out, "# TYPE sabai_hub_close_codes_total counter");
     for (code, n) in &s.close_codes {

@@ -27,6 +27,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use sabai::hub::Hub;
 use sabai::CloseCode;
+use sabai_redis::{RedisConfig, RedisEngine};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -41,14 +42,24 @@ pub struct App {
     pub sessions: Mutex<HashMap<String, sse::Session>>,
     /// Set on SIGTERM: /readyz answers 503.
     pub draining: AtomicBool,
+    /// The Redis engine, with `--redis` (for /metrics and a clean exit).
+    pub redis: Option<Arc<RedisEngine>>,
 }
 
 impl App {
-    /// The hub with the demo's room names, the protocol's rendering of
-    /// publications, and its presence events.
+    /// One node on the memory engine.
     pub fn new(options: Options) -> Arc<App> {
+        App::with_redis(options, None)
+    }
+
+    /// The hub with the demo's room names, the protocol's rendering of
+    /// publications, and its presence events; on Redis if given.
+    pub fn with_redis(options: Options, redis: Option<Arc<RedisEngine>>) -> Arc<App> {
         let config = options.hub.clone().room_validator(protocol::check_room).render(protocol::render);
-        let hub = Hub::new(config);
+        let hub = match &redis {
+            Some(engine) => Hub::with_engine(config, engine.clone()),
+            None => Hub::new(config),
+        };
         let node = options.node.clone();
         hub.on_event(move |hub, event| protocol::on_event(&node, hub, event));
         Arc::new(App {
@@ -57,6 +68,7 @@ impl App {
             started: Instant::now(),
             sessions: Mutex::default(),
             draining: AtomicBool::new(false),
+            redis,
         })
     }
 }
@@ -130,12 +142,36 @@ async fn main() {
         options.origins =
             vec![format!("http://127.0.0.1:{}", addr.port()), format!("http://localhost:{}", addr.port())];
     }
-    let app = App::new(options);
+    let redis = match &options.redis {
+        None => None,
+        Some(url) => {
+            let mut config = RedisConfig::new(url.clone())
+                .node_id(options.node.clone())
+                .wait_for_redis(options.redis_wait);
+            if let Some(ca) = &options.redis_ca {
+                config = config.ca_file(ca.clone());
+            }
+            if options.redis_wait {
+                println!("waiting for Redis at {}", config.redacted_url());
+            }
+            match RedisEngine::connect(config).await {
+                Ok(engine) => Some(Arc::new(engine)),
+                Err(e) => {
+                    eprintln!(
+                        "sabai-hub: {e}\n(start Redis, fix --redis, or add --redis-wait to wait for it)"
+                    );
+                    std::process::exit(1);
+                }
+            }
+        }
+    };
+    let engine = redis.as_ref().map_or("memory".to_owned(), |_| "redis".to_owned());
+    let app = App::with_redis(options, redis);
     let hub = app.hub.clone();
     if app.options.simulator {
         tokio::spawn(simulator::run(hub.clone()));
     }
-    println!("hub server {} listening on http://{addr}/", app.options.node);
+    println!("hub server {} ({engine} engine) listening on http://{addr}/", app.options.node);
     println!("open http://{addr}/chat and http://{addr}/dashboard (WebSocket: ws://{addr}/ws)");
     let accepting = accept_loop(&listener, app.clone());
     tokio::pin!(accepting);
@@ -157,6 +193,10 @@ async fn main() {
         all_closed = closing => all_closed,
         () = &mut accepting => false,
     };
+    if let Some(redis) = &app.redis {
+        // Other nodes see this one's presence go at once, not after its TTL.
+        redis.shutdown().await;
+    }
     println!("shut down{}", if all_closed { "" } else { " (some connections did not answer in time)" });
 }
 

@@ -42,6 +42,11 @@ usage: sabai-hub [flags]
                           group:=1000/3600 global=2000/3600)
   --no-history            no room keeps a history (no offsets, no recovery)
   --node-id ID            this node's name in the cluster (default: random)
+  --redis URL             share rooms, history and presence with other nodes through
+                          Redis: redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// (TLS)
+                          (default: none, one node on the memory engine)
+  --redis-ca FILE         the CA certificate (PEM) of a rediss:// server
+  --redis-wait            wait for Redis at start (default: exit with an error)
   --no-simulator          do not publish simulated device telemetry
   --help                  this text
 ";
@@ -55,6 +60,9 @@ pub struct Options {
     pub any_origin: bool,
     pub simulator: bool,
     pub node: String,
+    pub redis: Option<String>,
+    pub redis_ca: Option<std::path::PathBuf>,
+    pub redis_wait: bool,
     pub hub: HubConfig,
 }
 
@@ -98,6 +106,9 @@ impl Options {
             any_origin: false,
             simulator: true,
             node: format!("{:08x}", rand::random::<u32>()),
+            redis: None,
+            redis_ca: None,
+            redis_wait: false,
             hub,
         };
         let mut args = args.into_iter();
@@ -147,6 +158,15 @@ impl Options {
                     }
                     options.node = id;
                 }
+                "--redis" => {
+                    let url = value()?;
+                    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                        return Err("--redis: expected redis://… or rediss://…".into());
+                    }
+                    options.redis = Some(url);
+                }
+                "--redis-ca" => options.redis_ca = Some(value()?.into()),
+                "--redis-wait" => options.redis_wait = true,
                 "--no-simulator" => options.simulator = false,
                 "--help" | "-h" => return Err(String::new()),
                 other => return Err(format!("unknown flag {other}")),

@@ -214,7 +214,7 @@ async fn http_endpoints_report_and_publish() {
     assert_eq!(status, 200);
     assert_eq!(
         serde_json::from_str::<Value>(&rooms).unwrap(),
-        json!({"rooms": [{"room": "device:t1", "members": 1}]})
+        json!({"rooms": [{"room": "device:t1", "members": 1, "cluster": {"users": 1, "connections": 1}}]})
     );
     let (status, stats) = http(&addr, "GET", "/stats", "", "").await;
     let stats: Value = serde_json::from_str(&stats).unwrap();

@@ -141,3 +141,116 @@ pub async fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, Str
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
+
+/// A client that follows rooms across node failures, as the JS client
+/// does: it keeps its position per room, and after any disconnect moves
+/// to the next URL and subscribes with `since`. It keeps every `message`
+/// it receives, duplicates included, so a test can check exactly once.
+pub struct Follower {
+    urls: Vec<String>,
+    next_url: usize,
+    rooms: Vec<String>,
+    /// room → (offset, epoch)
+    positions: std::collections::BTreeMap<String, (u64, String)>,
+    ws: Option<Ws>,
+    pub messages: Vec<Value>,
+    /// `recovered` of every `subscribed` after a reconnect.
+    pub recoveries: Vec<bool>,
+    /// How many messages it had each time it had to reconnect.
+    pub reconnected_at: Vec<usize>,
+}
+
+impl Follower {
+    pub async fn start(urls: Vec<String>, rooms: &[&str]) -> Follower {
+        let mut follower = Follower {
+            urls,
+            next_url: 0,
+            rooms: rooms.iter().map(|r| r.to_string()).collect(),
+            positions: Default::default(),
+            ws: None,
+            messages: Vec::new(),
+            recoveries: Vec::new(),
+            reconnected_at: Vec::new(),
+        };
+        follower.connect().await;
+        follower
+    }
+
+    /// Connects to the next node that answers (each tried in turn, for at
+    /// most 30 s in all) and subscribes with its positions.
+    async fn connect(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "no node took the follower back");
+            let url = self.urls[self.next_url % self.urls.len()].clone();
+            self.next_url += 1;
+            let Ok(Ok(mut ws)) = timeout(Duration::from_secs(5), sabai::connect(&url)).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let since: serde_json::Map<String, Value> = self
+                .positions
+                .iter()
+                .map(|(room, (offset, epoch))| {
+                    (room.clone(), serde_json::json!({"offset": offset, "epoch": epoch}))
+                })
+                .collect();
+            let request = serde_json::json!({"type": "subscribe", "request_id": "follow",
+                "payload": {"rooms": self.rooms, "since": since}});
+            if ws.send(Message::text(request.to_string())).await.is_err() || ws.flush().await.is_err() {
+                continue;
+            }
+            self.ws = Some(ws);
+            return;
+        }
+    }
+
+    /// Reads until `done(messages)` holds, reconnecting as needed.
+    pub async fn follow(&mut self, limit: Duration, done: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done(&self.messages) {
+            assert!(Instant::now() < deadline, "follower timed out with {} messages", self.messages.len());
+            let ws = self.ws.as_mut().expect("connected");
+            let received = timeout(Duration::from_secs(10), ws.recv()).await;
+            let text = match received {
+                Ok(Ok(Some(Message::Text(text)))) => text,
+                Ok(Ok(Some(_))) => continue,
+                // Closed, failed, or silent for 10 s: move on.
+                _ => {
+                    self.ws = None;
+                    self.reconnected_at.push(self.messages.len());
+                    self.connect().await;
+                    continue;
+                }
+            };
+            let envelope: Value = serde_json::from_str(&text).unwrap();
+            match envelope["type"].as_str() {
+                Some("subscribed") => {
+                    if let Some(recovered) = envelope["payload"]["recovered"].as_bool() {
+                        self.recoveries.push(recovered);
+                    }
+                    let positions = envelope["payload"]["positions"].as_object().cloned().unwrap_or_default();
+                    for (room, at) in positions {
+                        if let (Some(offset), Some(epoch)) = (at["offset"].as_u64(), at["epoch"].as_str()) {
+                            self.positions.insert(room, (offset, epoch.to_owned()));
+                        }
+                    }
+                }
+                Some("message") => {
+                    for (room, offset) in envelope["offsets"].as_object().cloned().unwrap_or_default() {
+                        if let (Some(at), Some(offset)) = (self.positions.get_mut(&room), offset.as_u64()) {
+                            at.0 = offset;
+                        }
+                    }
+                    self.messages.push(envelope);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The texts of the messages received, in order.
+    pub fn texts(&self) -> Vec<String> {
+        self.messages.iter().map(|m| m["payload"]["text"].as_str().unwrap_or_default().to_owned()).collect()
+    }
+}
