@@ -31,7 +31,7 @@ use sabai_redis::{RedisConfig, RedisEngine};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use options::{Options, USAGE};
+use options::Options;
 
 /// What every request handler shares.
 pub struct App {
@@ -121,13 +121,10 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() {
-    let mut options = match Options::parse(std::env::args().skip(1)) {
+    let mut options = match Options::parse(std::env::args_os()) {
         Ok(options) => options,
-        Err(why) if why.is_empty() => return print!("{USAGE}"),
-        Err(why) => {
-            eprint!("sabai-hub: {why}\n\n{USAGE}");
-            std::process::exit(2);
-        }
+        // --help and --version print and exit 0; a bad flag exits 2.
+        Err(error) => error.exit(),
     };
     let listener = match TcpListener::bind(options.addr).await {
         Ok(listener) => listener,

@@ -1,10 +1,15 @@
-//! Command-line flags and their defaults.
+//! Flags, their environment variables, an optional TOML file, and the
+//! defaults: flags win over variables, variables over the file, the file
+//! over the defaults.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::Parser;
 use sabai::hub::{HistoryPolicy, HubConfig, SlowConsumer};
 use sabai::DeflateConfig;
+use serde::Deserialize;
 
 /// Messages shorter than this go uncompressed by default: without context
 /// takeover (which the hub always asks for), a short JSON message shrinks
@@ -12,45 +17,120 @@ use sabai::DeflateConfig;
 /// down to about 145.
 const DEFLATE_THRESHOLD: usize = 128;
 
-pub const USAGE: &str = "\
-sabai-hub: sabai's room hub with a chat and an IoT dashboard
+/// The history rooms keep unless told otherwise: enough for a reconnect
+/// or a node restart to lose nothing.
+const DEFAULT_HISTORY: [&str; 4] =
+    ["chat:=200/86400", "device:=300/3600", "group:=1000/3600", "global=2000/3600"];
 
-usage: sabai-hub [flags]
+/// sabai-hub: sabai's room hub with a chat and an IoT dashboard.
+///
+/// Every flag can also come from its environment variable (shown with the
+/// flag) or from a TOML file (`--config`) whose keys are the flags'
+/// names without dashes in front (`max-connections = 100`, `history =
+/// ["chat:=50/600"]`). Flags win over variables, variables over the file.
+#[derive(Parser, Debug, Default, Deserialize)]
+#[command(name = "sabai-hub", version)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Args {
+    /// A TOML file of settings: keys are the flags' names (`queue = 64`).
+    #[arg(long, env = "SABAI_HUB_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Listen address [default: 127.0.0.1:8090].
+    #[arg(long, env = "SABAI_HUB_ADDR", value_name = "ADDR")]
+    addr: Option<SocketAddr>,
+    /// Require ?token=TOKEN or 'Authorization: Bearer TOKEN' on /ws, /events and /send.
+    #[arg(long, env = "SABAI_HUB_TOKEN")]
+    token: Option<String>,
+    /// Require 'X-Publish-Key: KEY' on POST /publish.
+    #[arg(long, env = "SABAI_HUB_PUBLISH_KEY", value_name = "KEY")]
+    publish_key: Option<String>,
+    /// Allow this browser Origin (repeatable) [default: the server's own
+    /// http://127.0.0.1:PORT and http://localhost:PORT].
+    #[arg(
+        long = "allow-origin",
+        env = "SABAI_HUB_ALLOW_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    allow_origin: Vec<String>,
+    /// Allow every Origin.
+    #[arg(long, env = "SABAI_HUB_ANY_ORIGIN")]
+    #[serde(default)]
+    any_origin: bool,
+    /// Connections at once; more get 503 [default: 10000].
+    #[arg(long, env = "SABAI_HUB_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+    /// Connections per user; more get close 4029 [default: 8].
+    #[arg(long, env = "SABAI_HUB_MAX_PER_USER", value_name = "N")]
+    max_per_user: Option<usize>,
+    /// Outbound queue per connection, in messages [default: 256].
+    #[arg(long, env = "SABAI_HUB_QUEUE", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    queue: Option<u32>,
+    /// When a queue is full, drop its oldest message that has no offset
+    /// [default: close the slow connection, 4008].
+    #[arg(long, env = "SABAI_HUB_DROP_OLDEST")]
+    #[serde(default)]
+    drop_oldest: bool,
+    /// Server ping interval [default: 54].
+    #[arg(long, env = "SABAI_HUB_PING_INTERVAL", value_name = "SECS", value_parser = seconds)]
+    #[serde(default, deserialize_with = "de_seconds")]
+    ping_interval: Option<Duration>,
+    /// Close a connection silent this long, 4001 [default: 60].
+    #[arg(long, env = "SABAI_HUB_PONG_TIMEOUT", value_name = "SECS", value_parser = seconds)]
+    #[serde(default, deserialize_with = "de_seconds")]
+    pong_timeout: Option<Duration>,
+    /// Close a connection that sent no message this long, 4000 [default: off].
+    #[arg(long, env = "SABAI_HUB_IDLE_TIMEOUT", value_name = "SECS", value_parser = seconds)]
+    #[serde(default, deserialize_with = "de_seconds")]
+    idle_timeout: Option<Duration>,
+    /// Largest inbound message; over it close 1009 [default: 8192].
+    #[arg(long, env = "SABAI_HUB_MAX_MESSAGE", value_name = "BYTES")]
+    max_message: Option<usize>,
+    /// Accept permessage-deflate from clients that offer it, as browsers do (the default).
+    #[arg(long, env = "SABAI_HUB_DEFLATE", overrides_with = "no_deflate")]
+    #[serde(default)]
+    deflate: bool,
+    /// Do not accept permessage-deflate.
+    #[arg(long, env = "SABAI_HUB_NO_DEFLATE", overrides_with = "deflate")]
+    #[serde(default)]
+    no_deflate: bool,
+    /// Send messages shorter than N bytes uncompressed [default: 128].
+    #[arg(long, env = "SABAI_HUB_DEFLATE_THRESHOLD", value_name = "N")]
+    deflate_threshold: Option<usize>,
+    /// Rooms starting with PREFIX keep their last N publications, for SECS
+    /// after the last one (repeatable; the longest prefix wins) [default:
+    /// chat:=200/86400 device:=300/3600 group:=1000/3600 global=2000/3600].
+    #[arg(long, env = "SABAI_HUB_HISTORY", value_name = "PREFIX=N[/SECS]", value_delimiter = ',', value_parser = history_rule)]
+    #[serde(default, deserialize_with = "de_history")]
+    history: Vec<(String, HistoryPolicy)>,
+    /// No room keeps a history (no offsets, no recovery).
+    #[arg(long, env = "SABAI_HUB_NO_HISTORY")]
+    #[serde(default)]
+    no_history: bool,
+    /// This node's name in the cluster [default: random].
+    #[arg(long, env = "SABAI_HUB_NODE_ID", value_name = "ID", value_parser = node_id)]
+    node_id: Option<String>,
+    /// Share rooms, history and presence with other nodes through Redis:
+    /// redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// (TLS) [default:
+    /// none, one node on the memory engine].
+    #[arg(long, env = "SABAI_HUB_REDIS", value_name = "URL", value_parser = redis_url)]
+    redis: Option<String>,
+    /// The CA certificate (PEM) of a rediss:// server.
+    #[arg(long, env = "SABAI_HUB_REDIS_CA", value_name = "FILE")]
+    redis_ca: Option<PathBuf>,
+    /// Wait for Redis at start [default: exit with an error].
+    #[arg(long, env = "SABAI_HUB_REDIS_WAIT")]
+    #[serde(default)]
+    redis_wait: bool,
+    /// Do not publish simulated device telemetry.
+    #[arg(long, env = "SABAI_HUB_NO_SIMULATOR")]
+    #[serde(default)]
+    no_simulator: bool,
+}
 
-  --addr ADDR             listen address (default 127.0.0.1:8090)
-  --token TOKEN           require ?token=TOKEN or 'Authorization: Bearer TOKEN' on /ws
-  --publish-key KEY       require 'X-Publish-Key: KEY' on POST /publish
-  --allow-origin ORIGIN   allow this browser Origin on /ws (repeatable; default:
-                          the server's own http://127.0.0.1:PORT and http://localhost:PORT)
-  --any-origin            allow every Origin
-  --max-connections N     connections at once; more get 503 (default 10000)
-  --max-per-user N        connections per user; more get close 4029 (default 8)
-  --queue N               outbound queue per connection, in messages (default 256)
-  --drop-oldest           when a queue is full, drop its oldest message
-                          (default: close the slow connection, 4008)
-  --ping-interval SECS    server ping interval (default 54)
-  --pong-timeout SECS     close a connection silent this long, 4001 (default 60)
-  --idle-timeout SECS     close a connection that sent no message this long, 4000 (default off)
-  --max-message BYTES     largest inbound message; over it close 1009 (default 8192)
-  --deflate, --no-deflate accept permessage-deflate from clients that offer it,
-                          as browsers do, or not (default: --deflate)
-  --deflate-threshold N   send messages shorter than N bytes uncompressed (default 128)
-  --history PREFIX=N[/SECS]
-                          rooms starting with PREFIX keep their last N publications,
-                          for SECS after the last one (repeatable; the longest prefix
-                          wins; default: chat:=200/86400 device:=300/3600
-                          group:=1000/3600 global=2000/3600)
-  --no-history            no room keeps a history (no offsets, no recovery)
-  --node-id ID            this node's name in the cluster (default: random)
-  --redis URL             share rooms, history and presence with other nodes through
-                          Redis: redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// (TLS)
-                          (default: none, one node on the memory engine)
-  --redis-ca FILE         the CA certificate (PEM) of a rediss:// server
-  --redis-wait            wait for Redis at start (default: exit with an error)
-  --no-simulator          do not publish simulated device telemetry
-  --help                  this text
-";
-
+/// What the server runs with, resolved.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub addr: SocketAddr,
@@ -61,144 +141,164 @@ pub struct Options {
     pub simulator: bool,
     pub node: String,
     pub redis: Option<String>,
-    pub redis_ca: Option<std::path::PathBuf>,
+    pub redis_ca: Option<PathBuf>,
     pub redis_wait: bool,
     pub hub: HubConfig,
 }
 
-/// The history rooms keep unless told otherwise: enough for a reconnect
-/// or a node restart to lose nothing.
-fn default_history(config: HubConfig) -> HubConfig {
-    let hour = Duration::from_secs(3600);
-    config
-        .history("chat:", HistoryPolicy::new(200, 24 * hour))
-        .history("device:", HistoryPolicy::new(300, hour))
-        .history("group:", HistoryPolicy::new(1000, hour))
-        .history("global", HistoryPolicy::new(2000, hour))
+impl Options {
+    /// Parses the command line (its first item is the program's name) and
+    /// the environment; reads the `--config` file if one is named.
+    pub fn parse<I, T>(args: I) -> Result<Options, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let args = Args::try_parse_from(args)?;
+        let file = match &args.config {
+            None => Args::default(),
+            Some(path) => read_file(path)?,
+        };
+        Ok(args.over(file).resolve())
+    }
+}
+
+fn read_file(path: &PathBuf) -> Result<Args, clap::Error> {
+    let invalid = |why: String| clap::Error::raw(clap::error::ErrorKind::ValueValidation, why + "\n");
+    let text =
+        std::fs::read_to_string(path).map_err(|e| invalid(format!("--config {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| invalid(format!("--config {}: {e}", path.display())))
+}
+
+impl Args {
+    /// These settings, with `file`'s where these have none.
+    fn over(self, file: Args) -> Args {
+        Args {
+            config: self.config,
+            addr: self.addr.or(file.addr),
+            token: self.token.or(file.token),
+            publish_key: self.publish_key.or(file.publish_key),
+            allow_origin: if self.allow_origin.is_empty() { file.allow_origin } else { self.allow_origin },
+            any_origin: self.any_origin || file.any_origin,
+            max_connections: self.max_connections.or(file.max_connections),
+            max_per_user: self.max_per_user.or(file.max_per_user),
+            queue: self.queue.or(file.queue),
+            drop_oldest: self.drop_oldest || file.drop_oldest,
+            ping_interval: self.ping_interval.or(file.ping_interval),
+            pong_timeout: self.pong_timeout.or(file.pong_timeout),
+            idle_timeout: self.idle_timeout.or(file.idle_timeout),
+            max_message: self.max_message.or(file.max_message),
+            // A flag given decides; else the file's.
+            deflate: self.deflate || (!self.no_deflate && file.deflate),
+            no_deflate: self.no_deflate || (!self.deflate && file.no_deflate),
+            deflate_threshold: self.deflate_threshold.or(file.deflate_threshold),
+            history: if self.history.is_empty() { file.history } else { self.history },
+            no_history: self.no_history || file.no_history,
+            node_id: self.node_id.or(file.node_id),
+            redis: self.redis.or(file.redis),
+            redis_ca: self.redis_ca.or(file.redis_ca),
+            redis_wait: self.redis_wait || file.redis_wait,
+            no_simulator: self.no_simulator || file.no_simulator,
+        }
+    }
+
+    fn resolve(self) -> Options {
+        let mut hub = HubConfig::default();
+        hub.max_connections_per_user = Some(self.max_per_user.unwrap_or(8));
+        if let Some(n) = self.max_connections {
+            hub.max_connections = n;
+        }
+        if let Some(n) = self.queue {
+            hub.queue_capacity = n as usize;
+        }
+        if self.drop_oldest {
+            hub.slow_consumer = SlowConsumer::DropOldest;
+        }
+        hub.ping_interval = self.ping_interval.unwrap_or(hub.ping_interval);
+        hub.pong_timeout = self.pong_timeout.unwrap_or(hub.pong_timeout);
+        hub.idle_timeout = self.idle_timeout.or(hub.idle_timeout);
+        hub.max_message_size = self.max_message.unwrap_or(hub.max_message_size);
+        if !self.no_deflate {
+            let mut deflate = DeflateConfig::default();
+            deflate.threshold = self.deflate_threshold.unwrap_or(DEFLATE_THRESHOLD);
+            hub.deflate = Some(deflate);
+        }
+        let history = match (self.no_history, self.history.is_empty()) {
+            (true, _) => Vec::new(),
+            (false, true) => DEFAULT_HISTORY.iter().filter_map(|rule| history_rule(rule).ok()).collect(),
+            (false, false) => self.history,
+        };
+        for (prefix, policy) in history {
+            hub = hub.history(prefix, policy);
+        }
+        Options {
+            addr: self.addr.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8090))),
+            token: self.token,
+            publish_key: self.publish_key,
+            origins: self.allow_origin,
+            any_origin: self.any_origin,
+            simulator: !self.no_simulator,
+            node: self.node_id.unwrap_or_else(|| format!("{:08x}", rand::random::<u32>())),
+            redis: self.redis,
+            redis_ca: self.redis_ca,
+            redis_wait: self.redis_wait,
+            hub,
+        }
+    }
 }
 
 /// `PREFIX=N[/SECS]`.
 fn history_rule(value: &str) -> Result<(String, HistoryPolicy), String> {
-    let bad = || format!("--history: expected PREFIX=N or PREFIX=N/SECS, got {value:?}");
+    let bad = || format!("expected PREFIX=N or PREFIX=N/SECS, got {value:?}");
     let (prefix, rest) = value.split_once('=').ok_or_else(bad)?;
     let (size, ttl) = match rest.split_once('/') {
-        Some((size, secs)) => (size, seconds("--history", secs)?),
+        Some((size, secs)) => (size, seconds(secs)?),
         None => (rest, Duration::from_secs(3600)),
     };
     let size: usize = size.parse().map_err(|_| bad())?;
     if size == 0 || size > 1_000_000 {
-        return Err(format!("--history: N must be 1 to 1000000, got {size}"));
+        return Err(format!("N must be 1 to 1000000, got {size}"));
     }
     Ok((prefix.to_owned(), HistoryPolicy::new(size, ttl)))
 }
 
-impl Options {
-    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
-        let mut hub = default_history(HubConfig::default());
-        hub.max_connections_per_user = Some(8);
-        hub.deflate = Some(deflate_default());
-        let mut custom_history = false;
-        let mut options = Options {
-            addr: "127.0.0.1:8090".parse().map_err(|_| "bad default address")?,
-            token: None,
-            publish_key: None,
-            origins: Vec::new(),
-            any_origin: false,
-            simulator: true,
-            node: format!("{:08x}", rand::random::<u32>()),
-            redis: None,
-            redis_ca: None,
-            redis_wait: false,
-            hub,
-        };
-        let mut args = args.into_iter();
-        while let Some(flag) = args.next() {
-            let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
-            match flag.as_str() {
-                "--addr" => options.addr = value()?.parse().map_err(|e| format!("--addr: {e}"))?,
-                "--token" => options.token = Some(value()?),
-                "--publish-key" => options.publish_key = Some(value()?),
-                "--allow-origin" => options.origins.push(value()?),
-                "--any-origin" => options.any_origin = true,
-                "--max-connections" => options.hub.max_connections = number(&flag, &value()?)?,
-                "--max-per-user" => options.hub.max_connections_per_user = Some(number(&flag, &value()?)?),
-                "--queue" => options.hub.queue_capacity = number(&flag, &value()?)?.max(1),
-                "--drop-oldest" => options.hub.slow_consumer = SlowConsumer::DropOldest,
-                "--ping-interval" => options.hub.ping_interval = seconds(&flag, &value()?)?,
-                "--pong-timeout" => options.hub.pong_timeout = seconds(&flag, &value()?)?,
-                "--idle-timeout" => options.hub.idle_timeout = Some(seconds(&flag, &value()?)?),
-                "--max-message" => options.hub.max_message_size = number(&flag, &value()?)?,
-                "--deflate" => {
-                    options.hub.deflate = options.hub.deflate.take().or_else(|| Some(deflate_default()))
-                }
-                "--no-deflate" => options.hub.deflate = None,
-                "--deflate-threshold" => {
-                    let threshold = number(&flag, &value()?)?;
-                    if let Some(deflate) = options.hub.deflate.as_mut() {
-                        deflate.threshold = threshold;
-                    }
-                }
-                "--history" => {
-                    if !std::mem::replace(&mut custom_history, true) {
-                        options.hub.history.clear();
-                    }
-                    let (prefix, policy) = history_rule(&value()?)?;
-                    options.hub = options.hub.history(prefix, policy);
-                }
-                "--no-history" => options.hub.history.clear(),
-                "--node-id" => {
-                    let id = value()?;
-                    if id.is_empty()
-                        || id.len() > 64
-                        || !id.bytes().all(|b| b.is_ascii_graphic() && b != b'|')
-                    {
-                        return Err(format!(
-                            "--node-id: 1 to 64 printable characters without '|', got {id:?}"
-                        ));
-                    }
-                    options.node = id;
-                }
-                "--redis" => {
-                    let url = value()?;
-                    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                        return Err("--redis: expected redis://… or rediss://…".into());
-                    }
-                    options.redis = Some(url);
-                }
-                "--redis-ca" => options.redis_ca = Some(value()?.into()),
-                "--redis-wait" => options.redis_wait = true,
-                "--no-simulator" => options.simulator = false,
-                "--help" | "-h" => return Err(String::new()),
-                other => return Err(format!("unknown flag {other}")),
-            }
-        }
-        Ok(options)
-    }
-}
-
-fn deflate_default() -> DeflateConfig {
-    let mut deflate = DeflateConfig::default();
-    deflate.threshold = DEFLATE_THRESHOLD;
-    deflate
-}
-
-fn number(flag: &str, value: &str) -> Result<usize, String> {
-    value.parse().map_err(|_| format!("{flag}: expected a whole number, got {value:?}"))
-}
-
-fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
+fn seconds(value: &str) -> Result<Duration, String> {
     match value.parse::<f64>() {
         Ok(secs) if secs > 0.0 && secs < 1e6 => Ok(Duration::from_secs_f64(secs)),
-        _ => Err(format!("{flag}: expected seconds, got {value:?}")),
+        _ => Err(format!("expected seconds (more than 0, less than a million), got {value:?}")),
     }
+}
+
+fn node_id(id: &str) -> Result<String, String> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic() && b != b'|') {
+        return Err(format!("1 to 64 printable characters without '|', got {id:?}"));
+    }
+    Ok(id.to_owned())
+}
+
+fn redis_url(url: &str) -> Result<String, String> {
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err("expected redis://… or rediss://…".into());
+    }
+    Ok(url.to_owned())
+}
+
+fn de_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let secs = f64::deserialize(d)?;
+    seconds(&secs.to_string()).map(Some).map_err(serde::de::Error::custom)
+}
+
+fn de_history<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, HistoryPolicy)>, D::Error> {
+    let rules = Vec::<String>::deserialize(d)?;
+    rules.iter().map(|rule| history_rule(rule).map_err(serde::de::Error::custom)).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Options, String> {
-        Options::parse(args.iter().map(|s| s.to_string()))
+    fn parse(args: &[&str]) -> Result<Options, clap::Error> {
+        Options::parse(std::iter::once("sabai-hub").chain(args.iter().copied()))
     }
 
     #[test]
@@ -207,7 +307,17 @@ mod tests {
         assert_eq!(options.addr.to_string(), "127.0.0.1:8090");
         assert!(options.simulator && options.token.is_none());
         assert_eq!(options.hub.queue_capacity, 256);
+        assert_eq!(options.hub.max_connections_per_user, Some(8));
         assert_eq!(options.hub.deflate.as_ref().map(|d| d.threshold), Some(DEFLATE_THRESHOLD));
+    }
+
+    #[test]
+    fn deflate_is_on_unless_turned_off() {
+        assert_eq!(parse(&["--deflate-threshold", "64"]).unwrap().hub.deflate.unwrap().threshold, 64);
+        assert!(parse(&["--no-deflate"]).unwrap().hub.deflate.is_none());
+        assert!(parse(&["--no-deflate", "--deflate"]).unwrap().hub.deflate.is_some(), "the last one wins");
+        assert!(parse(&["--no-deflate", "--deflate-threshold", "64"]).unwrap().hub.deflate.is_none());
+        assert!(parse(&["--deflate-threshold", "x"]).is_err());
     }
 
     #[test]
@@ -228,15 +338,6 @@ mod tests {
     }
 
     #[test]
-    fn deflate_is_on_unless_turned_off() {
-        assert_eq!(parse(&["--deflate-threshold", "64"]).unwrap().hub.deflate.unwrap().threshold, 64);
-        assert!(parse(&["--no-deflate"]).unwrap().hub.deflate.is_none());
-        assert!(parse(&["--no-deflate", "--deflate"]).unwrap().hub.deflate.is_some());
-        assert!(parse(&["--no-deflate", "--deflate-threshold", "64"]).unwrap().hub.deflate.is_none());
-        assert!(parse(&["--deflate-threshold", "x"]).is_err());
-    }
-
-    #[test]
     fn flags_set_their_values_and_bad_ones_are_refused() {
         let options =
             parse(&["--no-simulator", "--queue", "4", "--ping-interval", "0.5", "--token", "t"]).unwrap();
@@ -244,9 +345,39 @@ mod tests {
         assert_eq!(options.hub.queue_capacity, 4);
         assert_eq!(options.hub.ping_interval, Duration::from_millis(500));
         assert_eq!(options.token.as_deref(), Some("t"));
-        assert!(parse(&["--queue"]).is_err());
-        assert!(parse(&["--queue", "many"]).is_err());
-        assert!(parse(&["--ping-interval", "-1"]).is_err());
-        assert!(parse(&["--bogus"]).is_err());
+        for bad in [
+            &["--queue"][..],
+            &["--queue", "many"],
+            &["--queue", "0"],
+            &["--ping-interval", "-1"],
+            &["--bogus"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse(&["--help"]).unwrap_err().kind(), clap::error::ErrorKind::DisplayHelp);
+        assert!(parse(&["--redis", "http://x"]).is_err());
+    }
+
+    #[test]
+    fn a_config_file_fills_in_what_flags_leave_unset() {
+        let dir = std::env::temp_dir().join(format!("sabai-hub-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hub.toml");
+        let toml = "addr = \"127.0.0.1:9999\"\nqueue = 7\nping-interval = 2.5\nhistory = [\"chat:=9/90\"]\n\
+                    no-simulator = true\nallow-origin = [\"https://a.example\"]\n";
+        std::fs::write(&path, toml).unwrap();
+        let file = path.to_str().unwrap();
+        let options = parse(&["--config", file, "--queue", "3"]).unwrap();
+        assert_eq!(options.addr.to_string(), "127.0.0.1:9999");
+        assert_eq!(options.hub.queue_capacity, 3, "a flag wins over the file");
+        assert_eq!(options.hub.ping_interval, Duration::from_millis(2500));
+        assert_eq!(options.hub.history_for("chat:x").map(|p| p.size), Some(9));
+        assert!(!options.simulator);
+        assert_eq!(options.origins, ["https://a.example"]);
+        std::fs::write(&path, "qeueu = 7\n").unwrap();
+        let error = parse(&["--config", file]).unwrap_err().to_string();
+        assert!(error.contains("qeueu"), "a misspelt key is named: {error}");
+        assert!(parse(&["--config", "/nonexistent/hub.toml"]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -15,7 +15,7 @@ use crate::options::Options;
 use crate::App;
 
 async fn start(flags: &[&str]) -> (Arc<App>, String) {
-    let options = Options::parse(flags.iter().map(|s| s.to_string())).unwrap();
+    let options = Options::parse(std::iter::once("sabai-hub").chain(flags.iter().copied())).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let app = App::new(options);
