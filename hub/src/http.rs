@@ -94,7 +94,10 @@ fn websocket_upgrade(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Byt
     };
     let slot = match app.hub.reserve() {
         Ok(slot) => slot,
-        Err(refusal) => return upgrade.reject(refusal),
+        Err(refusal) => {
+            tracing::warn!(status = refusal.status(), reason = refusal.message(), "handshake refused");
+            return upgrade.reject(refusal);
+        }
     };
     let request = upgrade.request();
     let credentials = Credentials {
@@ -104,7 +107,15 @@ fn websocket_upgrade(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Byt
     };
     let user = match admit(&app.options, &credentials) {
         Ok(user) => user,
-        Err(refusal) => return upgrade.reject(refusal),
+        Err(refusal) => {
+            tracing::warn!(
+                status = refusal.status(),
+                reason = refusal.message(),
+                path = "/ws",
+                "handshake refused"
+            );
+            return upgrade.reject(refusal);
+        }
     };
     let (response, upgrading) = match upgrade.accept(Accept::new()) {
         Ok(accepted) => accepted,
@@ -278,6 +289,7 @@ async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
     if let Some(key) = &app.options.publish_key {
         let given = req.headers().get("x-publish-key").and_then(|v| v.to_str().ok());
         if given != Some(key.as_str()) {
+            tracing::warn!(path = "/publish", "missing or wrong X-Publish-Key");
             return json_response(
                 StatusCode::UNAUTHORIZED,
                 json!({ "error": "missing or wrong X-Publish-Key" }),

@@ -126,6 +126,7 @@ async fn main() {
         // --help and --version print and exit 0; a bad flag exits 2.
         Err(error) => error.exit(),
     };
+    logs(options.log_json);
     let listener = match TcpListener::bind(options.addr).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -170,6 +171,7 @@ async fn main() {
     }
     println!("hub server {} ({engine} engine) listening on http://{addr}/", app.options.node);
     println!("open http://{addr}/chat and http://{addr}/dashboard (WebSocket: ws://{addr}/ws)");
+    let redis_watch = tokio::spawn(watch_engine(hub.clone()));
     let accepting = accept_loop(&listener, app.clone());
     tokio::pin!(accepting);
     let stop = tokio::select! {
@@ -191,10 +193,44 @@ async fn main() {
         () = &mut accepting => false,
     };
     if let Some(redis) = &app.redis {
+        redis_watch.abort();
         // Other nodes see this one's presence go at once, not after its TTL.
         redis.shutdown().await;
     }
     println!("shut down{}", if all_closed { "" } else { " (some connections did not answer in time)" });
+}
+
+/// Logs to stderr, one line per event: text, or JSON with `--log-json`;
+/// `RUST_LOG` sets the level (default `info`).
+fn logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+}
+
+/// Logs the engine losing and finding its broker again.
+async fn watch_engine(hub: Hub) {
+    let mut ready = true;
+    let mut every = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        every.tick().await;
+        let now = hub.engine().is_ready();
+        if now != ready {
+            if now {
+                tracing::info!("engine reaches its broker again");
+            } else {
+                tracing::error!(
+                    "engine cannot reach its broker: publications go to this node's members only"
+                );
+            }
+            ready = now;
+        }
+    }
 }
 
 /// The signal that ends the server.

@@ -128,6 +128,10 @@ pub struct Args {
     #[arg(long, env = "SABAI_HUB_NO_SIMULATOR")]
     #[serde(default)]
     no_simulator: bool,
+    /// Logs as JSON lines (default: text); RUST_LOG sets the level [default: info].
+    #[arg(long, env = "SABAI_HUB_LOG_JSON")]
+    #[serde(default)]
+    log_json: bool,
 }
 
 /// What the server runs with, resolved.
@@ -143,6 +147,7 @@ pub struct Options {
     pub redis: Option<String>,
     pub redis_ca: Option<PathBuf>,
     pub redis_wait: bool,
+    pub log_json: bool,
     pub hub: HubConfig,
 }
 
@@ -199,6 +204,7 @@ impl Args {
             redis_ca: self.redis_ca.or(file.redis_ca),
             redis_wait: self.redis_wait || file.redis_wait,
             no_simulator: self.no_simulator || file.no_simulator,
+            log_json: self.log_json || file.log_json,
         }
     }
 
@@ -242,6 +248,7 @@ impl Args {
             redis: self.redis,
             redis_ca: self.redis_ca,
             redis_wait: self.redis_wait,
+            log_json: self.log_json,
             hub,
         }
     }

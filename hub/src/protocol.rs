@@ -312,13 +312,29 @@ fn chat_room<'a>(hub: &Hub, conn: ConnId, room: Option<&'a str>) -> Result<&'a s
 /// history was lost.
 pub fn on_event(node: &str, hub: &Hub, event: &HubEvent) {
     let (kind, conn, user, room) = match event {
-        HubEvent::Connected { conn, .. } => {
+        HubEvent::Connected { conn, user } => {
+            tracing::info!(conn = conn.0, user = user.as_deref(), "connection opened");
             hub.send_to(*conn, connected(hub, *conn, node));
+            return;
+        }
+        HubEvent::Disconnected { conn, user, code } => {
+            let code = code.map_or(1006, |c| c.0);
+            if code == sabai::hub::codes::SLOW_CONSUMER.0 {
+                tracing::warn!(conn = conn.0, user = user.as_deref(), code, "slow consumer closed");
+            } else {
+                tracing::info!(conn = conn.0, user = user.as_deref(), code, "connection closed");
+            }
             return;
         }
         HubEvent::Joined { conn, user, room } => ("user_joined", conn, user, room),
         HubEvent::Left { conn, user, room } => ("user_left", conn, user, room),
         HubEvent::RoomReset { room, position } => {
+            tracing::warn!(
+                room = room.as_str(),
+                epoch = &*position.epoch,
+                offset = position.offset,
+                "room history lost: members told to reload"
+            );
             let outcome = json!({ "offset": position.offset, "epoch": &*position.epoch, "recovered": false });
             let payload =
                 json!({ "rooms": [room], "positions": { room.as_str(): outcome }, "recovered": false });

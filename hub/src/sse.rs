@@ -131,6 +131,7 @@ pub async fn events(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
 }
 
 fn refused(status: u16, why: &str) -> Response<Body> {
+    tracing::warn!(status, reason = why, "SSE request refused");
     plain(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), why)
 }
 

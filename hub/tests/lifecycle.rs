@@ -50,3 +50,36 @@ async fn sigint_shuts_down_with_1001() {
     let status = tokio::task::spawn_blocking(move || node.wait(Duration::from_secs(15))).await.unwrap();
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
+
+#[tokio::test]
+async fn logs_are_one_json_line_per_event_and_never_show_a_token() {
+    let node = Node::start(&["--no-simulator", "--log-json", "--token", "s3cret-t0ken"]);
+    let refused = sabai::connect(&format!("{}?token=wrong-t0ken", node.ws_url())).await;
+    assert!(refused.is_err());
+    let mut ws = sabai::connect(&format!("{}?token=s3cret-t0ken&user=ann", node.ws_url())).await.unwrap();
+    next_of(&mut ws, "connected").await;
+    ws.close(sabai::CloseCode::NORMAL, "bye").await.unwrap();
+    while next(&mut ws).await.is_some() {}
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let lines: Vec<serde_json::Value> = node
+            .logs()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+            .collect();
+        let closed = lines.iter().any(|l| l["fields"]["message"] == "connection closed");
+        if closed || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let find = |message: &str| lines.iter().find(|l| l["fields"]["message"] == message).cloned();
+    let refused = find("handshake refused").expect("the refusal is logged");
+    assert_eq!(refused["fields"]["status"], 401);
+    let opened = find("connection opened").expect("the connection is logged");
+    assert_eq!(opened["fields"]["user"], "ann");
+    let closed = find("connection closed").expect("its end is logged");
+    assert_eq!(closed["fields"]["code"], 1000);
+    let all = node.logs().join("\n");
+    assert!(!all.contains("t0ken"), "a token was logged: {all}");
+}

@@ -15,6 +15,8 @@ use tokio::time::timeout;
 pub struct Node {
     child: Child,
     pub addr: String,
+    /// What it wrote to stderr (its logs), line by line.
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Node {
@@ -30,9 +32,18 @@ impl Node {
             .args(["--addr", addr])
             .args(flags)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start sabai-hub");
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let kept = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[sabai-hub] {line}");
+                kept.lock().unwrap().push(line);
+            }
+        });
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -51,7 +62,7 @@ impl Node {
                         let addr = rest.trim_end_matches('/').to_owned();
                         // Keep draining its output so it never blocks on a full pipe.
                         std::thread::spawn(move || while rx.recv().is_ok() {});
-                        return Node { child, addr };
+                        return Node { child, addr, logs };
                     }
                 }
                 Err(_) => {
@@ -60,6 +71,11 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// The log lines so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
     }
 
     pub fn pid(&self) -> u32 {
