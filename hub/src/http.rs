@@ -31,6 +31,18 @@ pub async fn route(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let path = req.uri().path().to_owned();
+    // Plain requests share a bounded number of places; the long-lived
+    // ones (/ws, /events) are bounded by the hub's connection places.
+    let _place = match path.as_str() {
+        "/ws" | "/events" => None,
+        _ => match app.requests.clone().try_acquire_owned() {
+            Ok(place) => Some(place),
+            Err(_) => {
+                tracing::warn!(path, "too many requests at once");
+                return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "too many requests at once"));
+            }
+        },
+    };
     let response = match (req.method(), path.as_str()) {
         (_, "/ws") => websocket(app, req),
         (&Method::GET, "/") => page("text/html", include_str!("static/index.html")),
@@ -283,6 +295,26 @@ fn metrics(app: &App) -> String {
     out
 }
 
+/// A request's body, at most `limit` bytes, read within the request
+/// timeout; else the 413 or 408 to answer.
+pub async fn read_body(app: &App, req: Request<Incoming>, limit: usize) -> Result<Bytes, Response<Body>> {
+    let reading = Limited::new(req.into_body(), limit).collect();
+    match tokio::time::timeout(app.options.request_timeout, reading).await {
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(_)) => Err(json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({ "error": format!("body over {limit} bytes") }),
+        )),
+        Err(_) => {
+            tracing::warn!(timeout_s = app.options.request_timeout.as_secs_f64(), "request body too slow");
+            Err(json_response(
+                StatusCode::REQUEST_TIMEOUT,
+                json!({ "error": "the body did not arrive in time" }),
+            ))
+        }
+    }
+}
+
 /// POST /publish `{room | rooms, type, payload}`: a backend injects an
 /// event, as one publication to every room named.
 async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
@@ -296,11 +328,9 @@ async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
             );
         }
     }
-    let body = match Limited::new(req.into_body(), MAX_PUBLISH_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => {
-            return json_response(StatusCode::PAYLOAD_TOO_LARGE, json!({ "error": "body over 64 KiB" }))
-        }
+    let body = match read_body(app, req, MAX_PUBLISH_BODY).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
     };
     let request: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
@@ -388,12 +418,10 @@ pub fn admit(options: &crate::options::Options, request: &Credentials) -> Result
             return Err(Reject::forbidden().body("origin not allowed"));
         }
     }
-    let name: String = query("user")
-        .unwrap_or_default()
-        .chars()
-        .filter(|c| c.is_alphanumeric() || " -_.".contains(*c))
-        .take(32)
-        .collect();
+    // Only control characters go: a Thai name keeps its tone marks
+    // (combining characters, which are not "alphanumeric").
+    let name: String =
+        query("user").unwrap_or_default().chars().filter(|c| !c.is_control()).take(32).collect();
     let name = name.trim();
     if !name.is_empty() {
         return Ok(name.to_owned());

@@ -18,6 +18,7 @@ mod sse;
 mod tests;
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ use sabai::hub::Hub;
 use sabai::CloseCode;
 use sabai_redis::{RedisConfig, RedisEngine};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use options::Options;
 
@@ -42,6 +43,8 @@ pub struct App {
     pub sessions: Mutex<HashMap<String, sse::Session>>,
     /// Set on SIGTERM: /readyz answers 503.
     pub draining: AtomicBool,
+    /// Places for plain HTTP requests in progress (`--max-requests`).
+    pub requests: Arc<Semaphore>,
     /// The Redis engine, with `--redis` (for /metrics and a clean exit).
     pub redis: Option<Arc<RedisEngine>>,
 }
@@ -64,6 +67,7 @@ impl App {
         hub.on_event(move |hub, event| protocol::on_event(&node, hub, event));
         Arc::new(App {
             hub,
+            requests: Arc::new(Semaphore::new(options.max_requests)),
             options,
             started: Instant::now(),
             sessions: Mutex::default(),
@@ -83,6 +87,8 @@ pub async fn accept_loop(listener: &TcpListener, app: Arc<App>) {
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        // A client gets this long to send a request head (slow-loris bound).
+        let header_timeout = app.options.request_timeout;
         tokio::spawn(async move {
             // A handler that gives up on a client (an SSE reader that
             // stopped reading) drops its whole connection with this.
@@ -92,10 +98,9 @@ pub async fn accept_loop(listener: &TcpListener, app: Arc<App>) {
                 req.extensions_mut().insert(handle.clone());
                 http::route(app.clone(), req)
             });
-            // A client gets 10 s to send a request head (slow-loris bound).
             let http = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             tokio::select! {
@@ -135,11 +140,12 @@ async fn main() {
         }
     };
     let addr = listener.local_addr().unwrap_or(options.addr);
-    if options.origins.is_empty() {
-        // By default only the pages this server serves may open a socket.
-        options.origins =
-            vec![format!("http://127.0.0.1:{}", addr.port()), format!("http://localhost:{}", addr.port())];
-    }
+    // The server's own pages, on every address it listens on, may open a
+    // socket; so may the origins named. Not "Origin equals Host": a DNS
+    // rebinding page would pass that.
+    let mut origins = own_origins(addr);
+    origins.append(&mut options.origins);
+    options.origins = origins;
     let redis = match &options.redis {
         None => None,
         Some(url) => {
@@ -170,7 +176,17 @@ async fn main() {
         tokio::spawn(simulator::run(hub.clone()));
     }
     println!("hub server {} ({engine} engine) listening on http://{addr}/", app.options.node);
-    println!("open http://{addr}/chat and http://{addr}/dashboard (WebSocket: ws://{addr}/ws)");
+    // A wildcard address is no place to open: show the loopback one.
+    let open = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], addr.port())),
+        _ => addr,
+    };
+    println!("open http://{open}/chat and http://{open}/dashboard (WebSocket: ws://{open}/ws)");
+    match app.options.any_origin {
+        true => println!("accepting pages from any Origin (--any-origin)"),
+        false => println!("accepting pages from: {}", app.options.origins.join(" ")),
+    }
     let redis_watch = tokio::spawn(watch_engine(hub.clone()));
     let accepting = accept_loop(&listener, app.clone());
     tokio::pin!(accepting);
@@ -198,6 +214,36 @@ async fn main() {
         redis.shutdown().await;
     }
     println!("shut down{}", if all_closed { "" } else { " (some connections did not answer in time)" });
+}
+
+/// `http://IP:PORT` for each address a listener on `addr` answers on (all
+/// of this machine's when it is bound to 0.0.0.0 or ::), and `localhost`
+/// for a loopback one.
+fn own_origins(addr: SocketAddr) -> Vec<String> {
+    let port = addr.port();
+    let ips: Vec<IpAddr> = if addr.ip().is_unspecified() {
+        let all = if_addrs::get_if_addrs().unwrap_or_default().into_iter().map(|i| i.ip());
+        all.filter(|ip| addr.is_ipv6() || ip.is_ipv4()).collect()
+    } else {
+        vec![addr.ip()]
+    };
+    let mut origins = Vec::new();
+    if addr.ip().is_unspecified() {
+        // Chromium opens http://0.0.0.0:PORT as this machine.
+        origins.push(format!("http://{addr}"));
+    }
+    if ips.iter().any(IpAddr::is_loopback) {
+        origins.push(format!("http://localhost:{port}"));
+    }
+    for ip in ips {
+        origins.push(match ip {
+            IpAddr::V4(ip) => format!("http://{ip}:{port}"),
+            IpAddr::V6(ip) => format!("http://[{ip}]:{port}"),
+        });
+    }
+    origins.sort();
+    origins.dedup();
+    origins
 }
 
 /// Logs to stderr, one line per event: text, or JSON with `--log-json`;

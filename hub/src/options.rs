@@ -45,8 +45,8 @@ pub struct Args {
     /// Require 'X-Publish-Key: KEY' on POST /publish.
     #[arg(long, env = "SABAI_HUB_PUBLISH_KEY", value_name = "KEY")]
     publish_key: Option<String>,
-    /// Allow this browser Origin (repeatable) [default: the server's own
-    /// http://127.0.0.1:PORT and http://localhost:PORT].
+    /// Also accept pages from this Origin (repeatable); the server's own
+    /// pages, on every address it listens on, always are.
     #[arg(
         long = "allow-origin",
         env = "SABAI_HUB_ALLOW_ORIGIN",
@@ -55,6 +55,17 @@ pub struct Args {
     )]
     #[serde(default)]
     allow_origin: Vec<String>,
+    /// The Origin users reach this server's pages at, when that is not one
+    /// of its own addresses (behind a proxy: https://hub.example.com).
+    /// Repeatable.
+    #[arg(
+        long = "public-origin",
+        env = "SABAI_HUB_PUBLIC_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    public_origin: Vec<String>,
     /// Allow every Origin.
     #[arg(long, env = "SABAI_HUB_ANY_ORIGIN")]
     #[serde(default)]
@@ -128,6 +139,13 @@ pub struct Args {
     #[arg(long, env = "SABAI_HUB_NO_SIMULATOR")]
     #[serde(default)]
     no_simulator: bool,
+    /// Time to send a request's head, and its body [default: 10].
+    #[arg(long, env = "SABAI_HUB_REQUEST_TIMEOUT", value_name = "SECS", value_parser = seconds)]
+    #[serde(default, deserialize_with = "de_seconds")]
+    request_timeout: Option<Duration>,
+    /// Plain HTTP requests in progress at once; more get 503 [default: 256].
+    #[arg(long, env = "SABAI_HUB_MAX_REQUESTS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_requests: Option<u32>,
     /// Logs as JSON lines (default: text); RUST_LOG sets the level [default: info].
     #[arg(long, env = "SABAI_HUB_LOG_JSON")]
     #[serde(default)]
@@ -148,6 +166,8 @@ pub struct Options {
     pub redis_ca: Option<PathBuf>,
     pub redis_wait: bool,
     pub log_json: bool,
+    pub request_timeout: Duration,
+    pub max_requests: usize,
     pub hub: HubConfig,
 }
 
@@ -184,6 +204,11 @@ impl Args {
             token: self.token.or(file.token),
             publish_key: self.publish_key.or(file.publish_key),
             allow_origin: if self.allow_origin.is_empty() { file.allow_origin } else { self.allow_origin },
+            public_origin: if self.public_origin.is_empty() {
+                file.public_origin
+            } else {
+                self.public_origin
+            },
             any_origin: self.any_origin || file.any_origin,
             max_connections: self.max_connections.or(file.max_connections),
             max_per_user: self.max_per_user.or(file.max_per_user),
@@ -205,6 +230,8 @@ impl Args {
             redis_wait: self.redis_wait || file.redis_wait,
             no_simulator: self.no_simulator || file.no_simulator,
             log_json: self.log_json || file.log_json,
+            request_timeout: self.request_timeout.or(file.request_timeout),
+            max_requests: self.max_requests.or(file.max_requests),
         }
     }
 
@@ -241,7 +268,7 @@ impl Args {
             addr: self.addr.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8090))),
             token: self.token,
             publish_key: self.publish_key,
-            origins: self.allow_origin,
+            origins: [self.public_origin, self.allow_origin].concat(),
             any_origin: self.any_origin,
             simulator: !self.no_simulator,
             node: self.node_id.unwrap_or_else(|| format!("{:08x}", rand::random::<u32>())),
@@ -249,6 +276,8 @@ impl Args {
             redis_ca: self.redis_ca,
             redis_wait: self.redis_wait,
             log_json: self.log_json,
+            request_timeout: self.request_timeout.unwrap_or(Duration::from_secs(10)),
+            max_requests: self.max_requests.map_or(256, |n| n as usize),
             hub,
         }
     }

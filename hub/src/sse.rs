@@ -16,7 +16,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
@@ -292,14 +292,9 @@ pub async fn send(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         );
     };
     let limit = app.hub.config().max_message_size;
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => {
-            return json_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                json!({ "error": format!("body over {limit} bytes") }),
-            )
-        }
+    let body = match crate::http::read_body(&app, req, limit).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
     };
     let Ok(text) = String::from_utf8(body.to_vec()) else {
         return json_response(StatusCode::BAD_REQUEST, json!({ "error": "the body is not UTF-8" }));

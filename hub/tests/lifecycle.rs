@@ -83,3 +83,27 @@ async fn logs_are_one_json_line_per_event_and_never_show_a_token() {
     let all = node.logs().join("\n");
     assert!(!all.contains("t0ken"), "a token was logged: {all}");
 }
+
+/// The status of a handshake with this Origin.
+async fn origin_status(node: &Node, origin: &str) -> Result<(), u16> {
+    let config = sabai::WebSocketConfig::default();
+    match sabai::connect_with(&node.ws_url(), &config, |r| r.header("Origin", origin)).await {
+        Ok(_) => Ok(()),
+        Err(sabai::Error::Handshake(sabai::HandshakeError::UnexpectedStatus(status))) => Err(status),
+        Err(other) => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bound_to_every_address_its_own_pages_are_accepted_and_foreign_ones_are_not() {
+    let node = Node::start_at("0.0.0.0:0", &["--no-simulator", "--public-origin", "https://hub.example"]);
+    let port = node.addr.rsplit(':').next().unwrap().to_owned();
+    for own in
+        [format!("http://127.0.0.1:{port}"), format!("http://localhost:{port}"), "https://hub.example".into()]
+    {
+        assert_eq!(origin_status(&node, &own).await, Ok(()), "{own}");
+    }
+    for foreign in ["http://evil.example".to_owned(), format!("http://evil.example:{port}"), "null".into()] {
+        assert_eq!(origin_status(&node, &foreign).await, Err(403), "{foreign}");
+    }
+}
