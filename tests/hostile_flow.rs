@@ -2,7 +2,7 @@
 //! layer: a peer that never reads, a peer that floods, a half-closed
 //! connection. Memory is measured with a counting allocator (bytes, not
 //! time); timeouts only detect a stalled sender or guard against hangs.
-//! The hub's policies (slow consumer 4008, heartbeat 4001) are in tests/hub.rs.
+//! The hub's policies (slow consumer 4008, heartbeat 4002) are in tests/hub.rs.
 
 #[path = "support/counting.rs"]
 mod counting;

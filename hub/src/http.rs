@@ -17,6 +17,7 @@ use sabai::handshake::{Accept, Reject};
 use sabai::hub::Publish;
 use serde_json::{json, Value};
 
+use crate::auth::{self, Identity};
 use crate::protocol::{self, envelope};
 use crate::App;
 
@@ -116,9 +117,13 @@ fn websocket_upgrade(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Byt
         query: request.query(),
         authorization: request.header("Authorization"),
         origin: request.origin(),
+        protocols: request.protocols().to_vec(),
     };
-    let user = match admit(&app.options, &credentials) {
-        Ok(user) => user,
+    // The real subprotocol is answered when offered; a `bearer.` entry
+    // beside it never is (RFC 6455 §4.2.2: the answer is one of the offers).
+    let offered = request.protocols().iter().any(|p| p == auth::SUBPROTOCOL);
+    let admitted = match admit(&app, &credentials) {
+        Ok(admitted) => admitted,
         Err(refusal) => {
             tracing::warn!(
                 status = refusal.status(),
@@ -129,14 +134,19 @@ fn websocket_upgrade(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Byt
             return upgrade.reject(refusal);
         }
     };
-    let (response, upgrading) = match upgrade.accept(Accept::new()) {
+    let accept = if offered { Accept::new().protocol(auth::SUBPROTOCOL) } else { Accept::new() };
+    let (response, upgrading) = match upgrade.accept(accept) {
         Ok(accepted) => accepted,
         Err(refusal) => return refusal,
     };
+    app.identify(slot.id(), admitted.identity);
     tokio::spawn(async move {
-        let Ok(ws) = upgrading.await else { return };
+        let conn = slot.id();
+        let Ok(ws) = upgrading.await else { return app.forget(conn) };
         // The `connected` greeting is sent from the hub's Connected event.
-        app.hub.serve(slot, ws, Some(user), protocol::handle).await;
+        let serving = app.clone();
+        let handler = move |_hub, conn, message| protocol::handle(serving.clone(), conn, message);
+        app.hub.serve(slot, ws, Some(admitted.user), handler).await;
     });
     response
 }
@@ -318,16 +328,33 @@ pub async fn read_body(app: &App, req: Request<Incoming>, limit: usize) -> Resul
 /// POST /publish `{room | rooms, type, payload}`: a backend injects an
 /// event, as one publication to every room named.
 async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
-    if let Some(key) = &app.options.publish_key {
-        let given = req.headers().get("x-publish-key").and_then(|v| v.to_str().ok());
-        if given != Some(key.as_str()) {
-            tracing::warn!(path = "/publish", "missing or wrong X-Publish-Key");
+    // A backend shows the publish key, or a token whose rooms allow the
+    // publication; with neither configured, /publish is open (loopback demo).
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let by_key =
+        app.options.publish_key.as_ref().is_some_and(|key| header("x-publish-key") == Some(key.as_str()));
+    let bearer = header("authorization").and_then(|h| h.strip_prefix("Bearer ")).map(str::to_owned);
+    let by_token = match (&app.jwt, bearer) {
+        (Some(jwt), Some(token)) => Some(jwt.verify(&token)),
+        _ => None,
+    };
+    let guarded = app.options.publish_key.is_some() || app.jwt.is_some();
+    let identity = match (by_token, by_key) {
+        (_, true) => None,
+        (Some(Ok(identity)), false) => Some(identity),
+        (Some(Err(why)), false) => {
+            tracing::warn!(path = "/publish", reason = %why, "publish refused");
+            return json_response(StatusCode::UNAUTHORIZED, json!({ "error": why.to_string() }));
+        }
+        (None, false) if guarded => {
+            tracing::warn!(path = "/publish", "missing or wrong X-Publish-Key or token");
             return json_response(
                 StatusCode::UNAUTHORIZED,
-                json!({ "error": "missing or wrong X-Publish-Key" }),
+                json!({ "error": "missing or wrong X-Publish-Key or token" }),
             );
         }
-    }
+        (None, false) => None,
+    };
     let body = match read_body(app, req, MAX_PUBLISH_BODY).await {
         Ok(body) => body,
         Err(refusal) => return refusal,
@@ -355,6 +382,10 @@ async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
     if let Some(why) = rooms.iter().find_map(|room| protocol::check_room(room).err()) {
         return json_response(StatusCode::BAD_REQUEST, json!({ "error": why }));
     }
+    if let Some(room) = identity.as_ref().and_then(|id| rooms.iter().find(|room| !id.may(room))) {
+        let why = format!("your token does not allow {room:?}");
+        return json_response(StatusCode::FORBIDDEN, json!({ "error": why }));
+    }
     let payload = request.get("payload").cloned().unwrap_or(Value::Null);
     let text = envelope(kind, Some(rooms[0]), payload, None);
     match app.hub.publish_with(Publish::new(text).rooms(rooms)).await {
@@ -374,6 +405,15 @@ pub struct Credentials<'a> {
     pub query: Option<&'a str>,
     pub authorization: Option<&'a str>,
     pub origin: Option<&'a str>,
+    /// The subprotocols offered (a WebSocket handshake's).
+    pub protocols: Vec<String>,
+}
+
+/// Who `admit` let in.
+pub struct Admitted {
+    pub user: String,
+    /// With JWT: what the token said.
+    pub identity: Option<Identity>,
 }
 
 impl<'a> Credentials<'a> {
@@ -384,6 +424,7 @@ impl<'a> Credentials<'a> {
             query: req.uri().query(),
             authorization: header("authorization"),
             origin: header("origin"),
+            protocols: Vec::new(),
         }
     }
 
@@ -401,11 +442,23 @@ pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     })
 }
 
+/// A 401 for a refused token, saying why (never the token).
+pub fn unauthorized(why: &str) -> Reject {
+    Reject::unauthorized().header("WWW-Authenticate", "Bearer error=\"invalid_token\"").body(why)
+}
+
 /// Token and Origin checks at the handshake (and on /events and POST
-/// /send); the user id comes from `?user=` (sanitised) or is a guest name.
-pub fn admit(options: &crate::options::Options, request: &Credentials) -> Result<String, Reject> {
+/// /send). With JWT the user is the token's `sub`; without, it comes from
+/// `?user=` (a claim, not an identity) or is a guest name.
+pub fn admit(app: &App, request: &Credentials) -> Result<Admitted, Reject> {
+    let options = &app.options;
     let query = |key: &str| request.query(key);
-    if let Some(token) = &options.token {
+    let mut identity = None;
+    if let Some(jwt) = &app.jwt {
+        let token = auth::token_of(request.authorization, query("token"), &request.protocols);
+        let verified = token.ok_or(auth::Refused::Missing).and_then(|token| jwt.verify(&token));
+        identity = Some(verified.map_err(|why| unauthorized(&why.to_string()))?);
+    } else if let Some(token) = &options.token {
         let bearer = request.authorization.and_then(|h| h.strip_prefix("Bearer "));
         let given = query("token");
         if bearer != Some(token.as_str()) && given.as_deref() != Some(token.as_str()) {
@@ -418,17 +471,20 @@ pub fn admit(options: &crate::options::Options, request: &Credentials) -> Result
             return Err(Reject::forbidden().body("origin not allowed"));
         }
     }
+    if let Some(identity) = identity {
+        return Ok(Admitted { user: identity.user.clone(), identity: Some(identity) });
+    }
     // Only control characters go: a Thai name keeps its tone marks
     // (combining characters, which are not "alphanumeric").
     let name: String =
         query("user").unwrap_or_default().chars().filter(|c| !c.is_control()).take(32).collect();
     let name = name.trim();
     if !name.is_empty() {
-        return Ok(name.to_owned());
+        return Ok(Admitted { user: name.to_owned(), identity: None });
     }
     // Each anonymous connection is its own guest.
     static GUESTS: AtomicU64 = AtomicU64::new(1);
-    Ok(format!("guest-{}", GUESTS.fetch_add(1, Ordering::Relaxed)))
+    Ok(Admitted { user: format!("guest-{}", GUESTS.fetch_add(1, Ordering::Relaxed)), identity: None })
 }
 
 fn percent_decode(text: &str) -> String {

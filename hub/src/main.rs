@@ -9,6 +9,7 @@
 //! with `sabai::hyper`. Ctrl-C (or SIGTERM) shuts down gracefully: close
 //! 1001 to every connection, then exit.
 
+mod auth;
 mod http;
 mod options;
 mod protocol;
@@ -23,10 +24,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use auth::{Identity, Jwt};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use sabai::hub::Hub;
+use sabai::hub::{codes, ConnId, Hub, HubEvent};
 use sabai::CloseCode;
 use sabai_redis::{RedisConfig, RedisEngine};
 use tokio::net::TcpListener;
@@ -47,33 +49,96 @@ pub struct App {
     pub requests: Arc<Semaphore>,
     /// The Redis engine, with `--redis` (for /metrics and a clean exit).
     pub redis: Option<Arc<RedisEngine>>,
+    /// Tokens are checked with this, when JWT is configured.
+    pub jwt: Option<Jwt>,
+    /// What each connection's token said (JWT only).
+    identities: Mutex<HashMap<ConnId, Identity>>,
 }
 
 impl App {
     /// One node on the memory engine.
-    pub fn new(options: Options) -> Arc<App> {
+    pub fn new(options: Options) -> Result<Arc<App>, String> {
         App::with_redis(options, None)
     }
 
     /// The hub with the demo's room names, the protocol's rendering of
-    /// publications, and its presence events; on Redis if given.
-    pub fn with_redis(options: Options, redis: Option<Arc<RedisEngine>>) -> Arc<App> {
+    /// publications, and its presence events; on Redis if given. `Err`:
+    /// settings that cannot work (a JWT key that does not load).
+    pub fn with_redis(mut options: Options, redis: Option<Arc<RedisEngine>>) -> Result<Arc<App>, String> {
+        let jwt = Jwt::new(&options.jwt)?;
+        if jwt.is_none() {
+            // Without tokens a user name is a claim: a per-user limit on
+            // claims would let anyone lock a name out.
+            options.hub.max_connections_per_user = None;
+        }
         let config = options.hub.clone().room_validator(protocol::check_room).render(protocol::render);
         let hub = match &redis {
             Some(engine) => Hub::with_engine(config, engine.clone()),
             None => Hub::new(config),
         };
-        let node = options.node.clone();
-        hub.on_event(move |hub, event| protocol::on_event(&node, hub, event));
-        Arc::new(App {
-            hub,
-            requests: Arc::new(Semaphore::new(options.max_requests)),
-            options,
-            started: Instant::now(),
-            sessions: Mutex::default(),
-            draining: AtomicBool::new(false),
-            redis,
-        })
+        let app = Arc::new_cyclic(|me: &std::sync::Weak<App>| {
+            let (node, me) = (options.node.clone(), me.clone());
+            hub.on_event(move |hub, event| {
+                if let (HubEvent::Disconnected { conn, .. }, Some(app)) = (event, me.upgrade()) {
+                    app.forget(*conn);
+                }
+                protocol::on_event(&node, hub, event)
+            });
+            App {
+                hub,
+                requests: Arc::new(Semaphore::new(options.max_requests)),
+                options,
+                started: Instant::now(),
+                sessions: Mutex::default(),
+                draining: AtomicBool::new(false),
+                redis,
+                jwt,
+                identities: Mutex::default(),
+            }
+        });
+        tokio::spawn(expire_tokens(Arc::downgrade(&app)));
+        Ok(app)
+    }
+
+    /// Remembers what a connection's token said.
+    pub fn identify(&self, conn: ConnId, identity: Option<Identity>) {
+        if let Some(identity) = identity {
+            self.identities.lock().unwrap_or_else(|p| p.into_inner()).insert(conn, identity);
+        }
+    }
+
+    /// Forgets a connection's token (it is gone).
+    pub fn forget(&self, conn: ConnId) {
+        self.identities.lock().unwrap_or_else(|p| p.into_inner()).remove(&conn);
+    }
+
+    /// What a connection's token says, if it had one.
+    pub fn identity(&self, conn: ConnId) -> Option<Identity> {
+        self.identities.lock().unwrap_or_else(|p| p.into_inner()).get(&conn).cloned()
+    }
+}
+
+/// Closes (4001) the connections whose token expired and was not
+/// refreshed, once a second, until the app is gone.
+async fn expire_tokens(app: std::sync::Weak<App>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        let Some(app) = app.upgrade() else { return };
+        let now = std::time::SystemTime::now();
+        let expired: Vec<ConnId> = {
+            let identities = app.identities.lock().unwrap_or_else(|p| p.into_inner());
+            identities
+                .iter()
+                .filter(|(_, id)| id.expires.is_some_and(|at| at <= now))
+                .map(|(c, _)| *c)
+                .collect()
+        };
+        for conn in expired {
+            tracing::info!(conn = conn.0, "token expired");
+            app.hub.close(conn, codes::AUTHENTICATION_FAILED, "Token expired");
+            app.forget(conn);
+        }
     }
 }
 
@@ -132,6 +197,16 @@ async fn main() {
         Err(error) => error.exit(),
     };
     logs(options.log_json);
+    if let Some((user, rooms, valid_for)) = &options.mint {
+        let secret = options.jwt.secret.as_deref().unwrap_or_default();
+        match auth::mint(secret, user, rooms, *valid_for) {
+            Ok(token) => return println!("{token}"),
+            Err(why) => {
+                eprintln!("sabai-hub: --mint-token: {why}");
+                std::process::exit(2);
+            }
+        }
+    }
     let listener = match TcpListener::bind(options.addr).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -170,7 +245,13 @@ async fn main() {
         }
     };
     let engine = redis.as_ref().map_or("memory".to_owned(), |_| "redis".to_owned());
-    let app = App::with_redis(options, redis);
+    let app = match App::with_redis(options, redis) {
+        Ok(app) => app,
+        Err(why) => {
+            eprintln!("sabai-hub: {why}");
+            std::process::exit(2);
+        }
+    };
     let hub = app.hub.clone();
     if app.options.simulator {
         tokio::spawn(simulator::run(hub.clone()));

@@ -88,7 +88,7 @@ pub struct Args {
     #[arg(long, env = "SABAI_HUB_PING_INTERVAL", value_name = "SECS", value_parser = seconds)]
     #[serde(default, deserialize_with = "de_seconds")]
     ping_interval: Option<Duration>,
-    /// Close a connection silent this long, 4001 [default: 60].
+    /// Close a connection silent this long, 4002 [default: 60].
     #[arg(long, env = "SABAI_HUB_PONG_TIMEOUT", value_name = "SECS", value_parser = seconds)]
     #[serde(default, deserialize_with = "de_seconds")]
     pong_timeout: Option<Duration>,
@@ -146,6 +146,40 @@ pub struct Args {
     /// Plain HTTP requests in progress at once; more get 503 [default: 256].
     #[arg(long, env = "SABAI_HUB_MAX_REQUESTS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_requests: Option<u32>,
+    /// Check JWTs (HS256) with this secret (at least 32 bytes): the
+    /// user is the token's sub, and ?user= is ignored.
+    #[arg(long, env = "SABAI_HUB_JWT_SECRET", value_name = "SECRET")]
+    jwt_secret: Option<String>,
+    /// Check JWTs with this public key (PEM), for RS256 or ES256.
+    #[arg(long, env = "SABAI_HUB_JWT_PUBLIC_KEY", value_name = "FILE")]
+    jwt_public_key: Option<PathBuf>,
+    /// The one algorithm tokens may use: HS256, RS256 or ES256 [default:
+    /// HS256 with --jwt-secret, RS256 with --jwt-public-key].
+    #[arg(long, env = "SABAI_HUB_JWT_ALG", value_name = "ALG")]
+    jwt_alg: Option<String>,
+    /// Tokens must name this audience (aud).
+    #[arg(long, env = "SABAI_HUB_JWT_AUDIENCE", value_name = "AUD")]
+    jwt_audience: Option<String>,
+    /// Tokens must name this issuer (iss).
+    #[arg(long, env = "SABAI_HUB_JWT_ISSUER", value_name = "ISS")]
+    jwt_issuer: Option<String>,
+    /// Clock skew allowed on exp and nbf [default: 5].
+    #[arg(long, env = "SABAI_HUB_JWT_LEEWAY", value_name = "SECS", value_parser = seconds)]
+    #[serde(default, deserialize_with = "de_seconds")]
+    jwt_leeway: Option<Duration>,
+    /// Print an HS256 token for this user (with --jwt-secret) and exit:
+    /// for trying the server out, not for production.
+    #[arg(long, value_name = "SUB", requires = "jwt_secret")]
+    #[serde(skip)]
+    mint_token: Option<String>,
+    /// Rooms the minted token allows (patterns like chat:*, repeatable) [default: every room].
+    #[arg(long, value_name = "PATTERN", requires = "mint_token", value_delimiter = ',')]
+    #[serde(skip)]
+    mint_rooms: Vec<String>,
+    /// How long the minted token is valid [default: 3600].
+    #[arg(long, value_name = "SECS", requires = "mint_token", value_parser = seconds)]
+    #[serde(skip)]
+    mint_ttl: Option<Duration>,
     /// Logs as JSON lines (default: text); RUST_LOG sets the level [default: info].
     #[arg(long, env = "SABAI_HUB_LOG_JSON")]
     #[serde(default)]
@@ -167,6 +201,9 @@ pub struct Options {
     pub redis_wait: bool,
     pub log_json: bool,
     pub request_timeout: Duration,
+    pub jwt: crate::auth::JwtSettings,
+    /// `--mint-token`: (user, rooms, valid for).
+    pub mint: Option<(String, Vec<String>, Duration)>,
     pub max_requests: usize,
     pub hub: HubConfig,
 }
@@ -231,6 +268,15 @@ impl Args {
             no_simulator: self.no_simulator || file.no_simulator,
             log_json: self.log_json || file.log_json,
             request_timeout: self.request_timeout.or(file.request_timeout),
+            mint_token: self.mint_token,
+            mint_rooms: self.mint_rooms,
+            mint_ttl: self.mint_ttl,
+            jwt_secret: self.jwt_secret.or(file.jwt_secret),
+            jwt_public_key: self.jwt_public_key.or(file.jwt_public_key),
+            jwt_alg: self.jwt_alg.or(file.jwt_alg),
+            jwt_audience: self.jwt_audience.or(file.jwt_audience),
+            jwt_issuer: self.jwt_issuer.or(file.jwt_issuer),
+            jwt_leeway: self.jwt_leeway.or(file.jwt_leeway),
             max_requests: self.max_requests.or(file.max_requests),
         }
     }
@@ -277,6 +323,17 @@ impl Args {
             redis_wait: self.redis_wait,
             log_json: self.log_json,
             request_timeout: self.request_timeout.unwrap_or(Duration::from_secs(10)),
+            mint: self
+                .mint_token
+                .map(|user| (user, self.mint_rooms, self.mint_ttl.unwrap_or(Duration::from_secs(3600)))),
+            jwt: crate::auth::JwtSettings {
+                secret: self.jwt_secret,
+                public_key: self.jwt_public_key,
+                algorithm: self.jwt_alg,
+                audience: self.jwt_audience,
+                issuer: self.jwt_issuer,
+                leeway: self.jwt_leeway.unwrap_or(Duration::from_secs(5)),
+            },
             max_requests: self.max_requests.map_or(256, |n| n as usize),
             hub,
         }

@@ -10,7 +10,11 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use sabai::hub::{ConnId, Hub, HubEvent, Position, Publication, Publish, Subscribed, Subscription};
+use std::sync::Arc;
+
 use sabai::Message;
+
+use crate::App;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -111,14 +115,15 @@ pub fn connected(hub: &Hub, conn: ConnId, node: &str) -> String {
 }
 
 /// Handles one message from a client (over /ws or POST /send).
-pub async fn handle(hub: Hub, conn: ConnId, message: Message) {
+pub async fn handle(app: Arc<App>, conn: ConnId, message: Message) {
+    let hub = &app.hub;
     let reply = match message.as_text() {
         None => Err(("binary messages are not part of the protocol".to_owned(), None)),
         Some(text) => match serde_json::from_str::<Inbound>(text) {
             Err(e) => Err((format!("invalid JSON envelope: {e}"), None)),
             Ok(inbound) => {
                 let id = inbound.request_id.clone();
-                dispatch(&hub, conn, inbound).await.map_err(|why| (why, id))
+                dispatch(&app, conn, inbound).await.map_err(|why| (why, id))
             }
         },
     };
@@ -133,7 +138,8 @@ pub async fn handle(hub: Hub, conn: ConnId, message: Message) {
     }
 }
 
-async fn dispatch(hub: &Hub, conn: ConnId, inbound: Inbound) -> Result<Option<String>, String> {
+async fn dispatch(app: &App, conn: ConnId, inbound: Inbound) -> Result<Option<String>, String> {
+    let hub = &app.hub;
     if inbound.v.as_ref().is_some_and(|v| v.as_u64() != Some(VERSION)) {
         return Err(format!(
             "unsupported protocol version {}: this server speaks {VERSION}",
@@ -143,7 +149,12 @@ async fn dispatch(hub: &Hub, conn: ConnId, inbound: Inbound) -> Result<Option<St
     let id = inbound.request_id.as_ref();
     match inbound.kind.as_str() {
         "ping" => Ok(Some(envelope("pong", None, json!({ "server_time": now() }), id))),
-        "subscribe" => subscribe(hub, conn, &inbound.payload, id).await.map(|()| None),
+        "subscribe" => subscribe(app, conn, &inbound.payload, id).await.map(|()| None),
+        "refresh" => refresh(app, conn, &inbound.payload).map(|expires| {
+            let payload =
+                json!({ "expires_at": expires.map(|at| humantime::format_rfc3339_seconds(at).to_string()) });
+            Some(envelope("refreshed", None, payload, id))
+        }),
         "unsubscribe" => {
             for room in room_list(&inbound.payload)? {
                 hub.leave(conn, &room).map_err(|e| e.to_string())?;
@@ -152,7 +163,7 @@ async fn dispatch(hub: &Hub, conn: ConnId, inbound: Inbound) -> Result<Option<St
             Ok(Some(envelope("unsubscribed", None, json!({ "rooms": now_in }), id)))
         }
         "publish" => {
-            let room = chat_room(hub, conn, inbound.room.as_deref())?;
+            let room = chat_room(app, conn, inbound.room.as_deref())?;
             let text = inbound.payload.get("text").and_then(Value::as_str).unwrap_or_default().trim();
             if text.is_empty() {
                 return Err("publish needs payload.text".into());
@@ -165,7 +176,7 @@ async fn dispatch(hub: &Hub, conn: ConnId, inbound: Inbound) -> Result<Option<St
             }))
         }
         "typing" => {
-            let room = chat_room(hub, conn, inbound.room.as_deref())?;
+            let room = chat_room(app, conn, inbound.room.as_deref())?;
             let typing = inbound.payload.get("typing").and_then(Value::as_bool).unwrap_or(true);
             let payload = json!({ "user": hub.user_of(conn), "typing": typing });
             let notice =
@@ -177,6 +188,7 @@ async fn dispatch(hub: &Hub, conn: ConnId, inbound: Inbound) -> Result<Option<St
         "presence" => {
             let room = inbound.room.as_deref().ok_or("presence needs a room")?;
             check_room(room)?;
+            allowed(app, conn, room)?;
             let users = hub.presence(room).await.map_err(|e| e.to_string())?;
             let users: Vec<Value> =
                 users.iter().map(|(u, n)| json!({ "user": u, "connections": n })).collect();
@@ -195,8 +207,12 @@ fn offsets(placed: &[sabai::hub::Placement]) -> Value {
 /// `subscribe`: joins every room (all or nothing for the checks),
 /// recovering those with a `since`; the `subscribed` reply is queued
 /// before the replay. A chat room's joiner then gets `online_users`.
-async fn subscribe(hub: &Hub, conn: ConnId, payload: &Value, id: Option<&Value>) -> Result<(), String> {
+async fn subscribe(app: &App, conn: ConnId, payload: &Value, id: Option<&Value>) -> Result<(), String> {
+    let hub = &app.hub;
     let rooms = room_list(payload)?;
+    for room in &rooms {
+        allowed(app, conn, room)?;
+    }
     let mut since = since_map(payload.get("since"))?;
     if let Some(stray) = since.keys().find(|room| !rooms.contains(room)) {
         return Err(format!("payload.since names {stray:?}, which is not in payload.rooms"));
@@ -262,7 +278,9 @@ fn room_list(payload: &Value) -> Result<Vec<String>, String> {
     }
     let rooms: Option<Vec<String>> = rooms.iter().map(|r| r.as_str().map(str::to_owned)).collect();
     let mut rooms = rooms.ok_or("room names are strings")?;
-    rooms.dedup();
+    // Each name once, in the order given.
+    let mut seen = std::collections::HashSet::new();
+    rooms.retain(|room| seen.insert(room.clone()));
     // All or nothing: check every name before joining any.
     for room in &rooms {
         check_room(room)?;
@@ -296,8 +314,10 @@ fn since_map(since: Option<&Value>) -> Result<BTreeMap<String, Position>, String
 
 /// Clients may only publish to chat rooms they are in; devices' rooms are
 /// written by the server (simulator, POST /publish).
-fn chat_room<'a>(hub: &Hub, conn: ConnId, room: Option<&'a str>) -> Result<&'a str, String> {
+fn chat_room<'a>(app: &App, conn: ConnId, room: Option<&'a str>) -> Result<&'a str, String> {
+    let hub = &app.hub;
     let room = room.ok_or("this message needs a room")?;
+    allowed(app, conn, room)?;
     if !room.starts_with("chat:") {
         return Err(format!("clients may not publish to {room:?}"));
     }
@@ -305,6 +325,30 @@ fn chat_room<'a>(hub: &Hub, conn: ConnId, room: Option<&'a str>) -> Result<&'a s
         return Err(format!("subscribe to {room:?} first"));
     }
     Ok(room)
+}
+
+/// Whether the connection's token (if any) allows this room.
+fn allowed(app: &App, conn: ConnId, room: &str) -> Result<(), String> {
+    match app.identity(conn) {
+        Some(identity) if !identity.may(room) => Err(format!("your token does not allow {room:?}")),
+        _ => Ok(()),
+    }
+}
+
+/// `refresh` with `payload.token`: a fresh token for the same user keeps
+/// the connection past the old one's expiry (and takes its rooms claim).
+/// Without JWT there is nothing to refresh.
+fn refresh(app: &App, conn: ConnId, payload: &Value) -> Result<Option<SystemTime>, String> {
+    let jwt = app.jwt.as_ref().ok_or("this server does not use tokens")?;
+    let token = payload.get("token").and_then(Value::as_str).ok_or("refresh needs payload.token")?;
+    let identity = jwt.verify(token).map_err(|why| why.to_string())?;
+    let user = app.hub.user_of(conn);
+    if user.as_deref() != Some(identity.user.as_str()) {
+        return Err("a refresh token must be for the same user".into());
+    }
+    let expires = identity.expires;
+    app.identify(conn, Some(identity));
+    Ok(expires)
 }
 
 /// The hub's events: the `connected` greeting, presence deltas for chat

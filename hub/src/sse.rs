@@ -84,8 +84,8 @@ pub fn decode_id(id: &str) -> Option<BTreeMap<String, Position>> {
 /// `GET /events?rooms=a,b`.
 pub async fn events(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let credentials = Credentials::of(&req);
-    let user = match admit(&app.options, &credentials) {
-        Ok(user) => user,
+    let admitted = match admit(&app, &credentials) {
+        Ok(admitted) => admitted,
         Err(refusal) => return refused(refusal.status(), refusal.message()),
     };
     let rooms: Vec<String> = credentials
@@ -107,9 +107,14 @@ pub async fn events(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         Ok(slot) => slot,
         Err(refusal) => return refused(refusal.status(), refusal.message()),
     };
-    let member = match app.hub.attach(slot, Some(user)) {
+    let conn = slot.id();
+    app.identify(conn, admitted.identity);
+    let member = match app.hub.attach(slot, Some(admitted.user)) {
         Ok(member) => member,
-        Err(why) => return plain(StatusCode::TOO_MANY_REQUESTS, &why.to_string()),
+        Err(why) => {
+            app.forget(conn);
+            return plain(StatusCode::TOO_MANY_REQUESTS, &why.to_string());
+        }
     };
     let session = format!("{:032x}", rand::random::<u128>());
     app.sessions
@@ -277,7 +282,7 @@ impl Stream {
 /// `POST /send`: one envelope from an SSE client, handled as if it came
 /// on its stream; the reply, if any, goes to the stream.
 pub async fn send(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
-    if let Err(refusal) = admit(&app.options, &Credentials::of(&req)) {
+    if let Err(refusal) = admit(&app, &Credentials::of(&req)) {
         return refused(refusal.status(), refusal.message());
     }
     let session = req.headers().get("x-sabai-session").and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -307,7 +312,7 @@ pub async fn send(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     }
     // One at a time per session, as on a WebSocket.
     let _in_order = order.lock().await;
-    protocol::handle(app.hub.clone(), conn, Message::text(text)).await;
+    protocol::handle(app.clone(), conn, Message::text(text)).await;
     json_response(StatusCode::ACCEPTED, json!({ "ok": true }))
 }
 

@@ -37,7 +37,7 @@ impl Hub {
     /// Registers a member that is not a WebSocket, in the place `slot`
     /// reserved. Refused when its user is at `max_connections_per_user`.
     pub fn attach(&self, slot: Slot, user: Option<String>) -> Result<Attached, HubError> {
-        let Some((id, outbox)) = self.admit(user.as_deref()) else {
+        let Some((id, outbox)) = self.admit(&slot, user.as_deref()) else {
             self.shared.counters.close_code(codes::TOO_MANY_CONNECTIONS.0);
             return Err(HubError::TooManyConnections);
         };

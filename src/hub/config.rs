@@ -16,8 +16,13 @@ pub mod codes {
 
     /// No message from the client within the idle timeout.
     pub const IDLE_TIMEOUT: CloseCode = CloseCode(4000);
+    /// The application refused the client's credentials after the
+    /// handshake: a token that expired while connected, or a refused
+    /// refresh (the hub itself never sends it; the realtime services of
+    /// our design documents use 4001 for this).
+    pub const AUTHENTICATION_FAILED: CloseCode = CloseCode(4001);
     /// No Pong (or any frame) within the pong timeout.
-    pub const HEARTBEAT_TIMEOUT: CloseCode = CloseCode(4001);
+    pub const HEARTBEAT_TIMEOUT: CloseCode = CloseCode(4002);
     /// The outbound queue overflowed under [`SlowConsumer::Close`](super::SlowConsumer::Close).
     pub const SLOW_CONSUMER: CloseCode = CloseCode(4008);
     /// The user already has the maximum number of connections.

@@ -27,11 +27,19 @@ const BATCH_BYTES: usize = 256 * 1024;
 #[derive(Debug)]
 pub struct Slot {
     hub: Hub,
+    id: ConnId,
 }
 
 impl Slot {
     pub(super) fn new(hub: Hub) -> Slot {
-        Slot { hub }
+        let id = ConnId(hub.shared.next_id.fetch_add(1, SeqCst));
+        Slot { hub, id }
+    }
+
+    /// The id the connection served in this place will have: known before
+    /// its handshake, for the application's own bookkeeping.
+    pub fn id(&self) -> ConnId {
+        self.id
     }
 }
 
@@ -135,7 +143,7 @@ impl Hub {
         F: Future<Output = ()>,
     {
         let config = &self.shared.config;
-        let admitted = self.admit(user.as_deref());
+        let admitted = self.admit(&slot, user.as_deref());
         let Some((id, outbox)) = admitted else {
             let mut ws = ws;
             let code = codes::TOO_MANY_CONNECTIONS;
@@ -157,7 +165,7 @@ impl Hub {
     }
 
     /// Registers a connection unless its user is at the per-user limit.
-    pub(super) fn admit(&self, user: Option<&str>) -> Option<(ConnId, Arc<Outbox>)> {
+    pub(super) fn admit(&self, slot: &Slot, user: Option<&str>) -> Option<(ConnId, Arc<Outbox>)> {
         let config = &self.shared.config;
         let mut registry = self.registry();
         let full = user
@@ -166,7 +174,7 @@ impl Hub {
         if full {
             return None;
         }
-        let id = ConnId(self.shared.next_id.fetch_add(1, SeqCst));
+        let id = slot.id;
         let outbox = Arc::new(Outbox::new(config.queue_capacity, config.slow_consumer));
         registry.insert(id, user.map(str::to_owned), outbox.clone());
         Some((id, outbox))
