@@ -3,11 +3,16 @@
 // (on 127.0.0.1, random port) and every wait is bounded.
 //
 //   cargo build -p sabai-hub
-//   cd tests/browser && npm install && npm test
+//   cd tests/browser && npm install && npm run typecheck && npm test
 //
 // HUB_SERVER overrides the server binary; CHROMIUM the browser. The hub
 // server has permessage-deflate on by default, and Chromium offers it, so
-// every test here runs compressed; the last one checks that it is.
+// every WebSocket here runs compressed; one test checks that it is.
+//
+// More nodes: `server([...flags])` starts one with any flags (for example
+// a shared engine's), and the pages take `?urls=ws://a/ws,ws://b/ws` (the
+// nodes to move between) and `?transport=sse`; `restart(node)` brings a
+// stopped node back on its port with its flags.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -23,18 +28,19 @@ const serverBin = process.env.HUB_SERVER || join(root, "target/debug/sabai-hub")
 const docs = join(root, "docs");
 mkdirSync(docs, { recursive: true });
 
-// Starts the hub server; resolves once it printed its URL.
+// Starts the hub server with these flags; resolves once it printed its URL.
+// `--addr` defaults to a free port of 127.0.0.1 (a later --addr wins).
 function startServer(args = []) {
   const child = spawn(serverBin, ["--addr", "127.0.0.1:0", ...args], { stdio: ["ignore", "pipe", "inherit"] });
   return new Promise((resolvePromise, reject) => {
     const timer = setTimeout(() => reject(new Error("server did not start in 10 s")), 10000);
-    const started = { child, out: "" };
+    const started = { child, args, out: "" };
     child.stdout.on("data", (chunk) => {
       started.out += chunk;
       const match = started.out.match(/listening on (http:\/\/127\.0\.0\.1:(\d+))\//);
       if (match && !started.url) {
         clearTimeout(timer);
-        Object.assign(started, { url: match[1], port: Number(match[2]) });
+        Object.assign(started, { url: match[1], port: Number(match[2]), ws: `ws://127.0.0.1:${match[2]}/ws` });
         resolvePromise(started);
       }
     });
@@ -85,60 +91,51 @@ after(async () => {
   rmSync(profile, { recursive: true, force: true });
 });
 
-async function server(args) {
+// A server for one test, stopped at the end of the run at the latest.
+async function server(args = []) {
   const started = await startServer(args);
   servers.push(started);
   return started;
 }
 
-test("two chat pages see each other join and exchange a message", async () => {
-  const { url } = await server(["--no-simulator"]);
-  const ann = await context.newPage();
-  await ann.goto(`${url}/chat?name=ann&room=lobby`);
-  await ann.click("#join button");
-  await ann.locator("#state[data-state=open]").waitFor();
-  await ann.locator("#online li", { hasText: "ann" }).waitFor();
+// The same node again, after it was stopped: same port, same flags.
+async function restart(node) {
+  const again = await server([...node.args, "--addr", `127.0.0.1:${node.port}`]);
+  assert.equal(again.port, node.port);
+  return again;
+}
 
-  const bob = await context.newPage();
-  await bob.goto(`${url}/chat`);
-  await bob.fill("#name", "bob");
-  await bob.fill("#room", "lobby");
-  await bob.click("#join button");
-  await bob.locator("#state[data-state=open]").waitFor();
+// Whether this server has the SSE transport (GET /events).
+async function hasEvents(url) {
+  try {
+    const response = await fetch(`${url}/events?rooms=global`, { signal: AbortSignal.timeout(3000) });
+    await response.body?.cancel();
+    return response.status === 200;
+  } catch {
+    return false;
+  }
+}
 
-  // ann sees bob join and in the online list.
-  await ann.locator("#log li.system", { hasText: "bob joined" }).waitFor();
-  await ann.locator("#online li", { hasText: "bob" }).waitFor();
-  assert.deepEqual(await ann.locator("#online li").allTextContents(), ["ann", "bob"]);
-
-  // bob types (ann sees it), then sends.
-  await bob.locator("#text").pressSequentially("hello from bob");
-  await ann.locator("#typing", { hasText: "bob typing" }).waitFor();
-  await bob.press("#text", "Enter");
-  await ann.locator("#log li", { hasText: "hello from bob" }).waitFor();
-  await bob.locator("#log li", { hasText: "hello from bob" }).waitFor();
-  await ann.locator("#text").fill("hi bob");
-  await ann.press("#text", "Enter");
-  await bob.locator("#log li", { hasText: "hi bob" }).waitFor();
-  await ann.screenshot({ path: join(docs, "chat.png") });
-
-  // bob leaves: ann sees it and the list shrinks.
-  await bob.close();
-  await ann.locator("#log li.system", { hasText: "bob left" }).waitFor();
-  await ann.waitForFunction(() => [...document.querySelectorAll("#online li")].map((l) => l.textContent).join() === "ann");
-  await ann.close();
-});
-
-// The temperature texts of all tiles, by device.
-const readings = (page) =>
-  page.evaluate(() =>
-    Object.fromEntries([...document.querySelectorAll(".tile")].map((t) => [t.dataset.device, t.querySelector(".temperature").textContent])),
-  );
-
-test("the dashboard shows telemetry values changing, and alerts", async () => {
-  const { url } = await server([]);
+// A chat page joined to a room, its client connected and in the room.
+async function openChat(url, name, room = "lobby", query = "") {
   const page = await context.newPage();
-  await page.goto(`${url}/dashboard`);
+  await page.goto(`${url}/chat?name=${name}&room=${room}${query}`);
+  await page.click("#join button");
+  await page.locator("#state[data-state=open]").waitFor();
+  await page.locator("#online li", { hasText: name }).waitFor();
+  return page;
+}
+
+// Types a line into a chat page and sends it.
+async function say(page, text) {
+  await page.locator("#text").fill(text);
+  await page.press("#text", "Enter");
+}
+
+// A dashboard page, connected, with a reading on every one of the five tiles.
+async function openDashboard(url, query = "") {
+  const page = await context.newPage();
+  await page.goto(`${url}/dashboard${query}`);
   await page.locator("#state[data-state=open]").waitFor();
   // A device that the simulator takes offline (5-14 s) gets its tile, showing
   // "–", from the status message before its first reading: wait for all five.
@@ -150,54 +147,375 @@ test("the dashboard shows telemetry values changing, and alerts", async () => {
     null,
     { timeout: 30000 },
   );
+  return page;
+}
+
+// Starts recording the client's own events in the page (window.seen).
+const watch = (page) =>
+  page.evaluate(() => {
+    window.seen = { recovery: [], gap: [], duplicate: [] };
+    for (const kind of Object.keys(window.seen)) window.hub.on(kind, (e) => window.seen[kind].push({ ...e, envelope: undefined }));
+  });
+
+// What the page's client saw: its counters and recorded events.
+const clientView = (page) => page.evaluate(() => ({ stats: { ...window.hub.stats }, seen: window.seen, transport: window.hub.transport }));
+
+// The temperature texts of all tiles, by device.
+const readings = (page) =>
+  page.evaluate(() =>
+    Object.fromEntries([...document.querySelectorAll(".tile")].map((t) => [t.dataset.device, t.querySelector(".temperature").textContent])),
+  );
+
+// The last seq of every tile, by device.
+const seqs = (page) =>
+  page.evaluate(() => Object.fromEntries([...document.querySelectorAll(".tile")].map((t) => [t.dataset.device, Number(t.dataset.seq || 0)])));
+
+// Waits until every device's seq is past `floor[device] + by`.
+const seqsPast = (page, floor, by, timeout = 30000) =>
+  page.waitForFunction(
+    ({ floor, by }) =>
+      Object.entries(floor).every(([device, seq]) => Number(document.querySelector(`.tile[data-device="${device}"]`)?.dataset.seq || 0) >= seq + by),
+    { floor, by },
+    { timeout },
+  );
+
+// An alert as the simulator shapes it (docs/protocol.md).
+const alert = (rule, device = "office") => ({
+  alert_id: `test-${Date.now()}`,
+  device_id: device,
+  rule_name: rule,
+  severity: "warning",
+  field: "temperature",
+  value: 31.5,
+  threshold: 30,
+  timestamp: new Date().toISOString(),
+});
+
+async function publish(url, body) {
+  const response = await fetch(`${url}/publish`, { method: "POST", body: JSON.stringify(body) });
+  assert.equal(response.status, 200, await response.clone().text());
+  return response.json();
+}
+
+test("two chat pages see each other join and exchange a message", async () => {
+  const { url } = await server(["--no-simulator"]);
+  const ann = await openChat(url, "ann");
+
+  const bob = await context.newPage();
+  await bob.goto(`${url}/chat`);
+  await bob.fill("#name", "bob");
+  await bob.fill("#room", "lobby");
+  await bob.click("#join button");
+  await bob.locator("#state[data-state=open]").waitFor();
+  // bob's list is the whole one, sent on joining (online_users).
+  await bob.waitForFunction(() => [...document.querySelectorAll("#online li")].map((l) => l.textContent).join() === "ann,bob");
+
+  // ann's list follows the deltas: bob joins.
+  await ann.locator("#log li.system", { hasText: "bob joined" }).waitFor();
+  await ann.locator("#online li", { hasText: "bob" }).waitFor();
+  assert.deepEqual(await ann.locator("#online li").allTextContents(), ["ann", "bob"]);
+
+  // bob types (ann sees it), then sends.
+  await bob.locator("#text").pressSequentially("hello from bob");
+  await ann.locator("#typing", { hasText: "bob typing" }).waitFor();
+  await bob.press("#text", "Enter");
+  await ann.locator("#log li", { hasText: "hello from bob" }).waitFor();
+  // bob's own line is acknowledged and shown once.
+  await bob.locator("#log li.mine[data-status=sent]", { hasText: "hello from bob" }).waitFor();
+  assert.equal(await bob.locator("#log li", { hasText: "hello from bob" }).count(), 1);
+  await say(ann, "hi bob");
+  await bob.locator("#log li", { hasText: "hi bob" }).waitFor();
+  await ann.locator("#log li.mine[data-status=sent]", { hasText: "hi bob" }).waitFor();
+  // Offsets: the room's history numbers them 1 and 2, on both pages.
+  assert.deepEqual(await ann.locator("#log li[data-offset]").evaluateAll((l) => l.map((li) => li.dataset.offset)), ["1", "2"]);
+  await ann.screenshot({ path: join(docs, "chat.png") });
+
+  // bob leaves: ann sees it and the list shrinks.
+  await bob.close();
+  await ann.locator("#log li.system", { hasText: "bob left" }).waitFor();
+  await ann.waitForFunction(() => [...document.querySelectorAll("#online li")].map((l) => l.textContent).join() === "ann");
+  await ann.close();
+});
+
+test("the dashboard shows telemetry values changing, their seq, and alerts", async () => {
+  const { url } = await server([]);
+  const page = await openDashboard(url);
   const first = await readings(page);
   assert.ok(Object.values(first).every((v) => /^-?\d+\.\d$/.test(v)), JSON.stringify(first));
+  // Names from the readings' tags.
+  assert.ok((await page.locator(".tile h3").allTextContents()).includes("Greenhouse north"));
   // Values move: within a few seconds some tile shows another value.
   await page.waitForFunction(
     (before) => [...document.querySelectorAll(".tile")].some((t) => t.querySelector(".temperature").textContent !== before[t.dataset.device]),
     first,
   );
+  // Every tile shows its last seq, and none was missed.
+  const now = await seqs(page);
+  assert.ok(Object.values(now).every((seq) => seq >= 1), JSON.stringify(now));
+  assert.match(await page.locator(".tile .seq").first().textContent(), /^seq \d+$/);
+  assert.equal(await page.locator("#tiles").getAttribute("data-gaps"), "0");
   // A backend's POST /publish reaches the page as an alert.
-  const response = await fetch(`${url}/publish`, {
-    method: "POST",
-    body: JSON.stringify({ room: "global", type: "alert", payload: { device: "office", message: "Office: door open" } }),
-  });
-  assert.equal(response.status, 200);
-  assert.equal((await response.json()).delivered, 1);
-  await page.locator("#alerts li", { hasText: "Office: door open" }).waitFor();
+  const { offsets } = await publish(url, { room: "global", type: "alert", payload: alert("door open") });
+  assert.equal(typeof offsets.global, "number");
+  await page.locator("#alerts li", { hasText: "Office: door open (temperature 31.5, threshold 30)" }).waitFor();
   await page.screenshot({ path: join(docs, "dashboard.png") });
   await page.close();
 });
 
-test("after the server is killed and restarted the page reconnects and resumes", async () => {
+test("a dashboard whose connection drops recovers what it missed: seq goes on with no gap", async () => {
+  const { url } = await server([]);
+  const page = await openDashboard(url);
+  await watch(page);
+  const before = await seqs(page);
+
+  // The page loses its WebSocket; the server keeps publishing, and a
+  // backend publishes while the page is away.
+  await page.evaluate(() => window.hub.socket.close());
+  await page.locator("#state[data-state=reconnecting]").waitFor();
+  await publish(url, { room: "global", type: "alert", payload: alert("while away") });
+  await page.locator("#state[data-state=open]").waitFor({ timeout: 10000 });
+
+  // The alert came in the replay, once; readings go on past the outage.
+  await page.locator("#alerts li", { hasText: "while away" }).waitFor();
+  await seqsPast(page, before, 3);
+  assert.equal(await page.locator("#alerts li", { hasText: "while away" }).count(), 1);
+  assert.equal(await page.locator("#tiles").getAttribute("data-gaps"), "0");
+  assert.deepEqual(await page.locator(".tile").evaluateAll((t) => t.map((el) => el.dataset.gaps)), ["0", "0", "0", "0", "0"]);
+  const { stats, seen } = await clientView(page);
+  assert.deepEqual(
+    seen.recovery.map((r) => [r.room, r.recovered]),
+    [["global", true]],
+  );
+  assert.equal(seen.recovery[0].since.epoch, seen.recovery[0].position.epoch);
+  assert.ok(stats.replayed >= 1, `replayed ${stats.replayed}`);
+  assert.deepEqual([stats.gaps, stats.duplicates, stats.reconnects], [0, 0, 1]);
+  assert.equal(await page.locator("#notice").isHidden(), true);
+  await page.close();
+});
+
+test("after the server is killed and restarted the page reconnects, says what was lost, and resumes", async () => {
   const first = await server([]);
-  const page = await context.newPage();
-  await page.goto(`${first.url}/dashboard`);
-  await page.locator("#state[data-state=open]").waitFor();
-  await page.waitForFunction(() => document.querySelectorAll(".tile").length >= 5);
+  const page = await openDashboard(first.url);
+  await watch(page);
 
   await stopServer(first, "SIGKILL");
   await page.locator("#state[data-state=reconnecting]").waitFor();
   const frozen = await readings(page);
 
   // Same port, new process: the page's backoff (1 s, 2 s, 4 s…) finds it.
-  const second = await server(["--addr", `127.0.0.1:${first.port}`]);
-  assert.equal(second.port, first.port);
+  const second = await restart(first);
   await page.locator("#state[data-state=open]").waitFor({ timeout: 30000 });
+  // The memory engine's history died with the process (a new epoch): the
+  // client is told recovered: false, and the page says so.
+  await page.locator("#notice", { hasText: "could not be recovered" }).waitFor();
+  const { stats, seen } = await clientView(page);
+  assert.deepEqual(
+    seen.recovery.map((r) => [r.room, r.recovered]),
+    [["global", false]],
+  );
+  assert.notEqual(seen.recovery[0].position.epoch, seen.recovery[0].since.epoch);
   // Telemetry flows again, so the page subscribed anew.
   await page.waitForFunction(
     (before) => [...document.querySelectorAll(".tile")].some((t) => t.querySelector(".temperature").textContent !== before[t.dataset.device]),
     frozen,
   );
+  // The restarted simulator counts seq from 1 again: not a gap, not a duplicate.
+  assert.equal(await page.locator("#tiles").getAttribute("data-gaps"), "0");
+  assert.deepEqual([stats.gaps, stats.duplicates], [0, 0]);
   const rooms = await (await fetch(`${second.url}/rooms`)).json();
   assert.deepEqual(rooms.rooms, [{ room: "global", members: 1 }]);
 
-  // SIGTERM is a graceful shutdown: the page gets its Close and the server
-  // exits cleanly after saying goodbye to its one connection.
+  // SIGTERM: the server closes its connections and exits cleanly.
   await stopServer(second, "SIGTERM");
   assert.equal(second.child.exitCode, 0);
-  assert.match(second.out, /shutting down: closing 1 connections\nshut down\n/);
+  assert.match(second.out, /shutting down: closing 1 connections\n/);
   await page.locator("#state[data-state=reconnecting]").waitFor();
+  await page.close();
+});
+
+test("chat lines typed while the server is down wait as pending, then go once each, in order", async () => {
+  const first = await server(["--no-simulator"]);
+  const ann = await openChat(first.url, "ann");
+  await say(ann, "before the outage");
+  await ann.locator("#log li.mine[data-status=sent]", { hasText: "before the outage" }).waitFor();
+  await watch(ann);
+
+  await stopServer(first, "SIGKILL");
+  await ann.locator("#state[data-state=reconnecting]").waitFor();
+  const texts = ["first while down", "second while down", "third while down"];
+  for (const text of texts) await say(ann, text);
+  assert.deepEqual(
+    await ann.locator("#log li.mine[data-status=pending]").evaluateAll((l) => l.map((li) => li.childNodes[1].textContent)),
+    texts,
+  );
+  assert.equal(await ann.evaluate(() => window.hub.queued), 3);
+
+  const second = await restart(first);
+  await ann.locator("#state[data-state=open]").waitFor({ timeout: 30000 });
+  // Acknowledged: every line is sent, none failed, each shown once.
+  await ann.waitForFunction(() => document.querySelectorAll("#log li.mine[data-status=sent]").length === 4, null, { timeout: 10000 });
+  const mine = await ann.locator("#log li.mine").evaluateAll((l) => l.map((li) => [li.childNodes[1].textContent, li.dataset.status]));
+  assert.deepEqual(mine, [["before the outage", "sent"], ...texts.map((t) => [t, "sent"])]);
+  for (const text of texts) assert.equal(await ann.locator("#log li", { hasText: text }).count(), 1, text);
+  // A new process lost the room's history: the page says so (recovered: false).
+  await ann.locator("#notice", { hasText: "could not be recovered" }).waitFor();
+  const { stats, seen } = await clientView(ann);
+  assert.deepEqual(
+    seen.recovery.map((r) => [r.room, r.recovered]),
+    [["chat:lobby", false]],
+  );
+  assert.deepEqual([stats.gaps, stats.duplicates, await ann.evaluate(() => window.hub.queued)], [0, 0, 0]);
+
+  // The server got each once, in order: the room's new history, replayed
+  // from its start to a raw socket, holds exactly these three.
+  const { epoch, offset } = await ann.evaluate(() => window.hub.position("chat:lobby"));
+  assert.equal(offset, 3);
+  const probe = await context.newPage();
+  await probe.goto(`${second.url}/`);
+  const history = await probe.evaluate(
+    ({ wsUrl, epoch, count }) =>
+      new Promise((resolve, reject) => {
+        const ws = new WebSocket(`${wsUrl}?user=auditor`);
+        const got = [];
+        const timer = setTimeout(() => reject(new Error(`history: ${JSON.stringify(got)}`)), 10000);
+        ws.onopen = () =>
+          ws.send(JSON.stringify({ type: "subscribe", request_id: "h", payload: { rooms: ["chat:lobby"], since: { "chat:lobby": { offset: 0, epoch } } } }));
+        ws.onmessage = (event) => {
+          const m = JSON.parse(event.data);
+          if (m.type === "subscribed") got.push(`recovered: ${m.payload.recovered}`);
+          if (m.type === "message") got.push(`${m.offset} ${m.payload.user}: ${m.payload.text}`);
+          if (got.length === count + 1) {
+            clearTimeout(timer);
+            ws.close();
+            resolve(got);
+          }
+        };
+      }),
+    { wsUrl: second.ws, epoch, count: 3 },
+  );
+  assert.deepEqual(history, ["recovered: true", ...texts.map((t, i) => `${i + 1} ann: ${t}`)]);
+  await probe.close();
+  await ann.close();
+});
+
+test("a room the server refuses leaves the chat usable", async () => {
+  const { url } = await server(["--no-simulator"]);
+  const page = await context.newPage();
+  // The form's maxlength stops typing it, not a link: the server refuses it.
+  await page.goto(`${url}/chat?name=ann&room=${"x".repeat(65)}`);
+  await page.click("#join button");
+  await page.locator("#join-error", { hasText: "Could not join" }).waitFor();
+  assert.match(await page.locator("#join-error").textContent(), /bad room id/);
+  assert.equal(await page.locator("#chat").isHidden(), true);
+  assert.deepEqual(await page.evaluate(() => [...window.hub.rooms]), []);
+  assert.equal(await page.locator("#state").getAttribute("data-state"), "open");
+
+  // Another room works, on the same connection.
+  await page.fill("#room", "lobby");
+  await page.click("#join button");
+  await page.locator("#online li", { hasText: "ann" }).waitFor();
+  await say(page, "still here");
+  await page.locator("#log li.mine[data-status=sent]", { hasText: "still here" }).waitFor();
+  // And after a lost connection only that room is joined again.
+  await watch(page);
+  await page.evaluate(() => window.hub.socket.close());
+  await page.locator("#state[data-state=reconnecting]").waitFor();
+  await page.locator("#state[data-state=open]").waitFor({ timeout: 10000 });
+  await say(page, "and still");
+  await page.locator("#log li.mine[data-status=sent]", { hasText: "and still" }).waitFor();
+  const { seen } = await clientView(page);
+  assert.deepEqual(
+    seen.recovery.map((r) => [r.room, r.recovered]),
+    [["chat:lobby", true]],
+  );
+  assert.equal(await page.locator("#log li.system", { hasText: "error" }).count(), 0);
+  await page.close();
+});
+
+test("every publish settles: a bounded queue while offline, the server's refusals, the ack", async () => {
+  const node = await server(["--no-simulator"]);
+  const page = await context.newPage();
+  await page.goto(`${node.url}/`);
+  const result = await page.evaluate(
+    async ({ dead, live }) => {
+      const { HubClient } = await import("/client.js");
+      // Nothing listens there: what is sent waits, up to sendQueueLimit.
+      const offline = new HubClient({ urls: [dead], sendQueueLimit: 2 });
+      const settled = [];
+      const track = (p) => p.then((r) => settled.push(`ok ${r.type}`), (e) => settled.push(`${e.name} ${e.code}`));
+      const waiting = [track(offline.publish("chat:q", { text: "a" })), track(offline.publish("chat:q", { text: "b" }))];
+      await track(offline.publish("chat:q", { text: "c" })); // refused at once
+      const queued = offline.queued;
+      const typing = offline.typing("chat:q", true); // best effort: not queued
+      offline.close();
+      await Promise.all(waiting);
+      // Connected: a refusal rejects with the server's words; an ack resolves.
+      const online = new HubClient({ urls: [live], user: "zed" });
+      const refused = await online.publish("chat:elsewhere", { text: "x" }).then(
+        () => "sent",
+        (e) => `${e.code}: ${e.message}`,
+      );
+      await online.subscribe("chat:q");
+      const ack = await online.publish("chat:q", { text: "y" });
+      online.close();
+      return { settled, queued, typing, refused, offsets: ack.payload.offsets, requestId: typeof ack.request_id };
+    },
+    { dead: "ws://127.0.0.1:1/ws", live: node.ws },
+  );
+  assert.deepEqual(result.settled, ["HubError queue_full", "HubError closed", "HubError closed"]);
+  assert.deepEqual([result.queued, result.typing], [2, false]);
+  assert.match(result.refused, /^server: publish refused: subscribe to "chat:elsewhere" first/);
+  assert.deepEqual([result.offsets, result.requestId], [{ "chat:q": 1 }, "string"]);
+  await page.close();
+});
+
+test("a tab over the per-user limit (close 4029) shows why and does not retry at once", async () => {
+  const { url } = await server(["--no-simulator", "--max-per-user", "1"]);
+  const ann = await openChat(url, "ann");
+  const again = await context.newPage();
+  await again.goto(`${url}/chat?name=ann&room=lobby`);
+  await again.click("#join button");
+  await again.locator("#state[data-state=error]").waitFor();
+  assert.match(await again.locator("#state").textContent(), /too many connections/i);
+  const detail = await again.evaluate(() => window.hub.detail);
+  assert.deepEqual([detail.code, detail.retryInMs], [4029, 30000]);
+  assert.equal(await ann.locator("#state").getAttribute("data-state"), "open");
+  await again.close();
+  await ann.close();
+});
+
+test("a frozen server is found out by the heartbeat; the client reconnects and recovers", async () => {
+  const node = await server([]);
+  const page = await context.newPage();
+  await page.goto(`${node.url}/`);
+  await page.evaluate(async (wsUrl) => {
+    const { HubClient } = await import("/client.js");
+    window.hub = new HubClient({ urls: [wsUrl], heartbeatMs: 500, pongTimeoutMs: 1000, connectTimeoutMs: 3000 });
+    window.states = [];
+    window.hub.on("state", (state, detail) => window.states.push([state, detail.code ?? null]));
+    await window.hub.subscribe("global");
+  }, node.ws);
+  await watch(page);
+  await page.waitForFunction(() => (window.hub.position("global")?.offset ?? 0) >= 5, null, { timeout: 10000 });
+  // SIGSTOP: the TCP connection stays up, nothing answers.
+  node.child.kill("SIGSTOP");
+  try {
+    await page.waitForFunction(() => window.states.some(([state, code]) => state === "reconnecting" && code === 4001), null, {
+      timeout: 5000,
+    });
+  } finally {
+    node.child.kill("SIGCONT");
+  }
+  await page.waitForFunction(() => window.hub.state === "open" && window.seen.recovery.length > 0, null, { timeout: 20000 });
+  const offset = await page.evaluate(() => window.hub.position("global").offset);
+  await page.waitForFunction((at) => window.hub.position("global").offset >= at + 5, offset, { timeout: 10000 });
+  const { stats, seen } = await clientView(page);
+  assert.deepEqual(
+    seen.recovery.map((r) => [r.room, r.recovered]),
+    [["global", true]],
+  );
+  assert.deepEqual([stats.gaps, stats.duplicates], [0, 0]);
+  await page.evaluate(() => window.hub.close());
   await page.close();
 });
 
@@ -233,7 +551,7 @@ test("Chromium agrees to permessage-deflate; large messages arrive intact both w
 
   // Fan-out telemetry from the simulator, compressed once for both sockets.
   await page.waitForFunction(() =>
-    window.socks.every((ws) => ws.inbox.some((m) => m.type === "telemetry" && typeof m.payload.temperature === "number")),
+    window.socks.every((ws) => ws.inbox.some((m) => m.type === "telemetry" && typeof m.payload.fields?.temperature === "number")),
   );
 
   const before = (await stats()).bytes_out;
@@ -251,21 +569,97 @@ test("Chromium agrees to permessage-deflate; large messages arrive intact both w
   );
 
   // And a large backend event, POST /publish to `global`, to both sockets.
-  const readings = Array.from({ length: 1200 }, (_, i) => ({ device: `greenhouse-${i % 4}`, temperature: 20 + (i % 90) / 10 }));
-  const response = await fetch(`${url}/publish`, {
-    method: "POST",
-    body: JSON.stringify({ room: "global", type: "telemetry", payload: { batch: readings } }),
-  });
-  assert.equal((await response.json()).delivered, 2);
+  const batch = Array.from({ length: 1200 }, (_, i) => ({ device: `greenhouse-${i % 4}`, temperature: 20 + (i % 90) / 10 }));
+  const { offsets } = await publish(url, { room: "global", type: "telemetry", payload: { batch } });
+  assert.equal(typeof offsets.global, "number");
   const received = await page.waitForFunction(() => {
     const batches = window.socks.map((ws) => ws.inbox.find((m) => m.type === "telemetry" && m.payload.batch));
     return batches.every(Boolean) && batches.map((m) => JSON.stringify(m.payload.batch));
   });
-  for (const batch of await received.jsonValue()) assert.equal(batch, JSON.stringify(readings));
+  for (const got of await received.jsonValue()) assert.equal(got, JSON.stringify(batch));
 
   // What went out was compressed: far less than the plain frames' bytes.
-  const plain = 2 * (size + JSON.stringify(readings).length);
+  const plain = 2 * (size + JSON.stringify(batch).length);
   const sent = (await stats()).bytes_out - before;
   assert.ok(sent < plain / 4, `${sent} bytes out for ${plain} bytes of messages`);
   await page.close();
 });
+
+// ---- Server-Sent Events (skipped while the server has no /events) -------
+
+test("over SSE the dashboard and the chat work, and a dropped stream recovers", async (t) => {
+  const { url } = await server([]);
+  if (!(await hasEvents(url))) return t.skip("this server has no GET /events yet");
+  const dash = await openDashboard(url, "?transport=sse");
+  assert.equal(await dash.locator("#state").textContent(), "open (SSE)");
+  await watch(dash);
+  const before = await seqs(dash);
+  // The stream ends under the page: it reconnects with its last event id.
+  await dash.evaluate(() => {
+    window.hub.eventSource.close();
+    window.hub.eventSource.dispatchEvent(new Event("error"));
+  });
+  await seqsPast(dash, before, 3);
+  const view = await clientView(dash);
+  assert.equal(view.transport, "sse");
+  assert.deepEqual(
+    view.seen.recovery.map((r) => [r.room, r.recovered]),
+    [["global", true]],
+  );
+  assert.deepEqual([view.stats.gaps, view.stats.duplicates], [0, 0]);
+  assert.equal(await dash.locator("#tiles").getAttribute("data-gaps"), "0");
+  await dash.close();
+
+  // ann on SSE (POST /send), bob on a WebSocket: each sees the other.
+  const ann = await openChat(url, "ann", "lobby", "&transport=sse");
+  const bob = await openChat(url, "bob");
+  await ann.locator("#online li", { hasText: "bob" }).waitFor();
+  await say(ann, "from the event stream");
+  await bob.locator("#log li", { hasText: "from the event stream" }).waitFor();
+  await ann.locator("#log li.mine[data-status=sent]", { hasText: "from the event stream" }).waitFor();
+  await say(bob, "from a websocket");
+  await ann.locator("#log li", { hasText: "from a websocket" }).waitFor();
+  assert.equal(await ann.evaluate(() => window.hub.transport), "sse");
+  await ann.close();
+  await bob.close();
+});
+
+test("with WebSocket blocked the client falls back to SSE by itself", async (t) => {
+  const { url } = await server([]);
+  if (!(await hasEvents(url))) return t.skip("this server has no GET /events yet");
+  const page = await context.newPage();
+  // As behind a proxy that drops upgrades: every handshake gets a 404.
+  await page.addInitScript(() => {
+    const Real = window.WebSocket;
+    window.WebSocket = class extends Real {
+      constructor(url, protocols) {
+        super(String(url).replace("/ws", "/no-websocket-here"), protocols);
+      }
+    };
+  });
+  await openDashboardOn(page, url);
+  assert.equal(await page.evaluate(() => window.hub.transport), "sse");
+  assert.equal(await page.locator("#tiles").getAttribute("data-gaps"), "0");
+  await page.close();
+});
+
+test("a refused handshake shows as an error state the page can display", async (t) => {
+  const { url } = await server(["--token", "s3cret", "--no-simulator"]);
+  if (!(await hasEvents(url))) return t.skip("this server has no GET /events yet (the client learns the status there)");
+  const page = await context.newPage();
+  await page.goto(`${url}/dashboard`);
+  await page.locator("#state[data-state=error]").waitFor();
+  assert.match(await page.locator("#state").textContent(), /401/);
+  const publishing = await page.evaluate(() => window.hub.ping().then(() => "sent", (e) => e.code));
+  assert.equal(publishing, "refused");
+  await page.goto(`${url}/dashboard?token=s3cret`);
+  await page.locator("#state[data-state=open]").waitFor();
+  await page.close();
+});
+
+// openDashboard for a page prepared beforehand (init scripts).
+async function openDashboardOn(page, url) {
+  await page.goto(`${url}/dashboard`);
+  await page.locator("#state[data-state=open]").waitFor({ timeout: 20000 });
+  await page.waitForFunction(() => document.querySelectorAll(".tile[data-seq]").length >= 4, null, { timeout: 30000 });
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Browser tests of the hub server: installs what they need (Debian's
-# chromium, playwright-core from npm), builds the server, runs them.
+# chromium, playwright-core and typescript from npm), checks the client's
+# TypeScript declarations, builds the server, runs the tests.
 # Bounded: every test has its own timeouts, and the whole run stops after 10 min.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,5 +14,7 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 # playwright-core drives the system browser; it downloads nothing itself.
 npm ci --no-audit --no-fund --loglevel=error
+# /client.d.ts against a page's use of the client (typecheck.ts): tsc --noEmit --strict.
+timeout 120 npm run --silent typecheck
 (cd ../.. && cargo build -p sabai-hub)
 timeout 600 npm test

@@ -1,0 +1,93 @@
+// Uses /client.js the way a page does, against /client.d.ts; run by
+// `npm run typecheck` (tsc --noEmit --strict) before the browser tests.
+// The @ts-expect-error lines are misuses: tsc fails if one of them
+// type-checks, so the declarations cannot go slack unnoticed.
+import {
+  HubClient,
+  HubError,
+  type AlertEnvelope,
+  type ConnectionState,
+  type Position,
+  type RecoveryEvent,
+  type ServerEnvelope,
+  type StateDetail,
+  type TelemetryPayload,
+} from "../../hub/src/static/client.js";
+
+const hub = new HubClient({
+  urls: ["ws://127.0.0.1:8090/ws", "ws://127.0.0.1:8091/ws"],
+  user: "ann",
+  token: "s3cret",
+  transport: "auto",
+  sendQueueLimit: 50,
+});
+new HubClient({ user: "bob" });
+new HubClient();
+
+const show = (state: ConnectionState, detail: StateDetail): string =>
+  state === "error" ? `error: ${detail.reason ?? "refused"}${detail.fatal ? "" : ` (retry in ${detail.retryInMs} ms)`}` : state;
+const off: () => void = hub.on("state", (state, detail) => console.log(show(state, detail)));
+off();
+
+hub.on("message", (m) => {
+  const line: string = `${m.payload.user}: ${m.payload.text} @${m.offset ?? "-"} ${m.timestamp}`;
+  console.log(line, m.payload.connection_id === hub.connectionId);
+});
+hub.on("online_users", (m) => m.payload.users.map((u: string) => u.toUpperCase()));
+hub.on("user_left", (m) => m.payload.user.length + m.payload.connection_id);
+hub.on("typing", (m) => (m.payload.typing ? m.payload.user : null));
+
+const lastSeq = new Map<string, number>();
+const onReading = (p: TelemetryPayload): number => {
+  const gap = p.seq - (lastSeq.get(p.device_id) ?? p.seq - 1) - 1;
+  lastSeq.set(p.device_id, p.seq);
+  const celsius: number | undefined = p.fields.temperature;
+  console.log(p.tags.name ?? p.device_id, celsius?.toFixed(1), new Date(p.timestamp));
+  return gap;
+};
+hub.on("telemetry", (m) => onReading(m.payload));
+hub.on("device_status", (m) => (m.payload.status === "offline" ? m.payload.device_id : ""));
+hub.on("alert", (m: AlertEnvelope) => `${m.payload.rule_name}: ${m.payload.field} ${m.payload.value} > ${m.payload.threshold}`);
+hub.on("recovery", (r: RecoveryEvent) => {
+  if (!r.recovered) console.log(`reload ${r.room} from ${r.position?.offset} (was ${r.since?.offset})`);
+});
+hub.on("gap", (g) => console.warn(`${g.room}: ${g.missed} missed before ${g.offset}`));
+hub.on("duplicate", (d) => d.position.offset >= d.offset);
+hub.on("*", (e: ServerEnvelope) => e.type.length + e.timestamp.length);
+hub.on("door_opened", (e) => e.payload);
+
+async function chat(): Promise<void> {
+  const subscribed = await hub.subscribe(["chat:lobby", "global"]);
+  const where: Position | undefined = hub.position("chat:lobby");
+  console.log(subscribed.payload.rooms, subscribed.payload.positions["chat:lobby"]?.recovered, where?.epoch);
+  try {
+    const ack = await hub.publish("chat:lobby", { text: "hello" });
+    const offset: number | undefined = ack.payload.offsets["chat:lobby"];
+    console.log(offset);
+  } catch (e) {
+    if (e instanceof HubError && (e.code === "queue_full" || e.code === "disconnected")) console.log(e.message);
+    else if (e instanceof HubError && e.code === "server") console.log(e.reply?.payload.message);
+  }
+  const typed: boolean = hub.typing("chat:lobby", true);
+  const who = await hub.presence("chat:lobby");
+  console.log(typed, who.payload.users.map((u) => `${u.user} x${u.connections}`));
+  const pong = await hub.ping();
+  console.log(pong.payload.server_time, hub.stats.gaps + hub.stats.duplicates, hub.queued, hub.transport);
+  const left = await hub.unsubscribe("global");
+  console.log(left?.payload.rooms, [...hub.rooms], hub.positions());
+  const published = await hub.request("publish", { room: "chat:lobby", payload: { text: "again" } });
+  console.log(published.payload.offsets);
+  hub.reconnect();
+  hub.close();
+}
+void chat();
+
+// Misuses tsc must refuse:
+// @ts-expect-error a chat message is { text }, not a string
+void hub.publish("chat:lobby", "hello");
+// @ts-expect-error no such transport
+new HubClient({ transport: "carrier-pigeon" });
+// @ts-expect-error telemetry values are under payload.fields
+hub.on("telemetry", (m) => m.payload.temperature);
+// @ts-expect-error stats are read-only
+hub.stats.gaps = 0;
