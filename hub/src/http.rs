@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 
 use crate::auth::{self, Identity};
 use crate::protocol::{self, envelope};
-use crate::App;
+use crate::limits::Open;
+use crate::{App, Client};
 
 /// The body of every response: whole (pages, JSON) or a stream (/events).
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -101,9 +102,14 @@ fn websocket(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
 }
 
 fn websocket_upgrade(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let counted = limit_stream(&app, &req);
     let upgrade = match sabai::hyper::parse(req, &app.hub.websocket_config()) {
         Ok(upgrade) => upgrade,
         Err(refusal) => return refusal,
+    };
+    let counted = match counted {
+        Ok(counted) => counted,
+        Err(refusal) => return upgrade.reject(refusal),
     };
     let slot = match app.hub.reserve() {
         Ok(slot) => slot,
@@ -141,6 +147,8 @@ fn websocket_upgrade(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Byt
     };
     app.identify(slot.id(), admitted.identity);
     tokio::spawn(async move {
+        // Counted against its address while it lives.
+        let _counted = counted;
         let conn = slot.id();
         let Ok(ws) = upgrading.await else { return app.forget(conn) };
         // The `connected` greeting is sent from the hub's Connected event.
@@ -398,6 +406,26 @@ async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
         }
         Err(error) => json_response(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": error.to_string() })),
     }
+}
+
+/// The per-address checks of a new WebSocket or SSE stream: what it keeps
+/// (its place in its address's count) while it lives, or the 429.
+pub fn limit_stream<B>(app: &App, req: &Request<B>) -> Result<Vec<Arc<Open>>, Reject> {
+    let Some(client) = req.extensions().get::<Client>() else { return Ok(Vec::new()) };
+    let limits = &app.ip_limits;
+    let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let ip = limits.client_ip(client.peer, forwarded);
+    let refuse = |why: crate::limits::Limited| {
+        tracing::warn!(ip = %ip, reason = %why, "per-address limit");
+        Reject::new(429).header("Retry-After", "1").body(why.to_string())
+    };
+    limits.handshake(ip).map_err(refuse)?;
+    let mut counted = vec![client.open.clone()];
+    if limits.is_trusted(client.peer) {
+        // Behind a proxy the TCP count is the proxy's: count the client here.
+        counted.push(Arc::new(limits.open(ip).map_err(refuse)?));
+    }
+    Ok(counted)
 }
 
 /// What a request says about who sends it: the parts `admit` checks.

@@ -11,6 +11,7 @@
 
 mod auth;
 mod http;
+mod limits;
 mod options;
 mod protocol;
 mod simulator;
@@ -25,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use auth::{Identity, Jwt};
+use limits::{IpLimits, Open};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -47,6 +49,8 @@ pub struct App {
     pub draining: AtomicBool,
     /// Places for plain HTTP requests in progress (`--max-requests`).
     pub requests: Arc<Semaphore>,
+    /// Per-address limits on connections and handshakes.
+    pub ip_limits: Arc<IpLimits>,
     /// The Redis engine, with `--redis` (for /metrics and a clean exit).
     pub redis: Option<Arc<RedisEngine>>,
     /// Tokens are checked with this, when JWT is configured.
@@ -87,6 +91,7 @@ impl App {
             App {
                 hub,
                 requests: Arc::new(Semaphore::new(options.max_requests)),
+                ip_limits: IpLimits::new(options.ip_limits.clone()),
                 options,
                 started: Instant::now(),
                 sessions: Mutex::default(),
@@ -145,10 +150,19 @@ async fn expire_tokens(app: std::sync::Weak<App>) {
 /// Serves HTTP (and /ws) on every connection, until dropped.
 pub async fn accept_loop(listener: &TcpListener, app: Arc<App>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             // Out of file descriptors, for example: back off a little.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
+        };
+        // Past its limit an address gets its connection closed at once:
+        // no task, no buffers.
+        let open = match app.ip_limits.open(peer.ip()) {
+            Ok(open) => Arc::new(open),
+            Err(why) => {
+                tracing::debug!(peer = %peer.ip(), reason = %why, "connection refused");
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
@@ -159,8 +173,10 @@ pub async fn accept_loop(listener: &TcpListener, app: Arc<App>) {
             // stopped reading) drops its whole connection with this.
             let drop_connection = Arc::new(Notify::new());
             let handle = DropConnection(drop_connection.clone());
+            let client = Client { peer: peer.ip(), open };
             let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(handle.clone());
+                req.extensions_mut().insert(client.clone());
                 http::route(app.clone(), req)
             });
             let http = http1::Builder::new()
@@ -174,6 +190,14 @@ pub async fn accept_loop(listener: &TcpListener, app: Arc<App>) {
             }
         });
     }
+}
+
+/// Where a request came from: the TCP peer, and its place in the
+/// per-address count, which a WebSocket or SSE stream keeps while it lives.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub peer: IpAddr,
+    pub open: Arc<Open>,
 }
 
 /// Ends the HTTP connection a request came on (see `accept_loop`).

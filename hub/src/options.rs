@@ -180,6 +180,26 @@ pub struct Args {
     #[arg(long, value_name = "SECS", requires = "mint_token", value_parser = seconds)]
     #[serde(skip)]
     mint_ttl: Option<Duration>,
+    /// New WebSockets and SSE streams per second from one address; more get 429 [default: 20].
+    #[arg(long, env = "SABAI_HUB_IP_RATE", value_name = "N", value_parser = positive)]
+    #[serde(default)]
+    ip_rate: Option<f64>,
+    /// How many of those one address may open at once before the rate applies [default: 50].
+    #[arg(long, env = "SABAI_HUB_IP_BURST", value_name = "N", value_parser = positive)]
+    #[serde(default)]
+    ip_burst: Option<f64>,
+    /// TCP connections open at once from one address; more are closed at once [default: 200].
+    #[arg(long, env = "SABAI_HUB_IP_MAX_OPEN", value_name = "N")]
+    ip_max_open: Option<usize>,
+    /// Apply the per-address limits to loopback addresses too [default: they are exempt].
+    #[arg(long, env = "SABAI_HUB_LIMIT_LOOPBACK")]
+    #[serde(default)]
+    limit_loopback: bool,
+    /// A reverse proxy (address or CIDR, repeatable) whose X-Forwarded-For
+    /// names the client for the per-address limits.
+    #[arg(long, env = "SABAI_HUB_TRUSTED_PROXY", value_name = "CIDR", value_delimiter = ',', value_parser = cidr)]
+    #[serde(default, deserialize_with = "de_cidrs")]
+    trusted_proxy: Vec<ipnet::IpNet>,
     /// Logs as JSON lines (default: text); RUST_LOG sets the level [default: info].
     #[arg(long, env = "SABAI_HUB_LOG_JSON")]
     #[serde(default)]
@@ -201,6 +221,7 @@ pub struct Options {
     pub redis_wait: bool,
     pub log_json: bool,
     pub request_timeout: Duration,
+    pub ip_limits: crate::limits::IpLimitSettings,
     pub jwt: crate::auth::JwtSettings,
     /// `--mint-token`: (user, rooms, valid for).
     pub mint: Option<(String, Vec<String>, Duration)>,
@@ -268,6 +289,11 @@ impl Args {
             no_simulator: self.no_simulator || file.no_simulator,
             log_json: self.log_json || file.log_json,
             request_timeout: self.request_timeout.or(file.request_timeout),
+            ip_rate: self.ip_rate.or(file.ip_rate),
+            ip_burst: self.ip_burst.or(file.ip_burst),
+            ip_max_open: self.ip_max_open.or(file.ip_max_open),
+            limit_loopback: self.limit_loopback || file.limit_loopback,
+            trusted_proxy: if self.trusted_proxy.is_empty() { file.trusted_proxy } else { self.trusted_proxy },
             mint_token: self.mint_token,
             mint_rooms: self.mint_rooms,
             mint_ttl: self.mint_ttl,
@@ -323,6 +349,16 @@ impl Args {
             redis_wait: self.redis_wait,
             log_json: self.log_json,
             request_timeout: self.request_timeout.unwrap_or(Duration::from_secs(10)),
+            ip_limits: {
+                let defaults = crate::limits::IpLimitSettings::default();
+                crate::limits::IpLimitSettings {
+                    rate: self.ip_rate.unwrap_or(defaults.rate),
+                    burst: self.ip_burst.unwrap_or(defaults.burst),
+                    max_open: self.ip_max_open.unwrap_or(defaults.max_open),
+                    loopback: self.limit_loopback,
+                    trusted: self.trusted_proxy,
+                }
+            },
             mint: self
                 .mint_token
                 .map(|user| (user, self.mint_rooms, self.mint_ttl.unwrap_or(Duration::from_secs(3600)))),
@@ -360,6 +396,23 @@ fn seconds(value: &str) -> Result<Duration, String> {
         Ok(secs) if secs > 0.0 && secs < 1e6 => Ok(Duration::from_secs_f64(secs)),
         _ => Err(format!("expected seconds (more than 0, less than a million), got {value:?}")),
     }
+}
+
+fn positive(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(n) if n > 0.0 && n.is_finite() => Ok(n),
+        _ => Err(format!("expected a number above 0, got {value:?}")),
+    }
+}
+
+fn cidr(value: &str) -> Result<ipnet::IpNet, String> {
+    let parsed = value.parse::<ipnet::IpNet>().or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+    parsed.map_err(|_| format!("expected an address or a CIDR block (10.0.0.0/8), got {value:?}"))
+}
+
+fn de_cidrs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let values = Vec::<String>::deserialize(d)?;
+    values.iter().map(|v| cidr(v).map_err(serde::de::Error::custom)).collect()
 }
 
 fn node_id(id: &str) -> Result<String, String> {

@@ -83,6 +83,10 @@ pub fn decode_id(id: &str) -> Option<BTreeMap<String, Position>> {
 
 /// `GET /events?rooms=a,b`.
 pub async fn events(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let counted = match crate::http::limit_stream(&app, &req) {
+        Ok(counted) => counted,
+        Err(refusal) => return refused(refusal.status(), refusal.message()),
+    };
     let credentials = Credentials::of(&req);
     let admitted = match admit(&app, &credentials) {
         Ok(admitted) => admitted,
@@ -124,7 +128,7 @@ pub async fn events(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let (tx, rx) = mpsc::channel(4);
     let drop_connection = req.extensions().get::<DropConnection>().cloned();
     let stream =
-        Stream { app: app.clone(), member, session, positions: BTreeMap::new(), tx, drop_connection };
+        Stream { app: app.clone(), member, session, positions: BTreeMap::new(), tx, drop_connection, counted };
     tokio::spawn(stream.run(rooms, last_id));
     let mut response = Response::new(ChannelBody(rx).boxed());
     let headers = response.headers_mut();
@@ -148,6 +152,8 @@ struct Stream {
     positions: BTreeMap<String, Position>,
     tx: mpsc::Sender<Bytes>,
     drop_connection: Option<DropConnection>,
+    /// Its place in its address's count.
+    counted: Vec<Arc<crate::limits::Open>>,
 }
 
 impl Stream {
@@ -192,10 +198,10 @@ impl Stream {
             }
         };
         self.app.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.session);
-        let Stream { member, tx, drop_connection, .. } = self;
+        let Stream { member, tx, drop_connection, counted, .. } = self;
         // Leave the hub and end the body now; the connection itself goes
         // once what is buffered had its chance to be read.
-        drop((member, tx));
+        drop((member, tx, counted));
         tokio::time::sleep(linger).await;
         if let Some(connection) = drop_connection {
             connection.now();

@@ -61,3 +61,47 @@ async fn slow_requests_are_cut_off_and_plain_requests_are_bounded() {
     }
     assert_eq!(http(&addr, "GET", "/healthz", "", "").await.0, 200, "the places are free again");
 }
+
+#[tokio::test]
+async fn one_address_past_its_limits_gets_429_or_a_closed_connection_and_holds_a_bounded_number() {
+    let flags = ["--no-simulator", "--limit-loopback", "--ip-rate", "5", "--ip-burst", "10", "--ip-max-open", "20"];
+    let (app, addr) = start(&flags).await;
+    let url = format!("ws://{addr}/ws");
+    let (mut open, mut refused, mut dropped) = (Vec::new(), 0, 0);
+    let started = std::time::Instant::now();
+    for _ in 0..1000 {
+        match timeout(Duration::from_secs(5), sabai::connect(&url)).await.expect("a handshake hung") {
+            Ok(ws) => open.push(ws),
+            Err(sabai::Error::Handshake(sabai::HandshakeError::UnexpectedStatus(429))) => refused += 1,
+            Err(_) => dropped += 1, // closed at accept: over --ip-max-open
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let allowed = (10.0 + 5.0 * secs).ceil() as usize;
+    assert!(open.len() <= allowed.min(20), "{} open in {secs:.1} s", open.len());
+    assert!(open.len() >= 10, "the burst is allowed: {}", open.len());
+    assert_eq!(open.len() + refused + dropped, 1000);
+    assert!(app.hub.connection_count() <= 20);
+    drop(open);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    let flags = ["--no-simulator", "--limit-loopback", "--ip-rate", "0.01", "--ip-burst", "2", "--trusted-proxy", "127.0.0.1/32"];
+    let (_app, addr) = start(&flags).await;
+    let url = format!("ws://{addr}/ws");
+    let as_client = |ip: &'static str| {
+        let url = url.clone();
+        async move {
+            let config = sabai::WebSocketConfig::default();
+            match sabai::connect_with(&url, &config, |r| r.header("X-Forwarded-For", ip)).await {
+                Ok(ws) => Ok(ws),
+                Err(sabai::Error::Handshake(sabai::HandshakeError::UnexpectedStatus(status))) => Err(status),
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+    };
+    let _a = (as_client("203.0.113.1").await.unwrap(), as_client("203.0.113.1").await.unwrap());
+    assert_eq!(as_client("203.0.113.1").await.err(), Some(429), "its burst of 2 is spent");
+    assert!(as_client("203.0.113.2").await.is_ok(), "another client behind the same proxy is not");
+}
