@@ -24,7 +24,7 @@ async fn start(flags: &[&str]) -> (Arc<App>, String) {
     (app, addr)
 }
 
-type Ws = WebSocket<TcpStream>;
+type Ws = WebSocket<sabai::MaybeTlsStream>;
 
 async fn connect(addr: &str, query: &str) -> Ws {
     sabai::connect(&format!("ws://{addr}/ws{query}")).await.unwrap()
