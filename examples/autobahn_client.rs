@@ -7,9 +7,8 @@
 //! It offers permessage-deflate (RFC 7692), for cases 12.x and 13.x.
 
 use sabai::{Message, WebSocket};
-use tokio::net::TcpStream;
 
-async fn echo(mut ws: WebSocket<TcpStream>) -> Result<(), sabai::Error> {
+async fn echo(mut ws: WebSocket<sabai::MaybeTlsStream>) -> Result<(), sabai::Error> {
     while let Some(message) = ws.recv().await? {
         ws.send(message).await?;
     }

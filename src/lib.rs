@@ -2,7 +2,8 @@
 //!
 //! The WebSocket protocol (RFC 6455), written from the RFC: a sans-IO core
 //! ([`Connection`], [`handshake`]) and, with the default `tokio` feature, an
-//! async layer ([`WebSocket`]) that moves its bytes.
+//! async layer ([`WebSocket`]) that moves its bytes; with the `rustls`
+//! feature, [`connect`] speaks `wss://` too.
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
@@ -21,9 +22,15 @@ pub use proto::{DeflateConfig, DeflateParams};
 mod tokio;
 #[cfg(feature = "tokio")]
 pub use crate::tokio::{
-    accept, accept_with, client, connect, connect_with, Error, ReadHalf, TimeoutKind, WebSocket,
-    WebSocketConfig, WriteHalf,
+    accept, accept_with, client, connect, connect_with, Error, MaybeTlsStream, ReadHalf, TimeoutKind,
+    WebSocket, WebSocketConfig, WriteHalf,
 };
+#[cfg(feature = "rustls")]
+pub use crate::tokio::{connect_tls, TlsError};
+/// The rustls that `wss://` runs on (feature `rustls`), for building your
+/// own `ClientConfig` for [`connect_tls`] with the same version.
+#[cfg(feature = "rustls")]
+pub use rustls;
 
 #[cfg(feature = "hyper")]
 pub use crate::tokio::hyper;

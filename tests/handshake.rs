@@ -188,6 +188,24 @@ fn rejects_oversized_head_with_431_before_it_ends() {
     assert_eq!(error.status(), 431);
 }
 
+/// A wss:// client on a ws:// port: its TLS ClientHello (a record of type
+/// 0x16) cannot start an HTTP request, and gets its 400 on the first byte
+/// instead of after the head limit or the handshake timeout.
+#[test]
+fn rejects_a_tls_client_hello_on_its_first_byte_with_400() {
+    assert_eq!(status_of(&[0x16]), 400);
+    assert_eq!(status_of(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]), 400);
+    assert_eq!(status_of(b" GET / HTTP/1.1"), 400);
+    // A method's first letter, or the empty lines RFC 9112 §2.2 lets a
+    // request start with, still wait for more.
+    for start in [&b"G"[..], b"\r\n", b"\n", b"\r\nGE"] {
+        assert_eq!(parse(start), Ok(None), "{start:?}");
+    }
+    let mut after_empty_line = b"\r\n".to_vec();
+    after_empty_line.extend(request_with("Host", Some("x")));
+    assert!(parse(&after_empty_line).unwrap().is_some());
+}
+
 #[test]
 fn rejects_hostile_protocol_lists() {
     let bad = parse(&request_with("Sec-WebSocket-Protocol", Some("chat, \"quoted\"")));

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sabai::hub::{codes, ConnId, Hub, HubConfig, HubEvent, SlowConsumer};
 use sabai::{CloseCode, Error, HandshakeError, Message, WebSocket};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::{sleep, timeout, Instant};
 
 /// A hub served on 127.0.0.1. A client's `?user=NAME` authenticates it as
@@ -45,7 +45,7 @@ async fn handle(hub: Hub, conn: ConnId, message: Message) {
     }
 }
 
-type Client = WebSocket<TcpStream>;
+type Client = WebSocket<sabai::MaybeTlsStream>;
 
 async fn client(url: &str) -> Client {
     sabai::connect(url).await.unwrap()

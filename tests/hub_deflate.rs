@@ -49,7 +49,7 @@ async fn handle(hub: Hub, conn: ConnId, message: Message) {
     }
 }
 
-type Client = WebSocket<TcpStream>;
+type Client = WebSocket<sabai::MaybeTlsStream>;
 
 /// A sabai client; `deflate` is what it offers, if anything.
 async fn client(addr: &str, deflate: Option<DeflateConfig>) -> Client {

@@ -94,11 +94,14 @@ fn deflate_config() -> WebSocketConfig {
     config
 }
 
-async fn connect(url: &str, config: &WebSocketConfig) -> Result<sabai::WebSocket<TcpStream>, Error> {
+async fn connect(
+    url: &str,
+    config: &WebSocketConfig,
+) -> Result<sabai::WebSocket<sabai::MaybeTlsStream>, Error> {
     timeout(TIMEOUT, sabai::connect_with(url, config, |r| r.protocol("chat.v1"))).await.expect("connect hung")
 }
 
-async fn next_text(ws: &mut sabai::WebSocket<TcpStream>) -> String {
+async fn next_text(ws: &mut sabai::WebSocket<sabai::MaybeTlsStream>) -> String {
     let message = timeout(TIMEOUT, ws.recv()).await.expect("no message in time").unwrap();
     message.expect("closed").as_text().unwrap().to_owned()
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sabai::hub::{Hub, HubConfig};
 use sabai::{Message, WebSocket};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Barrier;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
@@ -55,7 +55,7 @@ async fn serve(addr: SocketAddr) -> (Hub, JoinHandle<()>) {
 
 /// Connects and joins, retrying with exponential backoff (10 ms doubling
 /// to 640 ms) and jitter from a per-client xorshift seed.
-async fn join_with_backoff(url: &str, seed: &mut u64) -> (WebSocket<TcpStream>, usize) {
+async fn join_with_backoff(url: &str, seed: &mut u64) -> (WebSocket<sabai::MaybeTlsStream>, usize) {
     let mut delay = 10u64;
     for attempt in 0..100 {
         if let Ok(mut ws) = sabai::connect(url).await {

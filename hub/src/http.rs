@@ -18,8 +18,8 @@ use sabai::hub::Publish;
 use serde_json::{json, Value};
 
 use crate::auth::{self, Identity};
-use crate::protocol::{self, envelope};
 use crate::limits::Open;
+use crate::protocol::{self, envelope};
 use crate::{App, Client};
 
 /// The body of every response: whole (pages, JSON) or a stream (/events).

@@ -123,7 +123,11 @@ impl IpLimits {
         let now = Instant::now();
         self.sweep(now);
         let mut entries = self.lock();
-        let entry = entries.entry(peer).or_insert_with(|| Entry { tokens: self.settings.burst, refilled: now, open: 0 });
+        let entry = entries.entry(peer).or_insert_with(|| Entry {
+            tokens: self.settings.burst,
+            refilled: now,
+            open: 0,
+        });
         if entry.open >= self.settings.max_open {
             return Err(Limited::TooManyOpen);
         }
@@ -138,7 +142,11 @@ impl IpLimits {
         }
         let now = Instant::now();
         let mut entries = self.lock();
-        let entry = entries.entry(ip).or_insert_with(|| Entry { tokens: self.settings.burst, refilled: now, open: 0 });
+        let entry = entries.entry(ip).or_insert_with(|| Entry {
+            tokens: self.settings.burst,
+            refilled: now,
+            open: 0,
+        });
         let elapsed = now.duration_since(entry.refilled).as_secs_f64();
         entry.tokens = (entry.tokens + elapsed * self.settings.rate).min(self.settings.burst);
         entry.refilled = now;
@@ -225,7 +233,11 @@ mod tests {
         assert_eq!(limits.client_ip(proxy, forwarded), CLIENT);
         assert_eq!(limits.client_ip(proxy, None), proxy);
         assert_eq!(limits.client_ip(proxy, Some("garbage")), proxy);
-        assert_eq!(limits.client_ip(CLIENT, Some("1.2.3.4")), CLIENT, "an untrusted peer's header is ignored");
+        assert_eq!(
+            limits.client_ip(CLIENT, Some("1.2.3.4")),
+            CLIENT,
+            "an untrusted peer's header is ignored"
+        );
         assert!(limits.open(proxy).unwrap().ip.is_none(), "a trusted proxy's connections are not capped");
     }
 }

@@ -26,10 +26,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use auth::{Identity, Jwt};
-use limits::{IpLimits, Open};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use limits::{IpLimits, Open};
 use sabai::hub::{codes, ConnId, Hub, HubEvent};
 use sabai::CloseCode;
 use sabai_redis::{RedisConfig, RedisEngine};

@@ -293,7 +293,11 @@ impl Args {
             ip_burst: self.ip_burst.or(file.ip_burst),
             ip_max_open: self.ip_max_open.or(file.ip_max_open),
             limit_loopback: self.limit_loopback || file.limit_loopback,
-            trusted_proxy: if self.trusted_proxy.is_empty() { file.trusted_proxy } else { self.trusted_proxy },
+            trusted_proxy: if self.trusted_proxy.is_empty() {
+                file.trusted_proxy
+            } else {
+                self.trusted_proxy
+            },
             mint_token: self.mint_token,
             mint_rooms: self.mint_rooms,
             mint_ttl: self.mint_ttl,
@@ -406,7 +410,8 @@ fn positive(value: &str) -> Result<f64, String> {
 }
 
 fn cidr(value: &str) -> Result<ipnet::IpNet, String> {
-    let parsed = value.parse::<ipnet::IpNet>().or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+    let parsed =
+        value.parse::<ipnet::IpNet>().or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
     parsed.map_err(|_| format!("expected an address or a CIDR block (10.0.0.0/8), got {value:?}"))
 }
 

@@ -127,8 +127,15 @@ pub async fn events(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         .insert(session.clone(), Session { conn: member.id(), order: Arc::default() });
     let (tx, rx) = mpsc::channel(4);
     let drop_connection = req.extensions().get::<DropConnection>().cloned();
-    let stream =
-        Stream { app: app.clone(), member, session, positions: BTreeMap::new(), tx, drop_connection, counted };
+    let stream = Stream {
+        app: app.clone(),
+        member,
+        session,
+        positions: BTreeMap::new(),
+        tx,
+        drop_connection,
+        counted,
+    };
     tokio::spawn(stream.run(rooms, last_id));
     let mut response = Response::new(ChannelBody(rx).boxed());
     let headers = response.headers_mut();

@@ -274,6 +274,15 @@ impl ServerHandshake {
     /// WebSocket bytes and belong to the connection. `Err`: answer with
     /// [`HandshakeError::response`] and close.
     pub fn parse(&mut self, buf: &[u8]) -> Result<Option<(Request, usize)>, HandshakeError> {
+        // RFC 9112 §2.2, §3: a request starts with empty lines or a method,
+        // a token. Anything else (a TLS ClientHello from a wss:// client,
+        // 0x16) is refused on its first byte rather than after the head
+        // limit or the timeout; httparse would refuse the whole head alike.
+        if let Some(&first) = buf.first() {
+            if !(is_token(&[first]) || first == b'\r' || first == b'\n') {
+                return Err(HandshakeError::MalformedHttp(httparse::Error::Token));
+            }
+        }
         let Some(end) = self.scanner.find_end(buf, &self.limits)? else {
             return Ok(None);
         };

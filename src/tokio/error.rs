@@ -23,8 +23,15 @@ pub enum Error {
     /// A time limit passed: the opening handshake, or the peer's answer to
     /// our Close.
     Timeout(TimeoutKind),
-    /// `connect` was given a URL it cannot use.
+    /// `connect` was given a URL it cannot use (or `wss://` without the
+    /// `rustls` feature).
     Url(String),
+    /// TLS failed on a `wss://` connection, before the opening handshake:
+    /// the server's certificate was refused (unknown issuer, another host
+    /// name, expired), the server does not speak TLS, or the TLS handshake
+    /// broke (feature `rustls`).
+    #[cfg(feature = "rustls")]
+    Tls(super::tls::TlsError),
 }
 
 /// Which time limit passed.
@@ -44,6 +51,8 @@ impl fmt::Display for Error {
             Error::Timeout(TimeoutKind::Handshake) => f.write_str("opening handshake timed out"),
             Error::Timeout(TimeoutKind::Close) => f.write_str("peer did not answer our Close in time"),
             Error::Url(why) => write!(f, "invalid WebSocket URL: {why}"),
+            #[cfg(feature = "rustls")]
+            Error::Tls(e) => write!(f, "TLS failed: {e}"),
         }
     }
 }
@@ -55,6 +64,8 @@ impl std::error::Error for Error {
             Error::Send(e) => Some(e),
             Error::Handshake(e) => Some(e),
             Error::Io(e) => Some(e),
+            #[cfg(feature = "rustls")]
+            Error::Tls(e) => Some(e),
             _ => None,
         }
     }

@@ -1,9 +1,9 @@
 //! The opening handshake over an async transport: `accept` on the server,
-//! `connect` and `client` on the client.
+//! `client` on the client (`connect`, in connect.rs, opens the transport
+//! and calls it).
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::core::poll_read_into;
@@ -153,44 +153,6 @@ async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, response: Vec<u8>, error:
     Error::Handshake(error)
 }
 
-/// Connects to a `ws://` URL over TCP, with the default configuration.
-///
-/// ```no_run
-/// # async fn demo() -> Result<(), sabai::Error> {
-/// let mut ws = sabai::connect("ws://127.0.0.1:9001/chat").await?;
-/// ws.send(sabai::Message::text("hello")).await?;
-/// let reply = ws.recv().await?;
-/// ws.close(sabai::CloseCode::NORMAL, "done").await?;
-/// # Ok(()) }
-/// ```
-///
-/// `wss://` needs TLS, which sabai leaves to you: open the TLS stream and
-/// use [`client`]. Cancel safety: not cancel-safe.
-pub async fn connect(url: &str) -> Result<WebSocket<TcpStream>, Error> {
-    connect_with(url, &WebSocketConfig::default(), |request| request).await
-}
-
-/// Like [`connect`], with a configuration and a chance to add subprotocols
-/// or headers to the request.
-pub async fn connect_with(
-    url: &str,
-    config: &WebSocketConfig,
-    customize: impl FnOnce(ClientRequest) -> ClientRequest,
-) -> Result<WebSocket<TcpStream>, Error> {
-    let target = WsUrl::parse(url)?;
-    let request = customize(ClientRequest::new(target.host_header(), target.resource));
-    let handshake = async {
-        let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
-        stream.set_nodelay(true)?;
-        client_handshake(stream, request, config).await
-    };
-    // Boxed, as in `accept_with`.
-    let (ws, _) = Box::pin(timeout(config.handshake_timeout, handshake))
-        .await
-        .unwrap_or(Err(Error::Timeout(TimeoutKind::Handshake)))?;
-    Ok(ws)
-}
-
 /// Performs the client handshake over any transport (for example a TLS
 /// stream), returning the WebSocket and the server's response.
 ///
@@ -209,7 +171,7 @@ where
         .unwrap_or(Err(Error::Timeout(TimeoutKind::Handshake)))
 }
 
-async fn client_handshake<S>(
+pub(super) async fn client_handshake<S>(
     mut stream: S,
     request: ClientRequest,
     config: &WebSocketConfig,
@@ -244,99 +206,4 @@ where
     conn.receive(&buf[head_len..]);
     let protocol = response.protocol().map(str::to_owned);
     Ok((WebSocket::from_connection(stream, conn, config).with_protocol(protocol), response))
-}
-
-/// The parts of a `ws://` URL (RFC 6455 §3).
-#[derive(Debug, PartialEq, Eq)]
-struct WsUrl {
-    host: String,
-    port: u16,
-    /// Path and query: the request target.
-    resource: String,
-}
-
-impl WsUrl {
-    fn parse(url: &str) -> Result<WsUrl, Error> {
-        let bad = |why: &str| Error::Url(format!("{why}: {url:?}"));
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme"))?;
-        if scheme.eq_ignore_ascii_case("wss") {
-            return Err(bad("wss:// needs TLS; open the TLS stream yourself and use sabai::client"));
-        }
-        if !scheme.eq_ignore_ascii_case("ws") {
-            return Err(bad("scheme must be ws"));
-        }
-        // RFC 6455 §3: fragment identifiers are meaningless here and MUST NOT be used.
-        if rest.contains('#') {
-            return Err(bad("fragment identifiers are not allowed (RFC 6455 §3)"));
-        }
-        let (authority, resource) = match rest.find(['/', '?']) {
-            Some(i) if rest.as_bytes()[i] == b'?' => (&rest[..i], format!("/{}", &rest[i..])),
-            Some(i) => (&rest[..i], rest[i..].to_owned()),
-            None => (rest, "/".to_owned()),
-        };
-        if authority.contains('@') {
-            return Err(bad("user information is not supported"));
-        }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !port.contains(']') => {
-                (host, port.parse::<u16>().map_err(|_| bad("invalid port"))?)
-            }
-            _ => (authority, 80),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(bad("missing host"));
-        }
-        Ok(WsUrl { host: host.to_owned(), port, resource })
-    }
-
-    /// The Host field: the port only when it is not the default (RFC 6455 §4.1 item 4).
-    fn host_header(&self) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        if self.port == 80 {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn url(s: &str) -> WsUrl {
-        WsUrl::parse(s).unwrap()
-    }
-
-    #[test]
-    fn parses_ws_urls() {
-        let u = url("ws://127.0.0.1:9001/runCase?case=1&agent=sabai");
-        assert_eq!(
-            (u.host.as_str(), u.port, u.resource.as_str()),
-            ("127.0.0.1", 9001, "/runCase?case=1&agent=sabai")
-        );
-        assert_eq!(u.host_header(), "127.0.0.1:9001");
-        let u = url("ws://example.com");
-        assert_eq!((u.port, u.resource.as_str(), u.host_header().as_str()), (80, "/", "example.com"));
-        let u = url("ws://example.com?x=1");
-        assert_eq!(u.resource, "/?x=1");
-        let u = url("ws://[::1]:8080/a");
-        assert_eq!((u.host.as_str(), u.port, u.host_header().as_str()), ("::1", 8080, "[::1]:8080"));
-    }
-
-    #[test]
-    fn refuses_unusable_urls() {
-        for bad in [
-            "wss://example.com/",
-            "http://x/",
-            "example.com",
-            "ws://x/#frag",
-            "ws://:80/",
-            "ws://x:99999/",
-            "ws://u@x/",
-        ] {
-            assert!(matches!(WsUrl::parse(bad), Err(Error::Url(_))), "{bad}");
-        }
-    }
 }

@@ -2,12 +2,16 @@
 //! [`Connection`](crate::Connection)'s bytes over any
 //! `AsyncRead + AsyncWrite` transport. This is the only code that awaits.
 
+mod connect;
 mod core;
 mod error;
 mod handshake;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod split;
+mod stream;
+#[cfg(feature = "rustls")]
+mod tls;
 mod websocket;
 
 use std::time::Duration;
@@ -15,9 +19,15 @@ use std::time::Duration;
 use crate::handshake::HandshakeLimits;
 use crate::proto::Config;
 
+#[cfg(feature = "rustls")]
+pub use connect::connect_tls;
+pub use connect::{connect, connect_with};
 pub use error::{Error, TimeoutKind};
-pub use handshake::{accept, accept_with, client, connect, connect_with};
+pub use handshake::{accept, accept_with, client};
 pub use split::{ReadHalf, WriteHalf};
+pub use stream::MaybeTlsStream;
+#[cfg(feature = "rustls")]
+pub use tls::TlsError;
 pub use websocket::WebSocket;
 
 /// Settings of the async layer: protocol limits, handshake limits and
@@ -29,7 +39,8 @@ pub struct WebSocketConfig {
     pub protocol: Config,
     /// Size and header-count limits of the opening handshake.
     pub handshake: HandshakeLimits,
-    /// The whole opening handshake, from the first byte to the 101 (default 10 s).
+    /// The whole opening handshake, from the first byte to the 101 (default
+    /// 10 s); for `connect`, from the TCP connection through TLS to the 101.
     pub handshake_timeout: Duration,
     /// From our Close (or the peer's) to the transport being closed
     /// (default 5 s).

@@ -55,7 +55,7 @@ async fn a_token_in_the_header_the_query_or_a_subprotocol_names_the_user() {
     // the answer is sabai.v1, never the token.
     let config = WebSocketConfig::default();
     let (mut ws, response) = {
-        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let stream = sabai::MaybeTlsStream::Plain(tokio::net::TcpStream::connect(&addr).await.unwrap());
         let request = sabai::handshake::ClientRequest::new(addr.clone(), "/ws")
             .protocol("sabai.v1")
             .protocol(format!("bearer.{ann}"));

@@ -64,7 +64,8 @@ async fn slow_requests_are_cut_off_and_plain_requests_are_bounded() {
 
 #[tokio::test]
 async fn one_address_past_its_limits_gets_429_or_a_closed_connection_and_holds_a_bounded_number() {
-    let flags = ["--no-simulator", "--limit-loopback", "--ip-rate", "5", "--ip-burst", "10", "--ip-max-open", "20"];
+    let flags =
+        ["--no-simulator", "--limit-loopback", "--ip-rate", "5", "--ip-burst", "10", "--ip-max-open", "20"];
     let (app, addr) = start(&flags).await;
     let url = format!("ws://{addr}/ws");
     let (mut open, mut refused, mut dropped) = (Vec::new(), 0, 0);
@@ -87,7 +88,16 @@ async fn one_address_past_its_limits_gets_429_or_a_closed_connection_and_holds_a
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
-    let flags = ["--no-simulator", "--limit-loopback", "--ip-rate", "0.01", "--ip-burst", "2", "--trusted-proxy", "127.0.0.1/32"];
+    let flags = [
+        "--no-simulator",
+        "--limit-loopback",
+        "--ip-rate",
+        "0.01",
+        "--ip-burst",
+        "2",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+    ];
     let (_app, addr) = start(&flags).await;
     let url = format!("ws://{addr}/ws");
     let as_client = |ip: &'static str| {

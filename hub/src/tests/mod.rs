@@ -31,7 +31,7 @@ pub async fn start(flags: &[&str]) -> (Arc<App>, String) {
     (app, addr)
 }
 
-pub type Ws = WebSocket<TcpStream>;
+pub type Ws = WebSocket<sabai::MaybeTlsStream>;
 
 pub async fn connect(addr: &str, query: &str) -> Ws {
     sabai::connect(&format!("ws://{addr}/ws{query}")).await.unwrap()

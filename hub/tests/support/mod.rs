@@ -113,7 +113,7 @@ impl Drop for Node {
     }
 }
 
-pub type Ws = WebSocket<TcpStream>;
+pub type Ws = WebSocket<sabai::MaybeTlsStream>;
 
 /// The next envelope, within 10 s; `None` once the connection ended.
 pub async fn next(ws: &mut Ws) -> Option<Value> {
