@@ -18,6 +18,7 @@ mod simulator;
 mod sse;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -53,6 +54,8 @@ pub struct App {
     pub ip_limits: Arc<IpLimits>,
     /// The Redis engine, with `--redis` (for /metrics and a clean exit).
     pub redis: Option<Arc<RedisEngine>>,
+    /// With `--tls-cert`: every connection is TLS first.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Tokens are checked with this, when JWT is configured.
     pub jwt: Option<Jwt>,
     /// What each connection's token said (JWT only).
@@ -70,6 +73,10 @@ impl App {
     /// settings that cannot work (a JWT key that does not load).
     pub fn with_redis(mut options: Options, redis: Option<Arc<RedisEngine>>) -> Result<Arc<App>, String> {
         let jwt = Jwt::new(&options.jwt)?;
+        let tls = match &options.tls {
+            Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+            None => None,
+        };
         if jwt.is_none() {
             // Without tokens a user name is a claim: a per-user limit on
             // claims would let anyone lock a name out.
@@ -98,6 +105,7 @@ impl App {
                 draining: AtomicBool::new(false),
                 redis,
                 jwt,
+                tls,
                 identities: Mutex::default(),
             }
         });
@@ -166,9 +174,31 @@ pub async fn accept_loop(listener: &TcpListener, app: Arc<App>) {
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        // A client gets this long to send a request head (slow-loris bound).
+        // A client gets this long to finish TLS, then as long for a
+        // request head (slow-loris bound).
         let header_timeout = app.options.request_timeout;
         tokio::spawn(async move {
+            match app.tls.clone() {
+                None => serve_http(app, stream, peer, open, header_timeout).await,
+                Some(tls) => match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_http(app, stream, peer, open, header_timeout).await,
+                    // Plain HTTP on the TLS port, a ClientHello that never
+                    // ends: dropped, counted in the log only.
+                    Ok(Err(why)) => tracing::debug!(peer = %peer.ip(), reason = %why, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(peer = %peer.ip(), "TLS handshake timed out"),
+                },
+            }
+        });
+    }
+}
+
+/// HTTP/1.1 (and its upgrades) on one connection, until it ends.
+async fn serve_http<S>(app: Arc<App>, stream: S, peer: SocketAddr, open: Arc<Open>, header_timeout: Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    {
+        {
             // A handler that gives up on a client (an SSE reader that
             // stopped reading) drops its whole connection with this.
             let drop_connection = Arc::new(Notify::new());
@@ -188,7 +218,7 @@ pub async fn accept_loop(listener: &TcpListener, app: Arc<App>) {
                 _ = http => {}
                 () = drop_connection.notified() => {}
             }
-        });
+        }
     }
 }
 
@@ -242,7 +272,8 @@ async fn main() {
     // The server's own pages, on every address it listens on, may open a
     // socket; so may the origins named. Not "Origin equals Host": a DNS
     // rebinding page would pass that.
-    let mut origins = own_origins(addr);
+    let secure = options.tls.is_some();
+    let mut origins = own_origins(addr, secure);
     origins.append(&mut options.origins);
     options.origins = origins;
     let redis = match &options.redis {
@@ -280,14 +311,15 @@ async fn main() {
     if app.options.simulator {
         tokio::spawn(simulator::run(hub.clone()));
     }
-    println!("hub server {} ({engine} engine) listening on http://{addr}/", app.options.node);
+    let (http, ws) = if secure { ("https", "wss") } else { ("http", "ws") };
+    println!("hub server {} ({engine} engine) listening on {http}://{addr}/", app.options.node);
     // A wildcard address is no place to open: show the loopback one.
     let open = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
         IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], addr.port())),
         _ => addr,
     };
-    println!("open http://{open}/chat and http://{open}/dashboard (WebSocket: ws://{open}/ws)");
+    println!("open {http}://{open}/chat and {http}://{open}/dashboard (WebSocket: {ws}://{open}/ws)");
     match app.options.any_origin {
         true => println!("accepting pages from any Origin (--any-origin)"),
         false => println!("accepting pages from: {}", app.options.origins.join(" ")),
@@ -324,8 +356,9 @@ async fn main() {
 /// `http://IP:PORT` for each address a listener on `addr` answers on (all
 /// of this machine's when it is bound to 0.0.0.0 or ::), and `localhost`
 /// for a loopback one.
-fn own_origins(addr: SocketAddr) -> Vec<String> {
+fn own_origins(addr: SocketAddr, secure: bool) -> Vec<String> {
     let port = addr.port();
+    let scheme = if secure { "https" } else { "http" };
     let ips: Vec<IpAddr> = if addr.ip().is_unspecified() {
         let all = if_addrs::get_if_addrs().unwrap_or_default().into_iter().map(|i| i.ip());
         all.filter(|ip| addr.is_ipv6() || ip.is_ipv4()).collect()
@@ -335,15 +368,15 @@ fn own_origins(addr: SocketAddr) -> Vec<String> {
     let mut origins = Vec::new();
     if addr.ip().is_unspecified() {
         // Chromium opens http://0.0.0.0:PORT as this machine.
-        origins.push(format!("http://{addr}"));
+        origins.push(format!("{scheme}://{addr}"));
     }
     if ips.iter().any(IpAddr::is_loopback) {
-        origins.push(format!("http://localhost:{port}"));
+        origins.push(format!("{scheme}://localhost:{port}"));
     }
     for ip in ips {
         origins.push(match ip {
-            IpAddr::V4(ip) => format!("http://{ip}:{port}"),
-            IpAddr::V6(ip) => format!("http://[{ip}]:{port}"),
+            IpAddr::V4(ip) => format!("{scheme}://{ip}:{port}"),
+            IpAddr::V6(ip) => format!("{scheme}://[{ip}]:{port}"),
         });
     }
     origins.sort();

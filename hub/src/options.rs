@@ -200,6 +200,12 @@ pub struct Args {
     #[arg(long, env = "SABAI_HUB_TRUSTED_PROXY", value_name = "CIDR", value_delimiter = ',', value_parser = cidr)]
     #[serde(default, deserialize_with = "de_cidrs")]
     trusted_proxy: Vec<ipnet::IpNet>,
+    /// Serve TLS (https, wss) with this certificate chain (PEM).
+    #[arg(long, env = "SABAI_HUB_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "SABAI_HUB_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Logs as JSON lines (default: text); RUST_LOG sets the level [default: info].
     #[arg(long, env = "SABAI_HUB_LOG_JSON")]
     #[serde(default)]
@@ -221,6 +227,8 @@ pub struct Options {
     pub redis_wait: bool,
     pub log_json: bool,
     pub request_timeout: Duration,
+    /// `--tls-cert`, `--tls-key`.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub ip_limits: crate::limits::IpLimitSettings,
     pub jwt: crate::auth::JwtSettings,
     /// `--mint-token`: (user, rooms, valid for).
@@ -289,6 +297,8 @@ impl Args {
             no_simulator: self.no_simulator || file.no_simulator,
             log_json: self.log_json || file.log_json,
             request_timeout: self.request_timeout.or(file.request_timeout),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
             ip_rate: self.ip_rate.or(file.ip_rate),
             ip_burst: self.ip_burst.or(file.ip_burst),
             ip_max_open: self.ip_max_open.or(file.ip_max_open),
@@ -353,6 +363,7 @@ impl Args {
             redis_wait: self.redis_wait,
             log_json: self.log_json,
             request_timeout: self.request_timeout.unwrap_or(Duration::from_secs(10)),
+            tls: self.tls_cert.zip(self.tls_key),
             ip_limits: {
                 let defaults = crate::limits::IpLimitSettings::default();
                 crate::limits::IpLimitSettings {

@@ -58,7 +58,11 @@ impl Node {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let found = line
+                        .split("listening on http://")
+                        .nth(1)
+                        .or(line.split("listening on https://").nth(1));
+                    if let Some(rest) = found {
                         let addr = rest.trim_end_matches('/').to_owned();
                         // Keep draining its output so it never blocks on a full pipe.
                         std::thread::spawn(move || while rx.recv().is_ok() {});
