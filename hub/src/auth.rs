@@ -45,17 +45,32 @@ pub struct Identity {
     pub rooms: Option<Vec<String>>,
     /// When the token stops being valid.
     pub expires: Option<SystemTime>,
+    /// Device rooms the user may send commands to (`commands` claim:
+    /// `["device:42", "device:*"]`); `None`: no commands.
+    pub commands: Option<Vec<String>>,
 }
 
 impl Identity {
     /// Whether the token allows this room.
     pub fn may(&self, room: &str) -> bool {
         let Some(patterns) = &self.rooms else { return true };
-        patterns.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => room.starts_with(prefix),
-            None => p == room,
-        })
+        matches_any(patterns, room)
     }
+
+    /// Whether the token allows commands to this device (its `commands`
+    /// claim names its room; no claim, no commands).
+    pub fn may_command(&self, device_id: &str) -> bool {
+        let Some(patterns) = &self.commands else { return false };
+        matches_any(patterns, &format!("device:{device_id}"))
+    }
+}
+
+/// Whether a name or a `prefix*` pattern matches `room`.
+fn matches_any(patterns: &[String], room: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => room.starts_with(prefix),
+        None => p == room,
+    })
 }
 
 #[derive(Deserialize)]
@@ -63,6 +78,7 @@ struct Claims {
     sub: String,
     exp: Option<u64>,
     rooms: Option<Vec<String>>,
+    commands: Option<Vec<String>>,
 }
 
 /// Why a token was refused (the token itself is never part of it).
@@ -164,7 +180,7 @@ impl Jwt {
                     ));
                 }
                 let expires = claims.exp.map(|exp| UNIX_EPOCH + Duration::from_secs(exp));
-                Ok(Identity { user: claims.sub, rooms: claims.rooms, expires })
+                Ok(Identity { user: claims.sub, rooms: claims.rooms, expires, commands: claims.commands })
             }
             Err(error) => Err(match error.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => Refused::Expired,

@@ -55,6 +55,7 @@ pub async fn route(
         (&Method::GET, "/style.css") => page("text/css", include_str!("static/style.css")),
         (&Method::GET, "/stats") => json_response(StatusCode::OK, stats(&app).await),
         (&Method::GET, "/rooms") => json_response(StatusCode::OK, rooms(&app).await),
+        (&Method::GET, "/devices") => json_response(StatusCode::OK, app.devices.list()),
         (&Method::GET, "/metrics") => page("text/plain; version=0.0.4", &metrics(&app)),
         (&Method::POST, "/publish") => publish(&app, req).await,
         (&Method::GET, "/events") => crate::sse::events(app, req).await,
@@ -64,7 +65,7 @@ pub async fn route(
         (
             _,
             "/" | "/chat" | "/dashboard" | "/stats" | "/rooms" | "/metrics" | "/publish" | "/events"
-            | "/send" | "/healthz" | "/readyz",
+            | "/send" | "/healthz" | "/readyz" | "/devices",
         ) => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => plain(StatusCode::NOT_FOUND, "not found"),
     };
@@ -197,6 +198,9 @@ async fn stats(app: &App) -> Value {
         "uptime_seconds": app.started.elapsed().as_secs(),
         "cluster": cluster,
     });
+    if let Some(bridge) = app.mqtt.get() {
+        out["mqtt"] = bridge.stats();
+    }
     if let Some(redis) = &app.redis {
         let r = redis.stats();
         out["redis"] = json!({
@@ -305,6 +309,9 @@ fn metrics(app: &App) -> String {
             r.decode_errors,
         );
     }
+    if let Some(bridge) = app.mqtt.get() {
+        bridge.metrics(&mut out);
+    }
     let _ = writeln!(out, "# HELP sabai_hub_close_codes_total Connections ended, by close code.");
     let _ = writeln!(out, "# TYPE sabai_hub_close_codes_total counter");
     for (code, n) in &s.close_codes {
@@ -395,6 +402,7 @@ async fn publish(app: &App, req: Request<Incoming>) -> Response<Body> {
         return json_response(StatusCode::FORBIDDEN, json!({ "error": why }));
     }
     let payload = request.get("payload").cloned().unwrap_or(Value::Null);
+    app.devices.observe(kind, &payload);
     let text = envelope(kind, Some(rooms[0]), payload, None);
     match app.hub.publish_with(Publish::new(text).rooms(rooms)).await {
         Ok(placed) => {

@@ -9,9 +9,12 @@
 //! with `sabai::hyper`. Ctrl-C (or SIGTERM) shuts down gracefully: close
 //! 1001 to every connection, then exit.
 
+mod alerts;
 mod auth;
+mod devices;
 mod http;
 mod limits;
+mod mqtt;
 mod options;
 mod protocol;
 mod simulator;
@@ -60,6 +63,10 @@ pub struct App {
     pub jwt: Option<Jwt>,
     /// What each connection's token said (JWT only).
     identities: Mutex<HashMap<ConnId, Identity>>,
+    /// The devices this node knows (`GET /devices`).
+    pub devices: devices::Devices,
+    /// The MQTT bridge, once started (`--mqtt`).
+    pub mqtt: std::sync::OnceLock<Arc<mqtt::Bridge>>,
 }
 
 impl App {
@@ -73,6 +80,7 @@ impl App {
     /// settings that cannot work (a JWT key that does not load).
     pub fn with_redis(mut options: Options, redis: Option<Arc<RedisEngine>>) -> Result<Arc<App>, String> {
         let jwt = Jwt::new(&options.jwt)?;
+        let devices = devices::Devices::load(options.iot.device_registry.as_deref())?;
         let tls = match &options.tls {
             Some((cert, key)) => Some(tls::acceptor(cert, key)?),
             None => None,
@@ -107,6 +115,8 @@ impl App {
                 jwt,
                 tls,
                 identities: Mutex::default(),
+                devices,
+                mqtt: std::sync::OnceLock::new(),
             }
         });
         tokio::spawn(expire_tokens(Arc::downgrade(&app)));
@@ -308,8 +318,20 @@ async fn main() {
         }
     };
     let hub = app.hub.clone();
-    if app.options.simulator {
-        tokio::spawn(simulator::run(hub.clone()));
+    match app.options.iot.mqtt.clone() {
+        // Without a broker, the simulator publishes into the hub (the demo).
+        None if app.options.simulator => {
+            tokio::spawn(simulator::run(app.clone()));
+        }
+        None => {}
+        Some(settings) => {
+            let alerts = alerts::Alerts::new(app.options.iot.alert_rules.clone(), &app.options.node);
+            if settings.simulate {
+                tokio::spawn(simulator::run_mqtt(settings.clone()));
+            }
+            let bridge = mqtt::start(&app, settings, alerts);
+            let _ = app.mqtt.set(bridge);
+        }
     }
     let (http, ws) = if secure { ("https", "wss") } else { ("http", "ws") };
     println!("hub server {} ({engine} engine) listening on {http}://{addr}/", app.options.node);

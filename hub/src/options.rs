@@ -210,6 +210,67 @@ pub struct Args {
     #[arg(long, env = "SABAI_HUB_LOG_JSON")]
     #[serde(default)]
     log_json: bool,
+    /// Bridge this MQTT broker into the rooms: mqtt://[USER[:PASSWORD]@]HOST[:PORT]
+    /// [default: none]. The built-in simulator then publishes only with --simulate-mqtt.
+    #[arg(long, env = "SABAI_HUB_MQTT", value_name = "URL")]
+    mqtt: Option<String>,
+    /// The bridge's MQTT client id, one per node [default: sabai-hub-<node id>].
+    #[arg(long, env = "SABAI_HUB_MQTT_CLIENT_ID", value_name = "ID")]
+    mqtt_client_id: Option<String>,
+    /// MQTT user name (or in the URL).
+    #[arg(long, env = "SABAI_HUB_MQTT_USERNAME", value_name = "USER")]
+    mqtt_username: Option<String>,
+    /// MQTT password (or in the URL).
+    #[arg(long, env = "SABAI_HUB_MQTT_PASSWORD", value_name = "PASSWORD")]
+    mqtt_password: Option<String>,
+    /// A topic pattern to bridge, with one + level for the device id; its
+    /// last level (or =KIND) says telemetry, status or alert (repeatable)
+    /// [default: devices/+/telemetry devices/+/status devices/+/alert].
+    #[arg(
+        long = "mqtt-topic",
+        env = "SABAI_HUB_MQTT_TOPIC",
+        value_name = "PATTERN[=KIND]",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    mqtt_topic: Vec<String>,
+    /// Subscribe as $share/GROUP/<pattern>: the nodes of one group share the
+    /// messages, each entering the hub once [default: every node gets all].
+    #[arg(long, env = "SABAI_HUB_MQTT_SHARE", value_name = "GROUP")]
+    mqtt_share: Option<String>,
+    /// A reading whose (device_id, seq) came this recently is a redelivery, dropped [default: 30].
+    #[arg(long, env = "SABAI_HUB_MQTT_DEDUP_WINDOW", value_name = "SECS", value_parser = seconds)]
+    #[serde(default, deserialize_with = "de_seconds")]
+    mqtt_dedup_window: Option<Duration>,
+    /// Larger MQTT payloads are dropped and counted [default: 65536].
+    #[arg(long, env = "SABAI_HUB_MQTT_MAX_PAYLOAD", value_name = "BYTES")]
+    mqtt_max_payload: Option<usize>,
+    /// Where commands go, {id} for the device id [default: devices/{id}/command].
+    #[arg(long, env = "SABAI_HUB_MQTT_COMMAND_TOPIC", value_name = "TOPIC")]
+    mqtt_command_topic: Option<String>,
+    /// The simulator's devices publish to the --mqtt broker (device → MQTT →
+    /// hub), with the alert rules temperature>30 and humidity>80 unless
+    /// --alert-rule gives others.
+    #[arg(long, env = "SABAI_HUB_SIMULATE_MQTT")]
+    #[serde(default)]
+    simulate_mqtt: bool,
+    /// The known devices and their groups (TOML, or JSON for *.json);
+    /// `strict = true` in it refuses the others (docs/hub.md).
+    #[arg(long, env = "SABAI_HUB_DEVICE_REGISTRY", value_name = "FILE")]
+    device_registry: Option<PathBuf>,
+    /// Raise an alert when a reading crosses FIELD>THRESHOLD[:SEVERITY]
+    /// (also >=, <, <=; repeatable), on the rising edge.
+    #[arg(long = "alert-rule", env = "SABAI_HUB_ALERT_RULE", value_name = "RULE", value_delimiter = ',')]
+    #[serde(default)]
+    alert_rule: Vec<String>,
+}
+
+/// The IoT side's settings: the MQTT bridge, the device registry, alert rules.
+#[derive(Debug, Clone, Default)]
+pub struct Iot {
+    pub mqtt: Option<crate::mqtt::Settings>,
+    pub device_registry: Option<PathBuf>,
+    pub alert_rules: Vec<crate::alerts::Rule>,
 }
 
 /// What the server runs with, resolved.
@@ -235,6 +296,8 @@ pub struct Options {
     pub mint: Option<(String, Vec<String>, Duration)>,
     pub max_requests: usize,
     pub hub: HubConfig,
+    /// `--mqtt*`, `--device-registry`, `--alert-rule`.
+    pub iot: Iot,
 }
 
 impl Options {
@@ -250,7 +313,84 @@ impl Options {
             None => Args::default(),
             Some(path) => read_file(path)?,
         };
-        Ok(args.over(file).resolve())
+        let args = args.over(file);
+        let invalid = |why: String| clap::Error::raw(clap::error::ErrorKind::ValueValidation, why + "\n");
+        let iot = args.iot().map_err(invalid)?;
+        let mut options = args.resolve();
+        options.iot = iot;
+        if let Some(mqtt) = options.iot.mqtt.as_mut().filter(|m| m.client_id.is_empty()) {
+            mqtt.client_id = format!("sabai-hub-{}", options.node);
+        }
+        Ok(options)
+    }
+}
+
+impl Args {
+    /// The IoT settings, checked.
+    fn iot(&self) -> Result<Iot, String> {
+        let mut alert_rules: Vec<crate::alerts::Rule> =
+            self.alert_rule.iter().map(|r| crate::alerts::Rule::parse(r)).collect::<Result<_, _>>()?;
+        let Some(url) = &self.mqtt else {
+            if self.simulate_mqtt {
+                return Err("--simulate-mqtt needs a broker: --mqtt mqtt://HOST:PORT".into());
+            }
+            if !alert_rules.is_empty() {
+                return Err(
+                    "--alert-rule applies to readings from a broker: add --mqtt mqtt://HOST:PORT".into()
+                );
+            }
+            return Ok(Iot { mqtt: None, device_registry: self.device_registry.clone(), alert_rules });
+        };
+        let (host, port, in_url) =
+            crate::mqtt::Settings::parse_url(url).map_err(|e| format!("--mqtt: {e}"))?;
+        let credentials = match (&self.mqtt_username, &self.mqtt_password) {
+            (Some(user), password) => Some((user.clone(), password.clone().unwrap_or_default())),
+            (None, Some(_)) => return Err("--mqtt-password needs --mqtt-username".into()),
+            (None, None) => in_url,
+        };
+        let patterns = if self.mqtt_topic.is_empty() {
+            crate::mqtt::topic::DEFAULT_PATTERNS.iter().map(|p| p.to_string()).collect()
+        } else {
+            self.mqtt_topic.clone()
+        };
+        let patterns = patterns
+            .iter()
+            .map(|p| crate::mqtt::topic::Pattern::parse(p).map_err(|e| format!("--mqtt-topic {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(group) = &self.mqtt_share {
+            if group.is_empty() || group.contains(['/', '+', '#']) {
+                return Err(format!("--mqtt-share {group:?}: a group name without / + #"));
+            }
+        }
+        let command_topic = self.mqtt_command_topic.clone().unwrap_or("devices/{id}/command".into());
+        if !command_topic.contains("{id}") || command_topic.contains(['+', '#']) {
+            return Err(format!("--mqtt-command-topic {command_topic:?}: needs {{id}} and no wildcard"));
+        }
+        if self.simulate_mqtt && alert_rules.is_empty() {
+            // The simulator's own thresholds, now raised by the bridge.
+            alert_rules = ["temperature>30:warning", "humidity>80:warning"]
+                .iter()
+                .filter_map(|r| crate::alerts::Rule::parse(r).ok())
+                .collect();
+        }
+        let max_payload = self.mqtt_max_payload.unwrap_or(64 * 1024);
+        if max_payload == 0 || max_payload > 4 * 1024 * 1024 {
+            return Err("--mqtt-max-payload: 1 to 4194304 bytes".into());
+        }
+        let mqtt = crate::mqtt::Settings {
+            host,
+            port,
+            client_id: self.mqtt_client_id.clone().unwrap_or_default(),
+            credentials,
+            patterns,
+            share: self.mqtt_share.clone(),
+            dedup_window: self.mqtt_dedup_window.unwrap_or(Duration::from_secs(30)),
+            max_payload,
+            command_topic,
+            simulate: self.simulate_mqtt,
+            keep_alive: Duration::from_secs(15),
+        };
+        Ok(Iot { mqtt: Some(mqtt), device_registry: self.device_registry.clone(), alert_rules })
     }
 }
 
@@ -318,6 +458,18 @@ impl Args {
             jwt_issuer: self.jwt_issuer.or(file.jwt_issuer),
             jwt_leeway: self.jwt_leeway.or(file.jwt_leeway),
             max_requests: self.max_requests.or(file.max_requests),
+            mqtt: self.mqtt.or(file.mqtt),
+            mqtt_client_id: self.mqtt_client_id.or(file.mqtt_client_id),
+            mqtt_username: self.mqtt_username.or(file.mqtt_username),
+            mqtt_password: self.mqtt_password.or(file.mqtt_password),
+            mqtt_topic: if self.mqtt_topic.is_empty() { file.mqtt_topic } else { self.mqtt_topic },
+            mqtt_share: self.mqtt_share.or(file.mqtt_share),
+            mqtt_dedup_window: self.mqtt_dedup_window.or(file.mqtt_dedup_window),
+            mqtt_max_payload: self.mqtt_max_payload.or(file.mqtt_max_payload),
+            mqtt_command_topic: self.mqtt_command_topic.or(file.mqtt_command_topic),
+            simulate_mqtt: self.simulate_mqtt || file.simulate_mqtt,
+            device_registry: self.device_registry.or(file.device_registry),
+            alert_rule: if self.alert_rule.is_empty() { file.alert_rule } else { self.alert_rule },
         }
     }
 
@@ -387,6 +539,7 @@ impl Args {
             },
             max_requests: self.max_requests.map_or(256, |n| n as usize),
             hub,
+            iot: Iot::default(),
         }
     }
 }

@@ -194,6 +194,11 @@ async fn dispatch(app: &App, conn: ConnId, inbound: Inbound) -> Result<Option<St
                 users.iter().map(|(u, n)| json!({ "user": u, "connections": n })).collect();
             Ok(Some(envelope("presence", Some(room), json!({ "users": users }), id)))
         }
+        "command" => crate::mqtt::command(app, conn, &inbound.payload)
+            .map(|sent| Some(envelope("command_sent", None, sent, id))),
+        "history" => history(app, conn, inbound.room.as_deref(), &inbound.payload)
+            .await
+            .map(|(room, payload)| Some(envelope("history", Some(&room), payload, id))),
         other => Err(format!("unknown message type {other:?}")),
     }
 }
@@ -230,8 +235,13 @@ async fn subscribe(app: &App, conn: ConnId, payload: &Value, id: Option<&Value>)
             request
         })
         .collect();
+    let unknown = unknown_devices(app, &rooms)?;
     let reply = |outcome: &[Subscribed], rooms: &[String]| {
-        Some(Message::text(envelope("subscribed", None, subscribed_payload(rooms, outcome), id)))
+        let mut payload = subscribed_payload(rooms, outcome);
+        if !unknown.is_empty() {
+            payload["unknown_devices"] = json!(unknown);
+        }
+        Some(Message::text(envelope("subscribed", None, payload, id)))
     };
     let outcome = hub.subscribe(conn, &requests, reply).await.map_err(|e| e.to_string())?;
     for joined in outcome.iter().filter(|s| s.joined && s.room.starts_with("chat:")) {
@@ -242,6 +252,69 @@ async fn subscribe(app: &App, conn: ConnId, payload: &Value, id: Option<&Value>)
         }
     }
     Ok(())
+}
+
+/// The ids of the `device:` rooms among `rooms` that name no device this
+/// node knows (`subscribed` lists them in `unknown_devices`: the rooms are
+/// joined, a device may appear later). With a strict device registry a
+/// device outside it can never appear: an error, and nothing is joined.
+pub fn unknown_devices(app: &App, rooms: &[String]) -> Result<Vec<String>, String> {
+    let mut unknown = Vec::new();
+    for id in rooms.iter().filter_map(|room| room.strip_prefix("device:")) {
+        if !app.devices.allows(id) {
+            return Err(format!("unknown device {id:?}: not in the device registry"));
+        }
+        if !app.devices.is_known(id) {
+            unknown.push(id.to_owned());
+        }
+    }
+    Ok(unknown)
+}
+
+/// Most publications one `history` request returns.
+const MAX_HISTORY: u64 = 500;
+
+/// `history`: the last `payload.limit` (default 100, at most 500)
+/// publications of a room with history, oldest first, each as its
+/// envelope (with `offset` and `offsets`), and the room's position. For
+/// seeding a chart; it joins nothing (subscribe for what follows, with
+/// `since` at the position given, to miss nothing in between).
+async fn history(
+    app: &App,
+    conn: ConnId,
+    room: Option<&str>,
+    payload: &Value,
+) -> Result<(String, Value), String> {
+    let room = room.ok_or("history needs a room")?;
+    check_room(room)?;
+    allowed(app, conn, room)?;
+    let limit = match payload.get("limit") {
+        None | Some(Value::Null) => 100,
+        Some(limit) => limit
+            .as_u64()
+            .filter(|n| (1..=MAX_HISTORY).contains(n))
+            .ok_or(format!("payload.limit must be 1 to {MAX_HISTORY}"))?,
+    };
+    let policy = app.hub.config().history_for(room).ok_or(format!("{room:?} keeps no history"))?.clone();
+    let engine = app.hub.engine();
+    let now = engine.history(room, None, &policy).await.map_err(|e| format!("history unavailable: {e}"))?;
+    let position = now.position.ok_or("history unavailable")?;
+    let since = position.offset.saturating_sub(limit);
+    let read =
+        engine.history(room, Some(since), &policy).await.map_err(|e| format!("history unavailable: {e}"))?;
+    let skip = read.publications.len().saturating_sub(limit as usize);
+    let publications: Vec<Value> = read
+        .publications
+        .iter()
+        .skip(skip)
+        .filter_map(|p| serde_json::from_str(render(p).as_text()?).ok())
+        .collect();
+    let at = read.position.unwrap_or(position);
+    let payload = json!({
+        "publications": publications,
+        "position": { "offset": at.offset, "epoch": &*at.epoch },
+    });
+    Ok((room.to_owned(), payload))
 }
 
 /// The payload of `subscribed`: the connection's rooms, the position of

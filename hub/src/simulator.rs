@@ -5,13 +5,22 @@
 //! offline for a while (`device_status`), and a value crossing its
 //! threshold raises an `alert`. Each reading carries the device's `seq`,
 //! so a client can check that it missed none.
+//!
+//! With `--simulate-mqtt` the same devices publish to the MQTT broker
+//! instead (`devices/<id>/telemetry`, and `devices/<id>/status` retained),
+//! and reach the rooms through the bridge, which raises the alerts from
+//! its rules: device → MQTT → hub → browser.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use sabai::hub::{Hub, Publish};
-use serde_json::json;
+use rumqttc::{AsyncClient, QoS};
+use sabai::hub::Publish;
+use serde_json::{json, Value};
 
+use crate::devices::Entry;
 use crate::protocol::{envelope, now};
+use crate::App;
 
 pub const TEMPERATURE_ALERT: f64 = 30.0;
 pub const HUMIDITY_ALERT: f64 = 80.0;
@@ -68,22 +77,78 @@ fn devices() -> Vec<Device> {
     ]
 }
 
-pub async fn run(hub: Hub) {
-    let seed =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
-    let mut rng = Wobble(seed | 1);
+/// What a simulated device says: a message of a kind, and its payload.
+struct Said {
+    kind: &'static str,
+    payload: Value,
+}
+
+fn seed() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.map_or(1, |d| d.as_nanos() as u64) | 1
+}
+
+/// Publishes into the hub (no broker).
+pub async fn run(app: Arc<App>) {
+    let mut rng = Wobble(seed());
     let mut devices = devices();
+    for device in &devices {
+        let entry = Entry { group: Some(device.group.into()), name: Some(device.name.into()) };
+        app.devices.register(device.id, entry);
+    }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         for device in &mut devices {
-            for text in step(device, &mut rng) {
+            for said in step(device, &mut rng, true) {
+                app.devices.observe(said.kind, &said.payload);
+                let text = envelope(said.kind, Some(&format!("device:{}", device.id)), said.payload, None);
                 // A node that cannot reach Redis still delivers locally;
                 // the error is counted by the engine.
-                let _ = hub.publish_with(to_rooms(device, text)).await;
+                let _ = app.hub.publish_with(to_rooms(device, text)).await;
             }
         }
     }
+}
+
+/// Publishes to the broker, as devices would (`--simulate-mqtt`):
+/// readings with QoS 1, statuses retained. Reconnects on its own (its
+/// client's event loop is polled here).
+pub async fn run_mqtt(settings: crate::mqtt::Settings) {
+    let id = format!("{}-simulator", settings.client_id);
+    let (client, mut eventloop) = AsyncClient::new(settings.client_options(&id), 256);
+    tokio::spawn(async move {
+        loop {
+            if let Err(why) = eventloop.poll().await {
+                tracing::debug!(reason = %why, "simulator: MQTT connection lost");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    });
+    let mut rng = Wobble(seed());
+    let mut devices = devices();
+    for device in &devices {
+        let online = json!({ "device_id": device.id, "status": "online", "timestamp": now() });
+        let _ = client.publish(status_topic(device), QoS::AtLeastOnce, true, online.to_string()).await;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for device in &mut devices {
+            for said in step(device, &mut rng, false) {
+                let (topic, retain) = match said.kind {
+                    "device_status" => (status_topic(device), true),
+                    _ => (format!("devices/{}/telemetry", device.id), false),
+                };
+                // try_: a broker that is down must not stall the devices.
+                let _ = client.try_publish(topic, QoS::AtLeastOnce, retain, said.payload.to_string());
+            }
+        }
+    }
+}
+
+fn status_topic(device: &Device) -> String {
+    format!("devices/{}/status", device.id)
 }
 
 /// One publication to the device's three rooms: its envelope names the
@@ -96,15 +161,18 @@ fn to_rooms(device: &Device, text: String) -> Publish {
     ])
 }
 
-fn status(device: &Device, online: bool) -> String {
+fn status(device: &Device, online: bool) -> Said {
     let status = if online { "online" } else { "offline" };
-    let payload = json!({ "device_id": device.id, "status": status, "timestamp": now() });
-    envelope("device_status", Some(&format!("device:{}", device.id)), payload, None)
+    Said {
+        kind: "device_status",
+        payload: json!({ "device_id": device.id, "status": status, "timestamp": now() }),
+    }
 }
 
 /// What a device says this second (nothing while offline).
-fn step(device: &mut Device, rng: &mut Wobble) -> Vec<String> {
-    let room = format!("device:{}", device.id);
+/// `alerts`: raise its own alerts (into the hub; over MQTT the bridge's
+/// rules do).
+fn step(device: &mut Device, rng: &mut Wobble, alerts: bool) -> Vec<Said> {
     if device.offline_for > 0 {
         device.offline_for -= 1;
         return if device.offline_for == 0 { vec![status(device, true)] } else { Vec::new() };
@@ -129,10 +197,10 @@ fn step(device: &mut Device, rng: &mut Wobble) -> Vec<String> {
         "tags": { "group": device.group, "name": device.name },
         "seq": device.seq,
     });
-    let mut said = vec![envelope("telemetry", Some(&room), payload, None)];
+    let mut said = vec![Said { kind: "telemetry", payload }];
     // Alert on the rising edge only, not every second above the line.
     let over = device.temperature > TEMPERATURE_ALERT || device.humidity > HUMIDITY_ALERT;
-    if over && !device.alerting {
+    if over && !device.alerting && alerts {
         let (field, value, threshold) = if device.temperature > TEMPERATURE_ALERT {
             ("temperature", device.temperature, TEMPERATURE_ALERT)
         } else {
@@ -149,7 +217,7 @@ fn step(device: &mut Device, rng: &mut Wobble) -> Vec<String> {
             "threshold": threshold,
             "timestamp": now(),
         });
-        said.push(envelope("alert", Some(&room), payload, None));
+        said.push(Said { kind: "alert", payload });
     }
     device.alerting = over;
     said
