@@ -61,6 +61,9 @@ const LAST_RETRY: Duration = Duration::from_secs(5);
 /// Recent seqs kept per device for the duplicate window.
 const WINDOW_PER_DEVICE: usize = 4096;
 
+/// A broker's host, port and credentials (user, password).
+pub type Broker = (String, u16, Option<(String, String)>);
+
 /// The bridge's settings, resolved from the flags.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -81,7 +84,7 @@ pub struct Settings {
 
 impl Settings {
     /// `mqtt://[USER[:PASSWORD]@]HOST[:PORT]` (port 1883 by default).
-    pub fn parse_url(url: &str) -> Result<(String, u16, Option<(String, String)>), String> {
+    pub fn parse_url(url: &str) -> Result<Broker, String> {
         if url.starts_with("mqtts://") {
             return Err(
                 "mqtts:// is not supported yet: use mqtt:// on a trusted network or through a TLS tunnel"
@@ -247,7 +250,6 @@ async fn run(app: Weak<App>, bridge: Arc<Bridge>, client: AsyncClient, mut event
                     tracing::error!(reason = %why, "MQTT subscribe could not be queued");
                 }
                 if mode == Mode::Bridge {
-                    bridge.connected.store(true, Ordering::SeqCst);
                     bridge.counters.connects.fetch_add(1, Ordering::Relaxed);
                     let was_down = down_since.take().map(|at| at.elapsed().as_secs_f64());
                     tracing::info!(broker = %bridge.settings.shown(), down_s = was_down, "MQTT connected; subscribing");
@@ -261,6 +263,10 @@ async fn run(app: Weak<App>, bridge: Arc<Bridge>, client: AsyncClient, mut event
                     .count();
                 if refused > 0 {
                     tracing::error!(refused, topics = ?filters, "the broker refused MQTT subscriptions");
+                }
+                if mode == Mode::Bridge {
+                    // Connected and subscribed: readings flow from here on.
+                    bridge.connected.store(true, Ordering::SeqCst);
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => handle(&app, &bridge, &publish, mode),
@@ -334,7 +340,11 @@ fn handle(app: &Arc<App>, bridge: &Arc<Bridge>, publish: &rumqttc::Publish, mode
     let payload = reading.payload();
     let tagged = payload["tags"]["group"].as_str().filter(|g| topic::check_id(g).is_ok());
     let group = app.devices.group_of(id, tagged);
-    app.devices.observe(kind.envelope_type(), &payload);
+    // Beside a shared subscription the device-list connection sees every
+    // message, in the broker's order: it alone feeds the list.
+    if mode == Mode::Devices || bridge.settings.share.is_none() {
+        app.devices.observe(kind.envelope_type(), &payload);
+    }
     if !into_hub {
         if publish.retain && count {
             bridge.counters.retained.fetch_add(1, Ordering::Relaxed);
@@ -360,7 +370,7 @@ pub fn rooms(id: &str, group: Option<&str>) -> Vec<String> {
 }
 
 impl Bridge {
-    /// Whether the bridge is connected to its broker now.
+    /// Whether the bridge is connected to its broker, and subscribed, now.
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::SeqCst)
     }

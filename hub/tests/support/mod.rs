@@ -2,6 +2,8 @@
 //! and clients of the JSON protocol.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
