@@ -674,6 +674,39 @@ mod tests {
     }
 
     #[test]
+    fn mqtt_flags_are_checked_and_resolved() {
+        assert!(parse(&[]).unwrap().iot.mqtt.is_none());
+        let options = parse(&["--mqtt", "mqtt://u:p@127.0.0.1:1884", "--node-id", "n1"]).unwrap();
+        let mqtt = options.iot.mqtt.unwrap();
+        assert_eq!(
+            (mqtt.host.as_str(), mqtt.port, mqtt.client_id.as_str()),
+            ("127.0.0.1", 1884, "sabai-hub-n1")
+        );
+        assert_eq!(mqtt.credentials, Some(("u".into(), "p".into())));
+        assert_eq!(mqtt.patterns.len(), 3);
+        assert_eq!(mqtt.dedup_window, Duration::from_secs(30));
+        assert!(options.iot.alert_rules.is_empty());
+        let simulated = parse(&["--mqtt", "mqtt://h", "--simulate-mqtt"]).unwrap();
+        assert_eq!(simulated.iot.alert_rules.len(), 2, "the simulator's thresholds by default");
+        let ruled =
+            parse(&["--mqtt", "mqtt://h", "--alert-rule", "t>1:info", "--alert-rule", "b<5"]).unwrap();
+        assert_eq!(ruled.iot.alert_rules.len(), 2);
+        for bad in [
+            &["--simulate-mqtt"][..],
+            &["--alert-rule", "t>1"],
+            &["--mqtt", "http://h"],
+            &["--mqtt", "mqtt://h", "--mqtt-topic", "devices/#"],
+            &["--mqtt", "mqtt://h", "--mqtt-share", "a/b"],
+            &["--mqtt", "mqtt://h", "--mqtt-command-topic", "cmd"],
+            &["--mqtt", "mqtt://h", "--alert-rule", "t"],
+            &["--mqtt", "mqtt://h", "--mqtt-password", "p"],
+            &["--mqtt", "mqtt://h", "--mqtt-max-payload", "0"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn a_config_file_fills_in_what_flags_leave_unset() {
         let dir = std::env::temp_dir().join(format!("sabai-hub-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -4,6 +4,7 @@
 
 mod auth;
 mod http;
+mod iot;
 mod protocol;
 mod recovery;
 mod sse;
