@@ -12,15 +12,22 @@
 // More nodes: `server([...flags])` starts one with any flags (for example
 // a shared engine's), and the pages take `?urls=ws://a/ws,ws://b/ws` (the
 // nodes to move between) and `?transport=sse`; `restart(node)` brings a
-// stopped node back on its port with its flags.
-import { test, before, after } from "node:test";
+// stopped node back on its port with its flags. `jwt(claims)` signs an
+// HS256 token with SECRET, the secret of the servers started with
+// `--jwt-secret`.
+import { test as nodeTest, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+
+// Each test is bounded (2 min at most; most take seconds); the whole file
+// by package.json's --test-timeout and run.sh's 10 min.
+const test = (name, fn) => nodeTest(name, { timeout: 120000 }, fn);
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "../..");
@@ -29,9 +36,10 @@ const docs = join(root, "docs");
 mkdirSync(docs, { recursive: true });
 
 // Starts the hub server with these flags; resolves once it printed its URL.
-// `--addr` defaults to a free port of 127.0.0.1 (a later --addr wins).
+// `--addr` defaults to a free port of 127.0.0.1.
 function startServer(args = []) {
-  const child = spawn(serverBin, ["--addr", "127.0.0.1:0", ...args], { stdio: ["ignore", "pipe", "inherit"] });
+  const flags = args.includes("--addr") ? args : ["--addr", "127.0.0.1:0", ...args];
+  const child = spawn(serverBin, flags, { stdio: ["ignore", "pipe", "inherit"] });
   return new Promise((resolvePromise, reject) => {
     const timer = setTimeout(() => reject(new Error("server did not start in 10 s")), 10000);
     const started = { child, args, out: "" };
@@ -100,20 +108,19 @@ async function server(args = []) {
 
 // The same node again, after it was stopped: same port, same flags.
 async function restart(node) {
-  const again = await server([...node.args, "--addr", `127.0.0.1:${node.port}`]);
+  const args = node.args.filter((arg, i) => arg !== "--addr" && node.args[i - 1] !== "--addr");
+  const again = await server(["--addr", `127.0.0.1:${node.port}`, ...args]);
   assert.equal(again.port, node.port);
   return again;
 }
 
-// Whether this server has the SSE transport (GET /events).
-async function hasEvents(url) {
-  try {
-    const response = await fetch(`${url}/events?rooms=global`, { signal: AbortSignal.timeout(3000) });
-    await response.body?.cancel();
-    return response.status === 200;
-  } catch {
-    return false;
-  }
+// HS256 tokens (RFC 7519) for the servers started with --jwt-secret SECRET.
+const SECRET = "browser-tests-secret-at-least-32-bytes";
+const nowSecs = () => Math.floor(Date.now() / 1000);
+function jwt(claims) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const signed = `${part({ alg: "HS256", typ: "JWT" })}.${part({ exp: nowSecs() + 600, ...claims })}`;
+  return `${signed}.${createHmac("sha256", SECRET).update(signed).digest("base64url")}`;
 }
 
 // A chat page joined to a room, its client connected and in the room.
@@ -323,13 +330,21 @@ test("after the server is killed and restarted the page reconnects, says what wa
   assert.equal(await page.locator("#tiles").getAttribute("data-gaps"), "0");
   assert.deepEqual([stats.gaps, stats.duplicates], [0, 0]);
   const rooms = await (await fetch(`${second.url}/rooms`)).json();
-  assert.deepEqual(rooms.rooms, [{ room: "global", members: 1 }]);
+  assert.deepEqual(rooms.rooms, [{ room: "global", members: 1, cluster: { users: 1, connections: 1 } }]);
 
-  // SIGTERM: the server closes its connections and exits cleanly.
+  // SIGTERM: the server drains (1012) and exits cleanly; the page tries
+  // again at once (no backoff), finds nobody, and goes on trying.
+  await page.evaluate(() => {
+    window.states = [];
+    window.hub.on("state", (state, detail) => window.states.push([state, detail.code ?? null, detail.retryInMs ?? null]));
+  });
   await stopServer(second, "SIGTERM");
   assert.equal(second.child.exitCode, 0);
-  assert.match(second.out, /shutting down: closing 1 connections\n/);
+  assert.match(second.out, /draining: closing 1 connections with 1012\n/);
   await page.locator("#state[data-state=reconnecting]").waitFor();
+  const [drained] = await page.evaluate(() => window.states);
+  assert.deepEqual(drained.slice(0, 2), ["reconnecting", 1012]);
+  assert.ok(drained[2] < 200, `retry in ${drained[2]} ms after 1012`);
   await page.close();
 });
 
@@ -470,10 +485,12 @@ test("every publish settles: a bounded queue while offline, the server's refusal
 });
 
 test("a tab over the per-user limit (close 4029) shows why and does not retry at once", async () => {
-  const { url } = await server(["--no-simulator", "--max-per-user", "1"]);
-  const ann = await openChat(url, "ann");
+  // The limit counts verified users only: ann is the sub of a token.
+  const { url } = await server(["--no-simulator", "--max-per-user", "1", "--jwt-secret", SECRET]);
+  const token = jwt({ sub: "ann" });
+  const ann = await openChat(url, "ann", "lobby", `&token=${token}`);
   const again = await context.newPage();
-  await again.goto(`${url}/chat?name=ann&room=lobby`);
+  await again.goto(`${url}/chat?room=lobby&token=${token}`);
   await again.click("#join button");
   await again.locator("#state[data-state=error]").waitFor();
   assert.match(await again.locator("#state").textContent(), /too many connections/i);
@@ -492,7 +509,7 @@ test("a frozen server is found out by the heartbeat; the client reconnects and r
     const { HubClient } = await import("/client.js");
     window.hub = new HubClient({ urls: [wsUrl], heartbeatMs: 500, pongTimeoutMs: 1000, connectTimeoutMs: 3000 });
     window.states = [];
-    window.hub.on("state", (state, detail) => window.states.push([state, detail.code ?? null]));
+    window.hub.on("state", (state, detail) => window.states.push([state, detail.code ?? null, detail.local ?? false]));
     await window.hub.subscribe("global");
   }, node.ws);
   await watch(page);
@@ -500,7 +517,8 @@ test("a frozen server is found out by the heartbeat; the client reconnects and r
   // SIGSTOP: the TCP connection stays up, nothing answers.
   node.child.kill("SIGSTOP");
   try {
-    await page.waitForFunction(() => window.states.some(([state, code]) => state === "reconnecting" && code === 4001), null, {
+    // The client's own verdict: 4002 as the server's heartbeat timeout, marked local.
+    await page.waitForFunction(() => window.states.some(([state, code, local]) => state === "reconnecting" && code === 4002 && local), null, {
       timeout: 5000,
     });
   } finally {
@@ -585,11 +603,10 @@ test("Chromium agrees to permessage-deflate; large messages arrive intact both w
   await page.close();
 });
 
-// ---- Server-Sent Events (skipped while the server has no /events) -------
+// ---- Server-Sent Events ---------------------------------------------------
 
-test("over SSE the dashboard and the chat work, and a dropped stream recovers", async (t) => {
+test("over SSE the dashboard and the chat work, and a dropped stream recovers", async () => {
   const { url } = await server([]);
-  if (!(await hasEvents(url))) return t.skip("this server has no GET /events yet");
   const dash = await openDashboard(url, "?transport=sse");
   assert.equal(await dash.locator("#state").textContent(), "open (SSE)");
   await watch(dash);
@@ -624,9 +641,8 @@ test("over SSE the dashboard and the chat work, and a dropped stream recovers", 
   await bob.close();
 });
 
-test("with WebSocket blocked the client falls back to SSE by itself", async (t) => {
+test("with WebSocket blocked the client falls back to SSE by itself", async () => {
   const { url } = await server([]);
-  if (!(await hasEvents(url))) return t.skip("this server has no GET /events yet");
   const page = await context.newPage();
   // As behind a proxy that drops upgrades: every handshake gets a 404.
   await page.addInitScript(() => {
@@ -643,17 +659,32 @@ test("with WebSocket blocked the client falls back to SSE by itself", async (t) 
   await page.close();
 });
 
-test("a refused handshake shows as an error state the page can display", async (t) => {
+test("a refused handshake shows as an error state the page can display; the shared --token goes as a subprotocol", async () => {
   const { url } = await server(["--token", "s3cret", "--no-simulator"]);
-  if (!(await hasEvents(url))) return t.skip("this server has no GET /events yet (the client learns the status there)");
   const page = await context.newPage();
   await page.goto(`${url}/dashboard`);
   await page.locator("#state[data-state=error]").waitFor();
-  assert.match(await page.locator("#state").textContent(), /401/);
-  const publishing = await page.evaluate(() => window.hub.ping().then(() => "sent", (e) => e.code));
-  assert.equal(publishing, "refused");
+  // The client learns the status over plain HTTP (GET /events), with the server's words.
+  assert.match(await page.locator("#state").textContent(), /401: missing or wrong token/);
+  assert.equal(await page.evaluate(() => window.hub.detail.auth), "required");
+  await page.locator("#auth-notice", { hasText: "?token=" }).waitFor();
+  // Waiting for a token, a request waits too (it is not refused).
+  const pinging = page.evaluate(() => window.hub.ping().then((r) => r.type, (e) => e.code));
+  assert.equal(await page.evaluate(() => window.hub.queued), 1);
+  await page.evaluate(() => window.hub.setToken("s3cret"));
+  assert.equal(await pinging, "pong");
+  await page.locator("#state[data-state=open]").waitFor();
+  await page.locator("#auth-notice").waitFor({ state: "hidden" });
+  // From the URL, on a WebSocket: not in the socket's URL, but offered as a subprotocol.
   await page.goto(`${url}/dashboard?token=s3cret`);
   await page.locator("#state[data-state=open]").waitFor();
+  const socket = await page.evaluate(() => ({ url: window.hub.socket.url, protocol: window.hub.socket.protocol }));
+  assert.doesNotMatch(socket.url, /token|s3cret/);
+  assert.equal(socket.protocol, "sabai.v1");
+  // A wrong one: refused, saying so.
+  await page.goto(`${url}/dashboard?token=wrong`);
+  await page.locator("#state[data-state=error]").waitFor();
+  assert.equal(await page.evaluate(() => window.hub.detail.auth), "refused");
   await page.close();
 });
 
