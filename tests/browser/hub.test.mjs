@@ -20,6 +20,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -88,6 +89,8 @@ before(async () => {
       "--disable-sync",
       "--disable-quic",
       "--no-first-run",
+      // A name the servers do not know as theirs (the Origin test).
+      "--host-resolver-rules=MAP hub.example 127.0.0.1",
     ],
   });
   context.setDefaultTimeout(15000);
@@ -112,6 +115,19 @@ async function restart(node) {
   const again = await server(["--addr", `127.0.0.1:${node.port}`, ...args]);
   assert.equal(again.port, node.port);
   return again;
+}
+
+// A loopback port nothing listens on now (for nodes that must know each
+// other's address before they start).
+function freePort() {
+  return new Promise((resolvePromise, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolvePromise(port));
+    });
+  });
 }
 
 // HS256 tokens (RFC 7519) for the servers started with --jwt-secret SECRET.
@@ -686,6 +702,206 @@ test("a refused handshake shows as an error state the page can display; the shar
   await page.locator("#state[data-state=error]").waitFor();
   assert.equal(await page.evaluate(() => window.hub.detail.auth), "refused");
   await page.close();
+});
+
+test("a page on an origin the server does not accept shows the 403; --public-origin admits it", async () => {
+  // hub.example resolves to 127.0.0.1 in this browser (--host-resolver-rules):
+  // the page is the server's own, reached by a name the server does not know.
+  const port = await freePort();
+  const first = await server(["--no-simulator", "--addr", `127.0.0.1:${port}`]);
+  const page = await context.newPage();
+  await page.goto(`http://hub.example:${port}/dashboard`);
+  await page.locator("#state[data-state=error]").waitFor();
+  assert.match(await page.locator("#state").textContent(), /refused \(403 this page's origin is not allowed\): origin not allowed/);
+  assert.deepEqual(await page.evaluate(() => [window.hub.detail.status, window.hub.detail.fatal, window.hub.detail.auth]), [403, true, undefined]);
+  await stopServer(first);
+  await server(["--no-simulator", "--addr", `127.0.0.1:${port}`, "--public-origin", `http://hub.example:${port}`]);
+  await page.reload();
+  await page.locator("#state[data-state=open]").waitFor();
+  await page.close();
+});
+
+test("the chat's room field refuses what the server would (its pattern is valid under the v flag)", async () => {
+  const { url } = await server(["--no-simulator"]);
+  const page = await context.newPage();
+  await page.goto(`${url}/chat?name=ann`);
+  // Chromium compiles `pattern` with the v flag; an invalid one checks nothing.
+  const pattern = await page.locator("#room").getAttribute("pattern");
+  assert.doesNotThrow(() => new RegExp(`^(?:${pattern})$`, "v"), pattern);
+  const validity = (room) =>
+    page.evaluate((room) => {
+      const input = document.getElementById("room");
+      input.value = room;
+      return input.validity.valid;
+    }, room);
+  assert.deepEqual(
+    [await validity("my room"), await validity("a/b"), await validity("ห้อง"), await validity("team-1_b"), await validity("lobby")],
+    [false, false, false, true, true],
+  );
+  // The form itself refuses "my room": no join, no subscribe.
+  await page.fill("#room", "my room");
+  await page.click("#join button");
+  assert.equal(await page.locator("#room").evaluate((input) => input.matches(":invalid")), true);
+  assert.equal(await page.locator("#chat").isHidden(), true);
+  assert.equal(await page.evaluate(() => window.hub === undefined), true);
+  await page.fill("#room", "team-1_b");
+  await page.click("#join button");
+  await page.locator("#online li", { hasText: "ann" }).waitFor();
+  assert.equal(await page.locator("#title").textContent(), "#team-1_b");
+  await page.close();
+});
+
+// ---- JWT ----------------------------------------------------------------
+
+test("with JWT a page is its token's sub (a Thai name intact); without a token it shows the 401 and signs in from the box", async () => {
+  const { url } = await server(["--no-simulator", "--jwt-secret", SECRET]);
+  const thai = "\u0e25\u0e39\u0e01\u0e04\u0e49\u0e32"; // ลูกค้า: vowel U+0E39 and tone mark U+0E49
+  // ?name= is not who this is: the token's sub is.
+  const customer = await context.newPage();
+  await customer.goto(`${url}/chat?name=mallory&room=lobby&token=${jwt({ sub: thai })}`);
+  assert.deepEqual([await customer.inputValue("#name"), await customer.locator("#name").evaluate((i) => i.readOnly)], [thai, true]);
+  await customer.click("#join button");
+  await customer.locator("#state[data-state=open]").waitFor();
+  await customer.locator("#online li", { hasText: thai }).waitFor();
+  assert.deepEqual(await customer.locator("#online li").allTextContents(), [thai]);
+  // Nor is ?user=: a client asking to be mallory with ann's token is ann.
+  const who = await customer.evaluate(async (token) => {
+    const { HubClient } = await import("/client.js");
+    const other = new HubClient({ user: "mallory", token });
+    await other.ping();
+    const user = other.user;
+    other.close();
+    return user;
+  }, jwt({ sub: "ann" }));
+  assert.equal(who, "ann");
+  assert.equal(await customer.evaluate(() => window.hub.user), thai);
+  assert.equal(await customer.locator("#signin-summary").textContent(), `Signed in as ${thai}`);
+  // The token rode as a subprotocol, not in the socket's URL.
+  const socket = await customer.evaluate(() => ({ url: window.hub.socket.url, protocol: window.hub.socket.protocol }));
+  assert.doesNotMatch(socket.url, /token=|eyJ/);
+  assert.equal(socket.protocol, "sabai.v1");
+
+  // No token: the 401 and the server's reason, and the sign-in box opens.
+  const ann = await context.newPage();
+  await ann.goto(`${url}/chat?name=ann&room=lobby`);
+  await ann.click("#join button");
+  await ann.locator("#state[data-state=error]").waitFor();
+  assert.match(await ann.locator("#state").textContent(), /401: a token is required/);
+  await ann.locator("#signin-why", { hasText: "a token is required" }).waitFor();
+  assert.equal(await ann.locator("#signin-box").evaluate((box) => box.open), true);
+  // A token pasted there: ann joins the room she asked for, as the token says.
+  await ann.fill("#token", jwt({ sub: "ann" }));
+  await ann.click("#signin button");
+  await ann.locator("#state[data-state=open]").waitFor();
+  await ann.waitForFunction((names) => [...document.querySelectorAll("#online li")].map((l) => l.textContent).join() === names, `ann,${thai}`);
+  await customer.locator("#online li", { hasText: "ann" }).waitFor();
+  await say(ann, "สวัสดีค่ะ");
+  await customer.locator("#log li", { hasText: "สวัสดีค่ะ" }).waitFor();
+  assert.equal(await customer.locator("#log li b").first().textContent(), "ann");
+
+  // Over SSE the token goes as ?token= (EventSource) and Authorization (POST /send).
+  const bob = await openChat(url, "bob", "lobby", `&transport=sse&token=${jwt({ sub: "bob" })}`);
+  assert.equal(await bob.evaluate(() => window.hub.transport), "sse");
+  await say(bob, "from the event stream, signed");
+  await customer.locator("#log li", { hasText: "from the event stream, signed" }).waitFor();
+  await bob.locator("#log li.mine[data-status=sent]", { hasText: "from the event stream, signed" }).waitFor();
+  await customer.waitForFunction((names) => [...document.querySelectorAll("#online li")].map((l) => l.textContent).join() === names, `ann,bob,${thai}`);
+  for (const page of [customer, ann, bob]) await page.close();
+});
+
+test("a token's rooms claim: a room it does not allow is refused on the page, which stays usable", async () => {
+  const { url } = await server(["--no-simulator", "--jwt-secret", SECRET]);
+  const page = await context.newPage();
+  await page.goto(`${url}/chat?room=secret&token=${jwt({ sub: "ann", rooms: ["chat:lobby"] })}`);
+  await page.click("#join button");
+  await page.locator("#join-error", { hasText: "Could not join #secret" }).waitFor();
+  assert.match(await page.locator("#join-error").textContent(), /your token does not allow "chat:secret"/);
+  assert.equal(await page.locator("#chat").isHidden(), true);
+  assert.equal(await page.locator("#state").getAttribute("data-state"), "open");
+  // The room it allows works, on the same connection.
+  const connection = await page.evaluate(() => window.hub.connectionId);
+  await page.fill("#room", "lobby");
+  await page.click("#join button");
+  await page.locator("#online li", { hasText: "ann" }).waitFor();
+  await say(page, "allowed here");
+  await page.locator("#log li.mine[data-status=sent]", { hasText: "allowed here" }).waitFor();
+  assert.equal(await page.evaluate(() => window.hub.connectionId), connection);
+  // Asking about the other room is refused too, with the same words.
+  const presence = await page.evaluate(() => window.hub.presence("chat:secret").then(() => "answered", (e) => `${e.code}: ${e.message}`));
+  assert.match(presence, /^server: presence refused: your token does not allow "chat:secret"/);
+  await page.close();
+});
+
+test("an expired token: the page says so, keeps what is typed, and signs in again; a refresh in time keeps the connection", async () => {
+  const { url } = await server(["--no-simulator", "--jwt-secret", SECRET, "--jwt-leeway", "0.001"]);
+  // Both tokens end within seconds; bob gives a fresh one in time, ann does not.
+  const ann = await openChat(url, "ann", "lobby", `&token=${jwt({ sub: "ann", exp: nowSecs() + 5 })}`);
+  await say(ann, "before it expires");
+  await ann.locator("#log li.mine[data-status=sent]", { hasText: "before it expires" }).waitFor();
+  await watch(ann);
+  // carol is on the event stream: her token is on its URL, so she learns of
+  // the expiry when the stream ends and its reconnect is refused (401).
+  const carol = await openChat(url, "carol", "lobby", `&transport=sse&token=${jwt({ sub: "carol", exp: nowSecs() + 5 })}`);
+  const bobExpires = nowSecs() + 8;
+  const bob = await openChat(url, "bob", "lobby", `&token=${jwt({ sub: "bob", exp: bobExpires })}`);
+  const bobBefore = await bob.evaluate(() => {
+    window.states = [];
+    window.refreshed = [];
+    window.hub.on("state", (state) => window.states.push(state));
+    window.hub.on("refreshed", (m) => window.refreshed.push(m.payload.expires_at));
+    return window.hub.connectionId;
+  });
+  await bob.click("#signin-summary");
+  await bob.fill("#token", jwt({ sub: "bob" }));
+  await bob.click("#signin button");
+  await bob.waitForFunction(() => window.refreshed.length === 1);
+  assert.equal(await bob.locator("#signin-summary").textContent(), "Signed in as bob");
+
+  // The server closes ann's connection with 4001: no blind retry, a clear state.
+  await ann.locator("#state[data-state=error]").waitFor({ timeout: 10000 });
+  assert.match(await ann.locator("#state").textContent(), /your session expired: sign in again/);
+  const detail = await ann.evaluate(() => window.hub.detail);
+  assert.deepEqual([detail.code, detail.auth, detail.fatal, detail.retryInMs], [4001, "expired", true, undefined]);
+  await ann.locator("#signin-why", { hasText: "Your session expired" }).waitFor();
+  assert.equal(await ann.locator("#signin-summary").textContent(), "Session expired: sign in again");
+  // Typed while signed out: pending, not failed.
+  await say(ann, "typed while signed out");
+  await ann.locator("#log li.mine[data-status=pending]", { hasText: "typed while signed out" }).waitFor();
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(await ann.evaluate(() => window.hub.state), "error", "no retry without a token");
+
+  // A fresh token from the box: connects again, recovers the room, sends what waited.
+  await ann.fill("#token", jwt({ sub: "ann" }));
+  await ann.click("#signin button");
+  await ann.locator("#state[data-state=open]").waitFor();
+  await ann.locator("#log li.mine[data-status=sent]", { hasText: "typed while signed out" }).waitFor();
+  await bob.locator("#log li", { hasText: "typed while signed out" }).waitFor();
+  assert.equal(await bob.locator("#log li", { hasText: "typed while signed out" }).count(), 1);
+  const { stats, seen } = await clientView(ann);
+  assert.deepEqual(
+    seen.recovery.map((r) => [r.room, r.recovered]),
+    [["chat:lobby", true]],
+  );
+  assert.deepEqual([stats.gaps, stats.duplicates, stats.reconnects], [0, 0, 1]);
+
+  // carol: expired too, then back on the event stream with a fresh token.
+  await carol.locator("#state[data-state=error]").waitFor({ timeout: 10000 });
+  assert.match(await carol.locator("#state").textContent(), /your session expired: sign in again \(401: the token has expired\)/);
+  assert.deepEqual(await carol.evaluate(() => [window.hub.detail.auth, window.hub.detail.status]), ["expired", 401]);
+  await carol.fill("#token", jwt({ sub: "carol" }));
+  await carol.click("#signin button");
+  await carol.locator("#state[data-state=open]").waitFor();
+  assert.equal(await carol.locator("#state").textContent(), "open (SSE)");
+  await say(carol, "carol signed in again");
+  await ann.locator("#log li", { hasText: "carol signed in again" }).waitFor();
+
+  // bob refreshed in time: the same connection, never dropped, past the old expiry.
+  const past = bobExpires * 1000 + 2000 - Date.now();
+  if (past > 0) await new Promise((r) => setTimeout(r, past));
+  const bobAfter = await bob.evaluate(() => ({ id: window.hub.connectionId, states: window.states, refreshed: window.refreshed, reconnects: window.hub.stats.reconnects }));
+  assert.deepEqual([bobAfter.id, bobAfter.states, bobAfter.reconnects], [bobBefore, [], 0]);
+  assert.ok(Date.parse(bobAfter.refreshed[0]) > Date.now() + 500000, bobAfter.refreshed[0]);
+  for (const page of [ann, bob, carol]) await page.close();
 });
 
 // openDashboard for a page prepared beforehand (init scripts).
