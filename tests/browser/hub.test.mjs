@@ -12,7 +12,9 @@
 // More nodes: `server([...flags])` starts one with any flags (for example
 // a shared engine's), and the pages take `?urls=ws://a/ws,ws://b/ws` (the
 // nodes to move between) and `?transport=sse`; `restart(node)` brings a
-// stopped node back on its port with its flags. `jwt(claims)` signs an
+// stopped node back on its port with its flags. `twoNodes(t)` starts a
+// redis-server of the test's own (REDIS_SERVER overrides the binary) and
+// two nodes on it, all stopped when the test ends. `jwt(claims)` signs an
 // HS256 token with SECRET, the secret of the servers started with
 // `--jwt-secret`.
 import { test as nodeTest, before, after } from "node:test";
@@ -128,6 +130,37 @@ function freePort() {
       probe.close(() => resolvePromise(port));
     });
   });
+}
+
+// A redis-server of one test (persistence off, a free port); `stop()`
+// ends it by its own PID. Fails, never skips, without a redis-server.
+async function redisServer() {
+  const bin = process.env.REDIS_SERVER || "/usr/bin/redis-server";
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "sabai-redis-"));
+  const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", dir];
+  const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const redis = { child, port, url: `redis://127.0.0.1:${port}/` };
+  redis.stop = async () => {
+    await stopServer(redis, "SIGTERM");
+    rmSync(dir, { recursive: true, force: true });
+  };
+  await new Promise((resolvePromise, reject) => {
+    let out = "";
+    const timer = setTimeout(() => reject(new Error(`redis-server did not start in 10 s:\n${out}`)), 10000);
+    const read = (chunk) => {
+      out += chunk;
+      if (/Ready to accept connections/.test(out)) {
+        clearTimeout(timer);
+        resolvePromise();
+      }
+    };
+    child.stdout.on("data", read);
+    child.stderr.on("data", read);
+    child.on("error", (e) => reject(new Error(`cannot run ${bin}: ${e.message} (install redis-server, or set REDIS_SERVER)`)));
+    child.on("exit", (code) => reject(new Error(`redis-server exited with ${code}:\n${out}`)));
+  });
+  return redis;
 }
 
 // HS256 tokens (RFC 7519) for the servers started with --jwt-secret SECRET.
@@ -902,6 +935,141 @@ test("an expired token: the page says so, keeps what is typed, and signs in agai
   assert.deepEqual([bobAfter.id, bobAfter.states, bobAfter.reconnects], [bobBefore, [], 0]);
   assert.ok(Date.parse(bobAfter.refreshed[0]) > Date.now() + 500000, bobAfter.refreshed[0]);
   for (const page of [ann, bob, carol]) await page.close();
+});
+
+// ---- Two nodes on one Redis ----------------------------------------------
+
+// A redis-server of the test's own and two nodes on it: A runs the device
+// simulator, B does not (--no-simulator), so every reading a page on B
+// sees crossed from A through Redis. Each node accepts the other's pages
+// (--allow-origin), as nodes behind one public origin would
+// (--public-origin). All stopped when the test ends: the nodes (restarted
+// ones too), then Redis.
+async function twoNodes(t) {
+  const redis = await redisServer();
+  const [portA, portB] = [await freePort(), await freePort()];
+  const common = ["--redis", redis.url];
+  t.after(async () => {
+    for (const node of servers.filter((s) => s.args.includes(redis.url))) await stopServer(node, "SIGKILL");
+    await redis.stop();
+  });
+  const a = await server(["--addr", `127.0.0.1:${portA}`, "--node-id", "node-a", "--allow-origin", `http://127.0.0.1:${portB}`, ...common]);
+  const b = await server(["--addr", `127.0.0.1:${portB}`, "--node-id", "node-b", "--allow-origin", `http://127.0.0.1:${portA}`, "--no-simulator", ...common]);
+  return { redis, a, b };
+}
+
+// Records the page's client's states: [state, code, retryInMs, url].
+const recordStates = (page) =>
+  page.evaluate(() => {
+    window.states = [];
+    window.hub.on("state", (state, detail) => window.states.push([state, detail.code ?? null, detail.retryInMs ?? null, window.hub.url]));
+  });
+
+// No gap anywhere: the page's seq per device, the client's offsets.
+async function assertNoGap(page) {
+  assert.equal(await page.locator("#tiles").getAttribute("data-gaps"), "0");
+  assert.deepEqual(await page.locator(".tile").evaluateAll((t) => t.map((el) => el.dataset.gaps)), ["0", "0", "0", "0", "0"]);
+  const { stats } = await clientView(page);
+  assert.deepEqual([stats.gaps, stats.missed, stats.duplicates], [0, 0, 0]);
+}
+
+test("two nodes on Redis: chat pages on each see the other; the dashboard on B keeps every reading across B's drain (SIGTERM, 1012) and restart", async (t) => {
+  const { a, b } = await twoNodes(t);
+  const ann = await openChat(a.url, "ann");
+  const bob = await openChat(b.url, "bob");
+  // Presence crosses nodes: each list is both.
+  await ann.waitForFunction(() => [...document.querySelectorAll("#online li")].map((l) => l.textContent).join() === "ann,bob");
+  await bob.waitForFunction(() => [...document.querySelectorAll("#online li")].map((l) => l.textContent).join() === "ann,bob");
+  await say(ann, "from node A");
+  await bob.locator("#log li", { hasText: "from node A" }).waitFor();
+  await say(bob, "from node B");
+  await ann.locator("#log li", { hasText: "from node B" }).waitFor();
+  await ann.locator("#log li.mine[data-status=sent]", { hasText: "from node A" }).waitFor();
+  await bob.locator("#log li.mine[data-status=sent]", { hasText: "from node B" }).waitFor();
+  // One history in Redis: the same offsets on both nodes.
+  const offsets = (page) => page.locator("#log li[data-offset]").evaluateAll((l) => l.map((li) => `${li.dataset.offset} ${li.textContent}`));
+  assert.deepEqual(await ann.evaluate(() => window.hub.node), "node-a");
+  assert.deepEqual(await bob.evaluate(() => window.hub.node), "node-b");
+  assert.deepEqual(await offsets(ann), await offsets(bob));
+  assert.deepEqual((await offsets(ann)).map((line) => line.split(" ")[0]), ["1", "2"]);
+  await ann.close();
+  await bob.close();
+
+  // The dashboard on B, told of both nodes.
+  const dash = await openDashboard(b.url, `?urls=${b.ws},${a.ws}`);
+  assert.equal(await dash.evaluate(() => window.hub.node), "node-b");
+  await watch(dash);
+  await recordStates(dash);
+  await seqsPast(dash, await seqs(dash), 2);
+
+  // B drains: 1012, and the page goes to A at once and recovers there.
+  await stopServer(b, "SIGTERM");
+  assert.equal(b.child.exitCode, 0);
+  assert.match(b.out, /draining: closing 1 connections with 1012\n/);
+  await dash.waitForFunction((ws) => window.hub.state === "open" && window.hub.url === ws, a.ws, { timeout: 10000 });
+  const states = await dash.evaluate(() => window.states);
+  assert.deepEqual(states[0].slice(0, 2), ["reconnecting", 1012]);
+  assert.ok(states[0][2] < 200, `retry in ${states[0][2]} ms after 1012`);
+  assert.deepEqual(states.at(-1)[0], "open");
+  assert.equal(await dash.evaluate(() => window.hub.node), "node-a");
+  await seqsPast(dash, await seqs(dash), 3);
+  await assertNoGap(dash);
+
+  // B back on its port; the page moves to it (the next URL) and still misses nothing.
+  await restart(b);
+  await dash.evaluate(() => window.hub.reconnect());
+  await dash.waitForFunction((ws) => window.hub.state === "open" && window.hub.url === ws, b.ws, { timeout: 10000 });
+  assert.equal(await dash.evaluate(() => window.hub.node), "node-b");
+  await seqsPast(dash, await seqs(dash), 3);
+  await assertNoGap(dash);
+  const { stats, seen } = await clientView(dash);
+  assert.deepEqual(
+    seen.recovery.map((r) => [r.room, r.recovered]),
+    [["global", true], ["global", true]],
+  );
+  assert.equal(await dash.locator("#notice").isHidden(), true);
+  await dash.close();
+});
+
+test("two nodes on Redis: B killed (SIGKILL), its pages move to A with every reading, and a chat line typed meanwhile goes once", async (t) => {
+  const { a, b } = await twoNodes(t);
+  const ann = await openChat(a.url, "ann");
+  const bob = await openChat(b.url, "bob", "lobby", `&urls=${b.ws},${a.ws}`);
+  await say(bob, "before the crash");
+  await ann.locator("#log li", { hasText: "before the crash" }).waitFor();
+  await watch(bob);
+  const dash = await openDashboard(b.url, `?urls=${b.ws},${a.ws}`);
+  await watch(dash);
+  await recordStates(dash);
+  await seqsPast(dash, await seqs(dash), 2);
+
+  await stopServer(b, "SIGKILL");
+  await say(bob, "while B is dead");
+  await dash.waitForFunction((ws) => window.hub.state === "open" && window.hub.url === ws, a.ws, { timeout: 15000 });
+  const [lost] = await dash.evaluate(() => window.states);
+  assert.deepEqual(lost.slice(0, 2), ["reconnecting", 1006]);
+  await seqsPast(dash, await seqs(dash), 3);
+  await assertNoGap(dash);
+  const { seen, stats } = await clientView(dash);
+  assert.deepEqual(
+    seen.recovery.map((r) => [r.room, r.recovered]),
+    [["global", true]],
+  );
+  // Away for the backoff (1 s at least): readings published meanwhile came in A's replay.
+  assert.ok(stats.replayed >= 1, `replayed ${stats.replayed}`);
+
+  // bob's line went through A once, and his room recovered there.
+  await bob.locator("#log li.mine[data-status=sent]", { hasText: "while B is dead" }).waitFor({ timeout: 15000 });
+  await ann.locator("#log li", { hasText: "while B is dead" }).waitFor();
+  assert.equal(await ann.locator("#log li", { hasText: "while B is dead" }).count(), 1);
+  assert.equal(await bob.evaluate(() => window.hub.url), a.ws);
+  const view = await clientView(bob);
+  assert.deepEqual(
+    view.seen.recovery.map((r) => [r.room, r.recovered]),
+    [["chat:lobby", true]],
+  );
+  assert.deepEqual([view.stats.gaps, view.stats.duplicates], [0, 0]);
+  for (const page of [ann, bob, dash]) await page.close();
 });
 
 // openDashboard for a page prepared beforehand (init scripts).
