@@ -488,7 +488,7 @@ pub fn admit(app: &App, request: &Credentials) -> Result<Admitted, Reject> {
         identity = Some(verified.map_err(|why| unauthorized(&why.to_string()))?);
     } else if let Some(token) = &options.token {
         let bearer = request.authorization.and_then(|h| h.strip_prefix("Bearer "));
-        let given = query("token");
+        let given = query("token").or_else(|| auth::token_of(None, None, &request.protocols));
         if bearer != Some(token.as_str()) && given.as_deref() != Some(token.as_str()) {
             return Err(Reject::unauthorized().body("missing or wrong token"));
         }
