@@ -124,6 +124,8 @@ fn websocket_upgrade(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Byt
         authorization: request.header("Authorization"),
         origin: request.origin(),
         protocols: request.protocols().to_vec(),
+        host: request.header("Host"),
+        from_browser: request.header("Sec-Fetch-Site").is_some(),
     };
     // The real subprotocol is answered when offered; a `bearer.` entry
     // beside it never is (RFC 6455 §4.2.2: the answer is one of the offers).
@@ -435,6 +437,10 @@ pub struct Credentials<'a> {
     pub origin: Option<&'a str>,
     /// The subprotocols offered (a WebSocket handshake's).
     pub protocols: Vec<String>,
+    /// The Host header, checked when a browser sends no Origin.
+    pub host: Option<&'a str>,
+    /// A `Sec-Fetch-Site` header came: a browser made the request.
+    pub from_browser: bool,
 }
 
 /// Who `admit` let in.
@@ -453,6 +459,8 @@ impl<'a> Credentials<'a> {
             authorization: header("authorization"),
             origin: header("origin"),
             protocols: Vec::new(),
+            host: header("host"),
+            from_browser: header("sec-fetch-site").is_some(),
         }
     }
 
@@ -497,6 +505,18 @@ pub fn admit(app: &App, request: &Credentials) -> Result<Admitted, Reject> {
     if let Some(origin) = request.origin {
         if !options.any_origin && !options.origins.iter().any(|o| o == origin) {
             return Err(Reject::forbidden().body("origin not allowed"));
+        }
+    } else if request.from_browser && !options.any_origin {
+        // A browser's same-origin GET (EventSource) carries no Origin: the
+        // page's origin is then the Host it asked for, which a page on a
+        // rebound DNS name cannot fake.
+        let host = request.host.unwrap_or_default();
+        let known = options
+            .origins
+            .iter()
+            .any(|o| o.split_once("://").is_some_and(|(_, authority)| authority == host));
+        if !known {
+            return Err(Reject::forbidden().body("origin not allowed (Host)"));
         }
     }
     if let Some(identity) = identity {

@@ -272,6 +272,13 @@ async fn main() {
     // The server's own pages, on every address it listens on, may open a
     // socket; so may the origins named. Not "Origin equals Host": a DNS
     // rebinding page would pass that.
+    let mut signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("sabai-hub: cannot install the signal handlers: {e}");
+            std::process::exit(1);
+        }
+    };
     let secure = options.tls.is_some();
     let mut origins = own_origins(addr, secure);
     origins.append(&mut options.origins);
@@ -329,7 +336,7 @@ async fn main() {
     tokio::pin!(accepting);
     let stop = tokio::select! {
         () = &mut accepting => return,
-        stop = stop_signal() => stop,
+        stop = signals.recv() => stop,
     };
     // SIGTERM drains: clients are told to reconnect elsewhere (1012) and
     // recover there, and /readyz says 503 meanwhile. Ctrl-C shuts down (1001).
@@ -423,25 +430,41 @@ enum Stop {
     Terminate,
 }
 
-async fn stop_signal() -> Stop {
-    let interrupt = tokio::signal::ctrl_c();
+/// The handlers of the signals that end the server, installed before it
+/// says it listens (a signal that came before them would kill it outright).
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = interrupt.await;
-                return Stop::Interrupt;
-            }
-        };
-        tokio::select! {
-            _ = interrupt => Stop::Interrupt,
-            _ = term.recv() => Stop::Terminate,
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-        Stop::Interrupt
+
+    async fn recv(&mut self) -> Stop {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => Stop::Interrupt,
+                _ = self.terminate.recv() => Stop::Terminate,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Stop::Interrupt
+        }
     }
 }
