@@ -9,6 +9,7 @@
 //! with `sabai::hyper`. Ctrl-C (or SIGTERM) shuts down gracefully: close
 //! 1001 to every connection, then exit.
 
+mod admin;
 mod http;
 mod options;
 mod protocol;
@@ -19,7 +20,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,8 @@ pub struct App {
     pub requests: Arc<Semaphore>,
     /// The Redis engine, with `--redis` (for /metrics and a clean exit).
     pub redis: Option<Arc<RedisEngine>>,
+    /// Admin API requests refused for a missing or wrong key.
+    pub admin_refused: AtomicU64,
 }
 
 impl App {
@@ -73,6 +76,7 @@ impl App {
             sessions: Mutex::default(),
             draining: AtomicBool::new(false),
             redis,
+            admin_refused: AtomicU64::new(0),
         })
     }
 }
