@@ -7,8 +7,8 @@
 //!   queue depth, traffic, since), its rooms with their members here and
 //!   presence on every node, and the cluster's counts.
 //! - `POST /admin/api/disconnect` `{connection_id, code?, reason?}`:
-//!   closes that connection at once, by default with 1008 "Disconnected by
-//!   an operator".
+//!   closes that connection at once, by default with 1013 (try again
+//!   later) "Disconnected by an operator".
 //!
 //! The API needs `Authorization: Bearer KEY`; a missing or wrong key gets
 //! 401, is counted (`admin_refused` in /stats and /metrics) and logged,
@@ -28,9 +28,12 @@ use serde_json::{json, Value};
 use crate::http::{json_response, page, plain, read_body, Body};
 use crate::App;
 
-/// What an operator's disconnect sends by default: a policy decision of
-/// this server (the browser client reconnects after its backoff).
-pub const DISCONNECT_CODE: CloseCode = CloseCode::POLICY_VIOLATION;
+/// What an operator's disconnect sends by default: 1013, try again later.
+/// Clients reconnect after their backoff and recover, so a disconnect
+/// clears a stuck or misplaced connection without locking its user out.
+/// Not 1008: the browser client takes a policy violation as "do not come
+/// back as is" and stops; an operator who means that passes `code: 1008`.
+pub const DISCONNECT_CODE: CloseCode = CloseCode::TRY_AGAIN_LATER;
 pub const DISCONNECT_REASON: &str = "Disconnected by an operator";
 
 /// Largest disconnect request body.

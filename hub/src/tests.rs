@@ -751,11 +751,11 @@ async fn the_admin_api_needs_the_key_lists_connections_and_disconnects_one() {
     assert_eq!(body["cluster"], json!({"nodes": 1, "connections": 2}));
     let bob_id = connections[1]["id"].as_u64().unwrap();
 
-    // Disconnect bob: 1008 "Disconnected by an operator"; ann sees him leave.
+    // Disconnect bob: 1013 "Disconnected by an operator"; ann sees him leave.
     let disconnect = |id: u64| json!({"connection_id": id}).to_string();
     let (status, body) = admin(&addr, "POST", "/admin/api/disconnect", Some(key), &disconnect(bob_id)).await;
-    assert_eq!((status, &body["code"]), (200, &json!(1008)), "{body}");
-    assert_eq!(closed_with(&mut bob).await, Some((1008, "Disconnected by an operator".into())));
+    assert_eq!((status, &body["code"]), (200, &json!(1013)), "{body}");
+    assert_eq!(closed_with(&mut bob).await, Some((1013, "Disconnected by an operator".into())));
     assert_eq!(next_of(&mut ann, "user_left").await["payload"]["user"], "bob");
     let (status, _) = admin(&addr, "POST", "/admin/api/disconnect", Some(key), &disconnect(bob_id)).await;
     assert_eq!(status, 404, "gone already");
