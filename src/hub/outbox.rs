@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use super::config::{codes, SlowConsumer};
 use super::engine::Placement;
-use crate::proto::{CloseCode, PreparedMessage};
+use crate::proto::{CloseCode, PreparedMessage, MAX_CLOSE_REASON};
 
 /// One message queued for a connection: the frame, encoded once for every
 /// recipient, and for a publication the rooms it went to with its offsets.
@@ -246,6 +246,13 @@ impl Outbox {
     }
 
     fn request(&self, code: CloseCode, reason: &str, abort: bool) -> bool {
+        // RFC 6455 §5.5: a Close frame's reason is at most 123 bytes; a
+        // longer one would make the writer fail to send the Close at all.
+        let mut end = reason.len().min(MAX_CLOSE_REASON);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let reason = &reason[..end];
         let mut state = self.lock();
         let first = !state.closing;
         if first {
@@ -427,6 +434,18 @@ mod tests {
         assert!(!outbox.abort(codes::HEARTBEAT_TIMEOUT, "Heartbeat timeout"));
         assert_eq!(outbox.len(), 0);
         assert!(matches!(outbox.next(10, usize::MAX).await, Next::Close(CloseCode::GOING_AWAY, _)));
+    }
+
+    #[tokio::test]
+    async fn a_long_reason_is_cut_to_fit_a_close_frame_on_a_character_boundary() {
+        let outbox = Outbox::new(10, SlowConsumer::Close);
+        // 61 two-byte characters (122 bytes), then one more: 124 bytes.
+        let reason = "é".repeat(62);
+        assert!(outbox.close(CloseCode::GOING_AWAY, &reason));
+        match outbox.next(10, usize::MAX).await {
+            Next::Close(_, cut) => assert_eq!(cut, "é".repeat(61)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]
