@@ -61,6 +61,8 @@ pub async fn route(
         (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok"),
         (&Method::GET, "/readyz") => ready(&app),
         (&Method::POST, "/send") => crate::sse::send(app, req).await,
+        (_, "/admin") => crate::admin::route(&app, req).await,
+        (_, admin) if admin.starts_with("/admin/") => crate::admin::route(&app, req).await,
         (
             _,
             "/" | "/chat" | "/dashboard" | "/stats" | "/rooms" | "/metrics" | "/publish" | "/events"
@@ -195,6 +197,9 @@ async fn stats(app: &App) -> Value {
         "slow_consumer_closes": s.slow_consumer_closes,
         "publications": s.publications,
         "history_reads": s.history_reads,
+        "rate_limited": s.rate_limited,
+        "coalesced": s.coalesced,
+        "admin_refused": app.admin_refused.load(Ordering::Relaxed),
         "close_codes": codes,
         "uptime_seconds": app.started.elapsed().as_secs(),
         "cluster": cluster,
@@ -271,6 +276,24 @@ fn metrics(app: &App) -> String {
         "counter",
         "History reads (shared by the connections waiting for one room).",
         s.history_reads,
+    );
+    metric(
+        "rate_limited_total",
+        "counter",
+        "Connections closed for sending over the rate limit (1008).",
+        s.rate_limited,
+    );
+    metric(
+        "coalesced_total",
+        "counter",
+        "Deliveries that replaced a queued one with the same key (typing, presence).",
+        s.coalesced,
+    );
+    metric(
+        "admin_refused_total",
+        "counter",
+        "Admin API requests refused for a missing or wrong key.",
+        app.admin_refused.load(Ordering::Relaxed),
     );
     if let Some(redis) = &app.redis {
         let r = redis.stats();

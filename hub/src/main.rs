@@ -9,6 +9,7 @@
 //! with `sabai::hyper`. Ctrl-C (or SIGTERM) shuts down gracefully: close
 //! 1001 to every connection, then exit.
 
+mod admin;
 mod auth;
 mod http;
 mod limits;
@@ -22,7 +23,7 @@ mod tls;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,8 @@ pub struct App {
     pub jwt: Option<Jwt>,
     /// What each connection's token said (JWT only).
     identities: Mutex<HashMap<ConnId, Identity>>,
+    /// Admin API requests refused for a missing or wrong key.
+    pub admin_refused: AtomicU64,
 }
 
 impl App {
@@ -107,6 +110,7 @@ impl App {
                 jwt,
                 tls,
                 identities: Mutex::default(),
+                admin_refused: AtomicU64::new(0),
             }
         });
         tokio::spawn(expire_tokens(Arc::downgrade(&app)));

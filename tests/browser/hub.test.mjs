@@ -1078,3 +1078,52 @@ async function openDashboardOn(page, url) {
   await page.locator("#state[data-state=open]").waitFor({ timeout: 20000 });
   await page.waitForFunction(() => document.querySelectorAll(".tile[data-seq]").length >= 4, null, { timeout: 30000 });
 }
+
+// ----- The admin page (--admin-key): its own block, kept at the end. -----
+
+test("the admin page takes its key, lists a chat page's connection, and disconnects it", async () => {
+  const key = "browser-admin-k3y";
+  const { url } = await server(["--no-simulator", "--admin-key", key]);
+  const chat = await context.newPage();
+  await chat.goto(`${url}/chat?name=carol&room=ops`);
+  await chat.click("#join button");
+  await chat.locator("#state[data-state=open]").waitFor();
+
+  const admin = await context.newPage();
+  await admin.goto(`${url}/admin`);
+  await admin.locator("#login").waitFor();
+  // A wrong key is refused (401) and asked for again.
+  await admin.fill("#key", "not-the-key");
+  await admin.click("#login button");
+  await admin.locator("#error", { hasText: "not accepted" }).waitFor();
+  await admin.fill("#key", key);
+  await admin.click("#login button");
+  const carol = admin.locator("#connections tr[data-user=carol]");
+  await carol.waitFor();
+  const firstId = await carol.getAttribute("data-id");
+  assert.match(await carol.textContent(), /chat:ops/);
+  assert.match(await carol.locator("td.queued").textContent(), /^\d+$/);
+  await admin.locator("#rooms tr[data-room='chat:ops']", { hasText: "carol" }).waitFor();
+  // The key is kept for this tab: a reload does not ask again.
+  await admin.reload();
+  await carol.waitFor();
+  assert.equal(await admin.locator("#login").isHidden(), true);
+
+  // Disconnect: the chat page sees its connection end and reconnects.
+  await carol.locator("button.disconnect").click();
+  await chat.locator("#state[data-state=reconnecting]").waitFor();
+  await chat.locator("#state[data-state=open]").waitFor({ timeout: 20000 });
+  // The admin page (refreshing every 2 s) shows the new connection only.
+  await admin.waitForFunction(
+    (old) => {
+      const rows = [...document.querySelectorAll("#connections tr[data-user=carol]")];
+      return rows.length === 1 && rows[0].dataset.id !== old;
+    },
+    firstId,
+  );
+  const stats = await (await fetch(`${url}/stats`)).json();
+  assert.equal(stats.admin_refused, 1);
+  assert.equal(stats.close_codes["1013"], 1, "try again later: the page reconnects");
+  await admin.close();
+  await chat.close();
+});
