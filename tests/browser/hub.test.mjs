@@ -19,7 +19,7 @@
 // `--jwt-secret`.
 import { test as nodeTest, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
@@ -48,10 +48,11 @@ function startServer(args = []) {
     const started = { child, args, out: "" };
     child.stdout.on("data", (chunk) => {
       started.out += chunk;
-      const match = started.out.match(/listening on (http:\/\/127\.0\.0\.1:(\d+))\//);
+      const match = started.out.match(/listening on ((https?):\/\/127\.0\.0\.1:(\d+))\//);
       if (match && !started.url) {
         clearTimeout(timer);
-        Object.assign(started, { url: match[1], port: Number(match[2]), ws: `ws://127.0.0.1:${match[2]}/ws` });
+        const ws = match[2] === "https" ? "wss" : "ws";
+        Object.assign(started, { url: match[1], port: Number(match[3]), ws: `${ws}://127.0.0.1:${match[3]}/ws` });
         resolvePromise(started);
       }
     });
@@ -1126,4 +1127,54 @@ test("the admin page takes its key, lists a chat page's connection, and disconne
   assert.equal(stats.close_codes["1013"], 1, "try again later: the page reconnects");
   await admin.close();
   await chat.close();
+});
+
+// ----- TLS (--tls-cert, --tls-key): its own block. -----
+
+// A self-signed certificate for 127.0.0.1, made with openssl; and the
+// base64 SHA-256 of its public key, which Chromium is told to trust
+// (--ignore-certificate-errors-spki-list: this key and no other).
+function selfSignedCertificate(dir) {
+  const cert = join(dir, "cert.pem");
+  const key = join(dir, "key.pem");
+  execFileSync("openssl", [
+    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+    "-keyout", key, "-out", cert, "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+  ], { stdio: "ignore" });
+  const publicKey = execFileSync("openssl", ["x509", "-pubkey", "-noout", "-in", cert]);
+  const der = execFileSync("openssl", ["pkey", "-pubin", "-outform", "der"], { input: publicKey });
+  const spki = execFileSync("openssl", ["dgst", "-sha256", "-binary"], { input: der }).toString("base64");
+  return { cert, key, spki };
+}
+
+test("over TLS the chat page connects with wss://, Chromium trusting only the test certificate's key", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sabai-tls-"));
+  const tls = selfSignedCertificate(dir);
+  const { url } = await server(["--no-simulator", "--tls-cert", tls.cert, "--tls-key", tls.key]);
+  assert.match(url, /^https:/);
+  const trusted = mkdtempSync(join(tmpdir(), "sabai-chromium-tls-"));
+  const browser = await chromium.launchPersistentContext(trusted, {
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
+      `--ignore-certificate-errors-spki-list=${tls.spki}`,
+    ],
+  });
+  try {
+    browser.setDefaultTimeout(15000);
+    const page = await browser.newPage();
+    await page.goto(`${url}/chat?name=tess&room=secure`);
+    await page.click("#join button");
+    await page.locator("#state[data-state=open]").waitFor();
+    assert.match(await page.evaluate(() => window.hub.url), /^wss:\/\/127\.0\.0\.1:\d+\/ws$/);
+    await page.locator("#online li", { hasText: "tess" }).waitFor();
+    await say(page, "over wss");
+    await page.locator("#log li", { hasText: "over wss" }).waitFor();
+  } finally {
+    await browser.close();
+    rmSync(trusted, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
