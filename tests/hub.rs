@@ -4,8 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sabai::hub::{codes, ConnId, Hub, HubConfig, HubEvent, SlowConsumer};
+use sabai::hub::{codes, ConnId, Hub, HubConfig, HubEvent, RateLimit, SlowConsumer, Transport};
 use sabai::{CloseCode, Error, HandshakeError, Message, WebSocket};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::{sleep, timeout, Instant};
 
@@ -55,14 +56,14 @@ async fn user(url: &str, name: &str) -> Client {
     sabai::connect(&format!("{url}?user={name}")).await.unwrap()
 }
 
-async fn say(ws: &mut Client, text: &str) {
+async fn say<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocket<S>, text: &str) {
     ws.send(Message::text(text)).await.unwrap();
     // `send` batches while received bytes wait unread; this client may not read next.
     ws.flush().await.unwrap();
 }
 
 /// The next text, within 5 s.
-async fn next(ws: &mut Client) -> String {
+async fn next<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocket<S>) -> String {
     let message = timeout(Duration::from_secs(5), ws.recv()).await.expect("no message in time");
     message.unwrap().expect("closed").as_text().unwrap().to_owned()
 }
@@ -73,7 +74,7 @@ async fn join(ws: &mut Client, room: &str) {
 }
 
 /// Reads until the connection ends; returns the Close code the server sent.
-async fn close_code(ws: &mut Client) -> Option<u16> {
+async fn close_code<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocket<S>) -> Option<u16> {
     let end = timeout(Duration::from_secs(10), async { while let Ok(Some(_)) = ws.recv().await {} });
     end.await.expect("connection did not end");
     ws.close_frame().map(|frame| frame.code.0)
@@ -423,4 +424,143 @@ async fn a_dropped_connection_task_still_cleans_the_indexes() {
     assert_eq!(hub.stats().close_codes.get(&1006), Some(&1));
     // Its place is free again (shutdown waits for every place).
     assert!(hub.shutdown(Duration::from_secs(1)).await);
+}
+
+// ----- rate limits, coalescing, operators ----------------------------------
+
+#[tokio::test]
+async fn a_client_flooding_tiny_messages_is_closed_with_1008_and_the_hub_stays_bounded() {
+    // The close timeout (5 s) leaves the flooder time to finish sending and
+    // read the Close: a socket dropped with its input unread is reset.
+    let config = HubConfig::default().rate_limit(RateLimit::new(100.0, 200).bytes(64 * 1024));
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (hub, url) = start(config).await;
+    let seen = events.clone();
+    hub.on_event(move |_, event| {
+        if let HubEvent::RateLimited { conn, .. } = event {
+            seen.lock().unwrap().push(*conn);
+        }
+    });
+    let mut reader = client(&url).await;
+    join(&mut reader, "room").await;
+    let mut flooder = user(&url, "flood").await;
+    join(&mut flooder, "room").await;
+    // 100,000 tiny messages, each a publication if the hub handled it; the
+    // flooder never reads.
+    let started = Instant::now();
+    let mut sent = 0;
+    for i in 0..100_000 {
+        if flooder.send(Message::text("say:room:x")).await.is_err() {
+            break;
+        }
+        if i % 1000 == 999 && flooder.flush().await.is_err() {
+            break;
+        }
+        sent += 1;
+        if i % 5000 == 0 {
+            // Bounded while it floods: queues within their capacity.
+            for conn in hub.connections() {
+                assert!(conn.queued <= 256, "{conn:?}");
+            }
+        }
+    }
+    let _ = flooder.flush().await;
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(close_code(&mut flooder).await, Some(1008));
+    assert_eq!(flooder.close_frame().map(|f| f.reason.to_string()), Some("Rate limit".into()));
+    eventually("the flooder is gone", || hub.connection_count() == 1).await;
+    let stats = hub.stats();
+    assert_eq!((stats.rate_limited, stats.close_codes.get(&1008)), (1, Some(&1)));
+    assert_eq!(events.lock().unwrap().len(), 1, "one RateLimited event");
+    // What the handler ran for: the burst and what accrued while it flooded.
+    let handled = stats.publications;
+    let bound = 200 + (100.0 * (elapsed + 1.0)) as u64;
+    assert!(handled <= bound, "{handled} publications from {sent} messages in {elapsed:.2} s");
+    assert!(stats.messages_in >= handled, "{stats:?}");
+    // The reader, innocent, is still served and its queue drains.
+    let mut received = 0;
+    loop {
+        let text = next(&mut reader).await;
+        if text == "after" {
+            break;
+        }
+        assert_eq!(text, "x");
+        received += 1;
+        if received == handled {
+            hub.publish("room", "after").await.unwrap();
+        }
+    }
+    assert_eq!(hub.users_in("room"), Vec::<String>::new(), "the flooder left every index");
+    assert_eq!(hub.connections()[0].queued, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rate_limit_runs_on_tokios_clock_a_steady_client_is_never_closed() {
+    let hub = Hub::new(HubConfig::default().rate_limit(RateLimit::new(10.0, 5)));
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    let served = tokio::spawn({
+        let hub = hub.clone();
+        async move {
+            let accepted = hub.accept(server_io, |_| Ok(None)).await.unwrap();
+            let echo = |hub: Hub, conn, message| async move {
+                hub.send_to(conn, message);
+            };
+            accepted.serve(echo).await
+        }
+    });
+    let request = sabai::handshake::ClientRequest::new("hub", "/");
+    let (mut ws, _) = sabai::client(client_io, request, &sabai::WebSocketConfig::default()).await.unwrap();
+    // Ten a second for two (virtual) minutes: every one echoed.
+    for i in 0..1200 {
+        say(&mut ws, &i.to_string()).await;
+        assert_eq!(next(&mut ws).await, i.to_string());
+        sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(hub.stats().rate_limited, 0);
+    // A second later the bucket is full (5): five at once pass (no
+    // virtual time passes while the hub works), the sixth is one too many.
+    sleep(Duration::from_secs(1)).await;
+    for i in 0..5 {
+        say(&mut ws, &format!("burst {i}")).await;
+        assert_eq!(next(&mut ws).await, format!("burst {i}"));
+    }
+    say(&mut ws, "one too many").await;
+    assert_eq!(close_code(&mut ws).await, Some(1008));
+    assert_eq!(served.await.unwrap(), Some(CloseCode::POLICY_VIOLATION));
+    assert_eq!(hub.stats().rate_limited, 1);
+}
+
+#[tokio::test]
+async fn connections_are_listed_with_their_traffic_and_an_operator_can_disconnect_one() {
+    let (hub, url) = start(HubConfig::default()).await;
+    let before = std::time::SystemTime::now();
+    let mut ann = user(&url, "ann").await;
+    join(&mut ann, "chat:a").await;
+    join(&mut ann, "chat:b").await;
+    let mut bob = user(&url, "bob").await;
+    join(&mut bob, "chat:a").await;
+    say(&mut ann, "say:chat:a:hello").await;
+    assert_eq!(next(&mut ann).await, "hello");
+    assert_eq!(next(&mut bob).await, "hello");
+    let list = hub.connections();
+    assert_eq!(list.len(), 2);
+    let (a, b) = (&list[0], &list[1]);
+    assert!(a.id < b.id);
+    assert_eq!((a.user.as_deref(), a.rooms.clone()), (Some("ann"), vec!["chat:a".into(), "chat:b".into()]));
+    assert_eq!((b.user.as_deref(), b.rooms.clone()), (Some("bob"), vec!["chat:a".into()]));
+    assert_eq!(a.transport, Transport::WebSocket);
+    assert!(a.connected_at >= before && a.connected_at <= std::time::SystemTime::now());
+    // ann sent 3 messages (two joins, one say); she got 3 (two replies, one publication).
+    assert_eq!((a.messages_in, a.bytes_in), (3, ("join:chat:a".len() * 2 + "say:chat:a:hello".len()) as u64));
+    eventually("ann's writer counted", || hub.connection(a.id).unwrap().messages_out == 3).await;
+    let a = hub.connection(a.id).unwrap();
+    assert!(a.bytes_out >= ("joined chat:a".len() * 2 + "hello".len() + 6) as u64, "{a:?}");
+    assert_eq!(a.queued, 0);
+    // Disconnected by an operator: at once, with the code given.
+    assert!(hub.disconnect(b.id, CloseCode::POLICY_VIOLATION, "Disconnected by an operator"));
+    assert_eq!(close_code(&mut bob).await, Some(1008));
+    assert_eq!(bob.close_frame().unwrap().reason.to_string(), "Disconnected by an operator");
+    eventually("bob is gone", || hub.connection(b.id).is_none()).await;
+    assert!(!hub.disconnect(b.id, CloseCode::POLICY_VIOLATION, "again"), "gone already");
+    assert_eq!(hub.connections().len(), 1);
 }

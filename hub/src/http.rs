@@ -62,6 +62,8 @@ pub async fn route(
         (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok"),
         (&Method::GET, "/readyz") => ready(&app),
         (&Method::POST, "/send") => crate::sse::send(app, req).await,
+        (_, "/admin") => crate::admin::route(&app, req).await,
+        (_, admin) if admin.starts_with("/admin/") => crate::admin::route(&app, req).await,
         (
             _,
             "/" | "/chat" | "/dashboard" | "/stats" | "/rooms" | "/metrics" | "/publish" | "/events"
@@ -125,6 +127,8 @@ fn websocket_upgrade(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Byt
         authorization: request.header("Authorization"),
         origin: request.origin(),
         protocols: request.protocols().to_vec(),
+        host: request.header("Host"),
+        from_browser: request.header("Sec-Fetch-Site").is_some(),
     };
     // The real subprotocol is answered when offered; a `bearer.` entry
     // beside it never is (RFC 6455 §4.2.2: the answer is one of the offers).
@@ -194,6 +198,9 @@ async fn stats(app: &App) -> Value {
         "slow_consumer_closes": s.slow_consumer_closes,
         "publications": s.publications,
         "history_reads": s.history_reads,
+        "rate_limited": s.rate_limited,
+        "coalesced": s.coalesced,
+        "admin_refused": app.admin_refused.load(Ordering::Relaxed),
         "close_codes": codes,
         "uptime_seconds": app.started.elapsed().as_secs(),
         "cluster": cluster,
@@ -273,6 +280,24 @@ fn metrics(app: &App) -> String {
         "counter",
         "History reads (shared by the connections waiting for one room).",
         s.history_reads,
+    );
+    metric(
+        "rate_limited_total",
+        "counter",
+        "Connections closed for sending over the rate limit (1008).",
+        s.rate_limited,
+    );
+    metric(
+        "coalesced_total",
+        "counter",
+        "Deliveries that replaced a queued one with the same key (typing, presence).",
+        s.coalesced,
+    );
+    metric(
+        "admin_refused_total",
+        "counter",
+        "Admin API requests refused for a missing or wrong key.",
+        app.admin_refused.load(Ordering::Relaxed),
     );
     if let Some(redis) = &app.redis {
         let r = redis.stats();
@@ -443,6 +468,10 @@ pub struct Credentials<'a> {
     pub origin: Option<&'a str>,
     /// The subprotocols offered (a WebSocket handshake's).
     pub protocols: Vec<String>,
+    /// The Host header, checked when a browser sends no Origin.
+    pub host: Option<&'a str>,
+    /// A `Sec-Fetch-Site` header came: a browser made the request.
+    pub from_browser: bool,
 }
 
 /// Who `admit` let in.
@@ -461,6 +490,8 @@ impl<'a> Credentials<'a> {
             authorization: header("authorization"),
             origin: header("origin"),
             protocols: Vec::new(),
+            host: header("host"),
+            from_browser: header("sec-fetch-site").is_some(),
         }
     }
 
@@ -496,7 +527,7 @@ pub fn admit(app: &App, request: &Credentials) -> Result<Admitted, Reject> {
         identity = Some(verified.map_err(|why| unauthorized(&why.to_string()))?);
     } else if let Some(token) = &options.token {
         let bearer = request.authorization.and_then(|h| h.strip_prefix("Bearer "));
-        let given = query("token");
+        let given = query("token").or_else(|| auth::token_of(None, None, &request.protocols));
         if bearer != Some(token.as_str()) && given.as_deref() != Some(token.as_str()) {
             return Err(Reject::unauthorized().body("missing or wrong token"));
         }
@@ -505,6 +536,18 @@ pub fn admit(app: &App, request: &Credentials) -> Result<Admitted, Reject> {
     if let Some(origin) = request.origin {
         if !options.any_origin && !options.origins.iter().any(|o| o == origin) {
             return Err(Reject::forbidden().body("origin not allowed"));
+        }
+    } else if request.from_browser && !options.any_origin {
+        // A browser's same-origin GET (EventSource) carries no Origin: the
+        // page's origin is then the Host it asked for, which a page on a
+        // rebound DNS name cannot fake.
+        let host = request.host.unwrap_or_default();
+        let known = options
+            .origins
+            .iter()
+            .any(|o| o.split_once("://").is_some_and(|(_, authority)| authority == host));
+        if !known {
+            return Err(Reject::forbidden().body("origin not allowed (Host)"));
         }
     }
     if let Some(identity) = identity {

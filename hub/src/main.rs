@@ -9,6 +9,7 @@
 //! with `sabai::hyper`. Ctrl-C (or SIGTERM) shuts down gracefully: close
 //! 1001 to every connection, then exit.
 
+mod admin;
 mod alerts;
 mod auth;
 mod devices;
@@ -25,7 +26,7 @@ mod tls;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,8 @@ pub struct App {
     pub jwt: Option<Jwt>,
     /// What each connection's token said (JWT only).
     identities: Mutex<HashMap<ConnId, Identity>>,
+    /// Admin API requests refused for a missing or wrong key.
+    pub admin_refused: AtomicU64,
     /// The devices this node knows (`GET /devices`).
     pub devices: devices::Devices,
     /// The MQTT bridge, once started (`--mqtt`).
@@ -115,6 +118,7 @@ impl App {
                 jwt,
                 tls,
                 identities: Mutex::default(),
+                admin_refused: AtomicU64::new(0),
                 devices,
                 mqtt: std::sync::OnceLock::new(),
             }
@@ -282,6 +286,13 @@ async fn main() {
     // The server's own pages, on every address it listens on, may open a
     // socket; so may the origins named. Not "Origin equals Host": a DNS
     // rebinding page would pass that.
+    let mut signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("sabai-hub: cannot install the signal handlers: {e}");
+            std::process::exit(1);
+        }
+    };
     let secure = options.tls.is_some();
     let mut origins = own_origins(addr, secure);
     origins.append(&mut options.origins);
@@ -351,7 +362,7 @@ async fn main() {
     tokio::pin!(accepting);
     let stop = tokio::select! {
         () = &mut accepting => return,
-        stop = stop_signal() => stop,
+        stop = signals.recv() => stop,
     };
     // SIGTERM drains: clients are told to reconnect elsewhere (1012) and
     // recover there, and /readyz says 503 meanwhile. Ctrl-C shuts down (1001).
@@ -411,7 +422,9 @@ fn own_origins(addr: SocketAddr, secure: bool) -> Vec<String> {
 fn logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     if json {
         logs.json().init();
     } else {
@@ -445,25 +458,41 @@ enum Stop {
     Terminate,
 }
 
-async fn stop_signal() -> Stop {
-    let interrupt = tokio::signal::ctrl_c();
+/// The handlers of the signals that end the server, installed before it
+/// says it listens (a signal that came before them would kill it outright).
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = interrupt.await;
-                return Stop::Interrupt;
-            }
-        };
-        tokio::select! {
-            _ = interrupt => Stop::Interrupt,
-            _ = term.recv() => Stop::Terminate,
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-        Stop::Interrupt
+
+    async fn recv(&mut self) -> Stop {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => Stop::Interrupt,
+                _ = self.terminate.recv() => Stop::Terminate,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Stop::Interrupt
+        }
     }
 }

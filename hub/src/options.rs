@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use sabai::hub::{HistoryPolicy, HubConfig, SlowConsumer};
+use sabai::hub::{HistoryPolicy, HubConfig, RateLimit, SlowConsumer};
 use sabai::DeflateConfig;
 use serde::Deserialize;
 
@@ -16,6 +16,22 @@ use serde::Deserialize;
 /// by only a few bytes. The simulator's telemetry (about 210 bytes) goes
 /// down to about 145.
 const DEFLATE_THRESHOLD: usize = 128;
+
+/// Data messages one connection may send per second, sustained. A person
+/// chatting sends a few a second at most (typing notices included), the
+/// browser client a ping every 30 s: 50 is ten times what a real client
+/// needs, and a flood is cut within its burst.
+const RATE: f64 = 50.0;
+
+/// Messages at once above the rate: a page that reconnects sends its
+/// subscribe, a presence request and what the user typed meanwhile.
+const RATE_BURST: u32 = 100;
+
+/// Payload bytes one connection may send per second, with one second's
+/// worth at once: 32 messages of the default largest size (8 KiB) a
+/// second. A bigger `--max-message` raises the burst to one message of
+/// that size.
+const RATE_BYTES: u64 = 256 * 1024;
 
 /// The history rooms keep unless told otherwise: enough for a reconnect
 /// or a node restart to lose nothing.
@@ -210,6 +226,27 @@ pub struct Args {
     #[arg(long, env = "SABAI_HUB_LOG_JSON")]
     #[serde(default)]
     log_json: bool,
+    /// Data messages a connection may send per second; faster: close 1008
+    /// [default: 50].
+    #[arg(long, env = "SABAI_HUB_RATE", value_name = "MESSAGES_PER_SEC", value_parser = rate)]
+    #[serde(default, deserialize_with = "de_rate")]
+    rate: Option<f64>,
+    /// Messages a connection may send at once above --rate [default: 100].
+    #[arg(long, env = "SABAI_HUB_RATE_BURST", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    rate_burst: Option<u32>,
+    /// Payload bytes a connection may send per second, one second's worth
+    /// at once [default: 262144].
+    #[arg(long, env = "SABAI_HUB_RATE_BYTES", value_name = "BYTES_PER_SEC", value_parser = clap::value_parser!(u64).range(1..))]
+    rate_bytes: Option<u64>,
+    /// No per-connection rate limit.
+    #[arg(long, env = "SABAI_HUB_NO_RATE_LIMIT")]
+    #[serde(default)]
+    no_rate_limit: bool,
+    /// Serve the admin page (/admin) and its API, which need
+    /// 'Authorization: Bearer KEY' [default: none: /admin answers 404].
+    #[arg(long, env = "SABAI_HUB_ADMIN_KEY", value_name = "KEY", value_parser = admin_key)]
+    #[serde(default, deserialize_with = "de_admin_key")]
+    admin_key: Option<String>,
     /// Bridge this MQTT broker into the rooms: mqtt://[USER[:PASSWORD]@]HOST[:PORT]
     /// [default: none]. The built-in simulator then publishes only with --simulate-mqtt.
     #[arg(long, env = "SABAI_HUB_MQTT", value_name = "URL")]
@@ -295,6 +332,8 @@ pub struct Options {
     /// `--mint-token`: (user, rooms, valid for).
     pub mint: Option<(String, Vec<String>, Duration)>,
     pub max_requests: usize,
+    /// `--admin-key`: the admin page and API are on when set.
+    pub admin_key: Option<String>,
     pub hub: HubConfig,
     /// `--mqtt*`, `--device-registry`, `--alert-rule`.
     pub iot: Iot,
@@ -458,6 +497,11 @@ impl Args {
             jwt_issuer: self.jwt_issuer.or(file.jwt_issuer),
             jwt_leeway: self.jwt_leeway.or(file.jwt_leeway),
             max_requests: self.max_requests.or(file.max_requests),
+            rate: self.rate.or(file.rate),
+            rate_burst: self.rate_burst.or(file.rate_burst),
+            rate_bytes: self.rate_bytes.or(file.rate_bytes),
+            no_rate_limit: self.no_rate_limit || file.no_rate_limit,
+            admin_key: self.admin_key.or(file.admin_key),
             mqtt: self.mqtt.or(file.mqtt),
             mqtt_client_id: self.mqtt_client_id.or(file.mqtt_client_id),
             mqtt_username: self.mqtt_username.or(file.mqtt_username),
@@ -502,6 +546,10 @@ impl Args {
         for (prefix, policy) in history {
             hub = hub.history(prefix, policy);
         }
+        if !self.no_rate_limit {
+            let limit = RateLimit::new(self.rate.unwrap_or(RATE), self.rate_burst.unwrap_or(RATE_BURST));
+            hub = hub.rate_limit(limit.bytes(self.rate_bytes.unwrap_or(RATE_BYTES)));
+        }
         Options {
             addr: self.addr.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8090))),
             token: self.token,
@@ -538,6 +586,7 @@ impl Args {
                 leeway: self.jwt_leeway.unwrap_or(Duration::from_secs(5)),
             },
             max_requests: self.max_requests.map_or(256, |n| n as usize),
+            admin_key: self.admin_key,
             hub,
             iot: Iot::default(),
         }
@@ -584,6 +633,21 @@ fn de_cidrs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>,
     values.iter().map(|v| cidr(v).map_err(serde::de::Error::custom)).collect()
 }
 
+fn rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate < 1e9 => Ok(rate),
+        _ => Err(format!("expected messages per second (more than 0), got {value:?}")),
+    }
+}
+
+/// An admin key: 1 to 256 visible ASCII characters (it travels in a header).
+fn admin_key(key: &str) -> Result<String, String> {
+    if key.is_empty() || key.len() > 256 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the admin key is 1 to 256 visible ASCII characters".into());
+    }
+    Ok(key.to_owned())
+}
+
 fn node_id(id: &str) -> Result<String, String> {
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic() && b != b'|') {
         return Err(format!("1 to 64 printable characters without '|', got {id:?}"));
@@ -601,6 +665,15 @@ fn redis_url(url: &str) -> Result<String, String> {
 fn de_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let secs = f64::deserialize(d)?;
     seconds(&secs.to_string()).map(Some).map_err(serde::de::Error::custom)
+}
+
+fn de_rate<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let value = f64::deserialize(d)?;
+    rate(&value.to_string()).map(Some).map_err(serde::de::Error::custom)
+}
+
+fn de_admin_key<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    admin_key(&String::deserialize(d)?).map(Some).map_err(serde::de::Error::custom)
 }
 
 fn de_history<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, HistoryPolicy)>, D::Error> {
@@ -624,6 +697,38 @@ mod tests {
         assert_eq!(options.hub.queue_capacity, 256);
         assert_eq!(options.hub.max_connections_per_user, Some(8));
         assert_eq!(options.hub.deflate.as_ref().map(|d| d.threshold), Some(DEFLATE_THRESHOLD));
+    }
+
+    #[test]
+    fn connections_are_rate_limited_by_default_and_flags_change_it() {
+        let limit = parse(&[]).unwrap().hub.rate_limit.unwrap();
+        assert_eq!((limit.messages_per_sec, limit.burst), (50.0, 100));
+        assert_eq!((limit.bytes_per_sec, limit.bytes_burst), (Some(256 * 1024), 256 * 1024));
+        let custom = parse(&["--rate", "2.5", "--rate-burst", "5", "--rate-bytes", "1000"]).unwrap();
+        let limit = custom.hub.rate_limit.unwrap();
+        assert_eq!((limit.messages_per_sec, limit.burst, limit.bytes_per_sec), (2.5, 5, Some(1000)));
+        assert!(parse(&["--no-rate-limit"]).unwrap().hub.rate_limit.is_none());
+        for bad in [
+            &["--rate", "0"][..],
+            &["--rate", "-1"],
+            &["--rate", "fast"],
+            &["--rate-burst", "0"],
+            &["--rate-bytes", "0"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_admin_page_is_off_unless_a_key_is_given() {
+        assert_eq!(parse(&[]).unwrap().admin_key, None);
+        assert_eq!(
+            parse(&["--admin-key", "k3y-0f-16-chars"]).unwrap().admin_key.as_deref(),
+            Some("k3y-0f-16-chars")
+        );
+        for bad in ["", "has space", "tab\t", "é"] {
+            assert!(parse(&["--admin-key", bad]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

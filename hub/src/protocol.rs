@@ -178,9 +178,13 @@ async fn dispatch(app: &App, conn: ConnId, inbound: Inbound) -> Result<Option<St
         "typing" => {
             let room = chat_room(app, conn, inbound.room.as_deref())?;
             let typing = inbound.payload.get("typing").and_then(Value::as_bool).unwrap_or(true);
-            let payload = json!({ "user": hub.user_of(conn), "typing": typing });
+            let user = hub.user_of(conn);
+            let payload = json!({ "user": user, "typing": typing });
             let notice =
                 Publish::new(envelope("typing", Some(room), payload, None)).to(room).ephemeral().except(conn);
+            // The latest state wins: a reader's queue holds one typing
+            // notice per user and room, however fast they are sent.
+            let notice = notice.coalesce(coalescing_key("typing", room, user.as_deref(), conn));
             // Fire and forget: a typing notice that does not arrive is harmless.
             drop(hub.publish_with(notice));
             Ok(None)
@@ -445,6 +449,10 @@ pub fn on_event(node: &str, hub: &Hub, event: &HubEvent) {
         }
         HubEvent::Joined { conn, user, room } => ("user_joined", conn, user, room),
         HubEvent::Left { conn, user, room } => ("user_left", conn, user, room),
+        HubEvent::RateLimited { conn, user } => {
+            tracing::warn!(conn = conn.0, user = user.as_deref(), code = 1008, "rate limit: closing");
+            return;
+        }
         HubEvent::RoomReset { room, position } => {
             tracing::warn!(
                 room = room.as_str(),
@@ -466,7 +474,18 @@ pub fn on_event(node: &str, hub: &Hub, event: &HubEvent) {
     let payload = json!({ "user": user, "connection_id": conn.0 });
     let notice =
         Publish::new(envelope(kind, Some(room), payload, None)).to(room.as_str()).ephemeral().except(*conn);
+    // Join/leave churn leaves one pending state per user in each queue.
+    let notice = notice.coalesce(coalescing_key("presence", room, user.as_deref(), *conn));
     drop(hub.publish_with(notice));
+}
+
+/// The coalescing key of a user's typing or presence in a room (an
+/// anonymous connection is its own user).
+fn coalescing_key(kind: &str, room: &str, user: Option<&str>, conn: ConnId) -> String {
+    match user {
+        Some(user) => format!("{kind}|{room}|u:{user}"),
+        None => format!("{kind}|{room}|c:{conn}"),
+    }
 }
 
 #[cfg(test)]
@@ -517,6 +536,7 @@ mod tests {
             message: Message::text(text.clone()),
             rooms: vec![at("device:x", Some(41)), at("chat:no-history", None), at("global", Some(977))],
             except: None,
+            coalesce: None,
         };
         let rendered: Value = serde_json::from_str(render(&publication).as_text().unwrap()).unwrap();
         assert_eq!(rendered["offset"], 41);

@@ -13,7 +13,10 @@ use support::{http, next, next_of, send, Follower, Node, Ws};
 
 fn node(redis: &RedisServer, extra: &[&str]) -> Node {
     let url = redis.url();
-    let mut flags = vec!["--no-simulator", "--redis", &url, "--history", "chat:=20000/600"];
+    // Publishers here send as fast as they can: no per-connection rate
+    // limit (tested in fairness.rs).
+    let mut flags =
+        vec!["--no-simulator", "--no-rate-limit", "--redis", &url, "--history", "chat:=20000/600"];
     flags.extend_from_slice(extra);
     Node::start(&flags)
 }

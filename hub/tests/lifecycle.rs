@@ -107,3 +107,33 @@ async fn bound_to_every_address_its_own_pages_are_accepted_and_foreign_ones_are_
         assert_eq!(origin_status(&node, &foreign).await, Err(403), "{foreign}");
     }
 }
+
+/// The status line of a raw GET.
+async fn get_status(addr: &str, path: &str, headers: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\n{headers}\r\n").as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&head[9..12]).into_owned()
+}
+
+#[tokio::test]
+async fn a_browser_request_without_an_origin_is_held_to_its_host() {
+    // A same-origin GET (EventSource) carries no Origin: the Host stands
+    // in, so a page on a rebound DNS name cannot open the stream.
+    let node = Node::start(&["--no-simulator"]);
+    let port = node.addr.rsplit(':').next().unwrap().to_owned();
+    let browser = "Sec-Fetch-Site: same-origin\r\n";
+    assert_eq!(
+        get_status(&node.addr, "/events?rooms=global", &format!("Host: evil.example:{port}\r\n{browser}"))
+            .await,
+        "403"
+    );
+    assert_eq!(
+        get_status(&node.addr, "/events?rooms=global", &format!("Host: 127.0.0.1:{port}\r\n{browser}")).await,
+        "200"
+    );
+    // Not a browser (no Sec-Fetch-*): a backend may name any Host.
+    assert_eq!(get_status(&node.addr, "/events?rooms=global", "Host: backend.internal\r\n").await, "200");
+}

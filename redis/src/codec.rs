@@ -7,10 +7,11 @@
 //! string concatenation:
 //!
 //! ```text
-//! "s1"                       format and version
+//! "s1" or "s2"               format and version
 //! node id                    the publishing node
 //! sequence                   decimal; (node, sequence) identifies it
 //! except                     decimal connection id of that node, or empty
+//! coalescing key             "s2" only: the publication's key (Publish::coalesce)
 //! kind                       "t" (text) or "b" (binary)
 //! rooms                      decimal count, then for each room:
 //!   room, offset, epoch      offset and epoch empty where it has no history
@@ -19,6 +20,14 @@
 //!
 //! The node encodes everything but the rooms' three fields (a head and a
 //! tail); the script writes those between them.
+//!
+//! **Versions.** A publication without a coalescing key is written as
+//! `s1`, exactly as before keys existed; only one with a key is written as
+//! `s2`. Nodes of this version read both. A node of an earlier version
+//! cannot read `s2`: it skips such a publication (counted in
+//! `decode_errors`), so during a rolling upgrade its members miss the
+//! coalesced publications of upgraded nodes (the hub server's typing and
+//! presence notices: ephemeral, never replayed) and nothing else.
 
 use std::sync::Arc;
 
@@ -26,8 +35,10 @@ use bytes::Bytes;
 use sabai::hub::{ConnId, Placement, Position, Publication};
 use sabai::Message;
 
-/// The format's first field.
+/// The format's first field: without a coalescing key.
 const VERSION: &[u8] = b"s1";
+/// ... and with one (an extra field after `except`).
+const VERSION_KEYED: &[u8] = b"s2";
 
 /// Appends one netstring.
 fn field(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -46,13 +57,24 @@ pub(crate) struct Frame {
 /// A publication's id: the node that published it and its number there.
 pub(crate) type PublicationId = (Arc<str>, u64);
 
+/// What the node encodes of a publication.
+pub(crate) struct Head<'a> {
+    pub(crate) node: &'a str,
+    pub(crate) seq: u64,
+    pub(crate) except: Option<ConnId>,
+    pub(crate) coalesce: Option<&'a str>,
+}
+
 /// Encodes all but the rooms' fields.
-pub(crate) fn frame(node: &str, seq: u64, except: Option<ConnId>, message: &Message, rooms: usize) -> Frame {
+pub(crate) fn frame(publication: &Head<'_>, message: &Message, rooms: usize) -> Frame {
     let mut head = Vec::with_capacity(64);
-    field(&mut head, VERSION);
-    field(&mut head, node.as_bytes());
-    field(&mut head, seq.to_string().as_bytes());
-    field(&mut head, except.map(|c| c.0.to_string()).unwrap_or_default().as_bytes());
+    field(&mut head, if publication.coalesce.is_some() { VERSION_KEYED } else { VERSION });
+    field(&mut head, publication.node.as_bytes());
+    field(&mut head, publication.seq.to_string().as_bytes());
+    field(&mut head, publication.except.map(|c| c.0.to_string()).unwrap_or_default().as_bytes());
+    if let Some(key) = publication.coalesce {
+        field(&mut head, key.as_bytes());
+    }
     field(&mut head, if message.as_text().is_some() { b"t" } else { b"b" });
     field(&mut head, rooms.to_string().as_bytes());
     let payload = message.as_bytes();
@@ -127,15 +149,18 @@ fn number(digits: &[u8]) -> Option<u64> {
 /// it (a connection id means nothing on another node).
 pub(crate) fn decode(bytes: &[u8], this_node: &str) -> Result<Decoded, Malformed> {
     let mut reader = Reader { rest: bytes };
-    if reader.next()? != VERSION {
-        return Err(Malformed("version"));
-    }
+    let keyed = match reader.next()? {
+        VERSION => false,
+        VERSION_KEYED => true,
+        _ => return Err(Malformed("version")),
+    };
     let node = reader.text()?;
     let seq = reader.number()?;
     let except = match reader.next()? {
         b"" => None,
         digits => Some(ConnId(number(digits).ok_or(Malformed("except"))?)),
     };
+    let coalesce: Option<Arc<str>> = if keyed { Some(reader.text()?.into()) } else { None };
     let text = match reader.next()? {
         b"t" => true,
         b"b" => false,
@@ -168,7 +193,7 @@ pub(crate) fn decode(bytes: &[u8], this_node: &str) -> Result<Decoded, Malformed
         Message::Binary(Bytes::copy_from_slice(payload))
     };
     let except = except.filter(|_| node == this_node);
-    let publication = Arc::new(Publication { message, rooms, except });
+    let publication = Arc::new(Publication { message, rooms, except, coalesce });
     Ok(Decoded { id: (node.into(), seq), publication })
 }
 
@@ -184,7 +209,11 @@ mod tests {
         message: &Message,
         rooms: &[Placement],
     ) -> Vec<u8> {
-        let frame = frame(node, seq, except, message, rooms.len());
+        encode_keyed(&Head { node, seq, except, coalesce: None }, message, rooms)
+    }
+
+    fn encode_keyed(head: &Head<'_>, message: &Message, rooms: &[Placement]) -> Vec<u8> {
+        let frame = frame(head, message, rooms.len());
         let mut out = frame.head;
         for placement in rooms {
             out.extend(room_fields(&placement.room, placement.position.as_ref()));
@@ -219,6 +248,26 @@ mod tests {
     fn the_layout_is_netstrings() {
         let bytes = encode("n", 1, None, &Message::text("hi"), &[at("r", Some((5, "e")))]);
         assert_eq!(bytes, b"2:s1,1:n,1:1,0:,1:t,1:1,1:r,1:5,1:e,2:hi,");
+        let decoded = decode(&bytes, "n").unwrap();
+        assert_eq!(decoded.publication.coalesce, None);
+    }
+
+    #[test]
+    fn a_coalescing_key_is_written_as_s2_and_read_back() {
+        let head = Head { node: "n", seq: 1, except: Some(ConnId(4)), coalesce: Some("typing|chat:a|ann") };
+        let bytes = encode_keyed(&head, &Message::text("hi"), &[at("chat:a", None)]);
+        assert_eq!(bytes, b"2:s2,1:n,1:1,1:4,17:typing|chat:a|ann,1:t,1:1,6:chat:a,0:,0:,2:hi,");
+        let decoded = decode(&bytes, "n").unwrap();
+        assert_eq!(decoded.publication.coalesce.as_deref(), Some("typing|chat:a|ann"));
+        assert_eq!(decoded.publication.except, Some(ConnId(4)));
+        assert_eq!(decoded.publication.message, Message::text("hi"));
+        // An empty key is a key; s1 and s2 differ only by that field.
+        let empty = encode_keyed(&Head { coalesce: Some(""), ..head }, &Message::text("x"), &[]);
+        assert_eq!(decode(&empty, "n").unwrap().publication.coalesce.as_deref(), Some(""));
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut], "n").is_err(), "cut at {cut}");
+        }
+        assert!(decode(b"2:s2,1:n,1:1,0:,2:\xff\xfe,1:t,1:0,0:,", "n").is_err(), "a key is UTF-8");
     }
 
     #[test]

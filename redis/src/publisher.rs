@@ -38,7 +38,13 @@ pub(crate) fn publish(inner: &Inner, outgoing: Outgoing) -> BoxFuture<Result<Vec
         return ready(Ok(Vec::new()));
     }
     let seq = inner.seq.fetch_add(1, Ordering::Relaxed);
-    let frame = codec::frame(&inner.config.node_id, seq, outgoing.except, &outgoing.message, rooms.len());
+    let head = codec::Head {
+        node: &inner.config.node_id,
+        seq,
+        except: outgoing.except,
+        coalesce: outgoing.coalesce.as_deref(),
+    };
+    let frame = codec::frame(&head, &outgoing.message, rooms.len());
     let mut keys = Vec::with_capacity(rooms.len() * 2);
     let mut args = Vec::with_capacity(3 + rooms.len() * 5);
     args.extend([frame.head, frame.tail, rooms.len().to_string().into_bytes()]);
@@ -56,8 +62,12 @@ pub(crate) fn publish(inner: &Inner, outgoing: Outgoing) -> BoxFuture<Result<Vec
         }
     }
     let placements = rooms.iter().map(|(room, _)| Placement { room: room.clone(), position: None }).collect();
-    let local =
-        Arc::new(Publication { message: outgoing.message, rooms: placements, except: outgoing.except });
+    let local = Arc::new(Publication {
+        message: outgoing.message,
+        rooms: placements,
+        except: outgoing.except,
+        coalesce: outgoing.coalesce,
+    });
     let rooms = rooms.into_iter().map(|(room, _)| room).collect();
     let (reply, outcome) = oneshot::channel();
     if inner.publisher.send(Job { keys, args, rooms, local, reply }).is_err() {

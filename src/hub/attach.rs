@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::config::{codes, ConnId, HubError, HubEvent};
+use super::info::Transport;
 use super::outbox::{Delivery, Next, Outbox};
 use super::session::Slot;
 use super::stats::Counters;
@@ -37,7 +38,7 @@ impl Hub {
     /// Registers a member that is not a WebSocket, in the place `slot`
     /// reserved. Refused when its user is at `max_connections_per_user`.
     pub fn attach(&self, slot: Slot, user: Option<String>) -> Result<Attached, HubError> {
-        let Some((id, outbox)) = self.admit(&slot, user.as_deref()) else {
+        let Some((id, outbox)) = self.admit(&slot, user.as_deref(), Transport::Attached) else {
             self.shared.counters.close_code(codes::TOO_MANY_CONNECTIONS.0);
             return Err(HubError::TooManyConnections);
         };
@@ -65,6 +66,7 @@ impl Attached {
             Next::Frames(deliveries) => {
                 let counters = &self.hub.shared.counters;
                 Counters::add(&counters.messages_out, deliveries.len() as u64);
+                self.outbox.traffic.sent(deliveries.len(), 0);
                 Taken::Deliveries(deliveries)
             }
             Next::Close(code, reason) => {
@@ -85,6 +87,7 @@ impl Attached {
     /// Counts bytes written, for the hub's statistics.
     pub fn wrote(&self, bytes: usize) {
         Counters::add(&self.hub.shared.counters.bytes_out, bytes as u64);
+        self.outbox.traffic.sent(0, bytes as u64);
     }
 }
 

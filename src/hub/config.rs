@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::engine::{EngineError, HistoryPolicy, Position, Publication};
+use super::limit::RateLimit;
 #[cfg(feature = "deflate")]
 use crate::proto::DeflateConfig;
 use crate::proto::{CloseCode, Message};
@@ -89,6 +90,10 @@ pub struct HubConfig {
     /// What a publication looks like on the wire; by default its message
     /// as published.
     pub render: Option<Render>,
+    /// How fast one connection may send data messages (see
+    /// [`RateLimit`]); a connection over it is closed with 1008
+    /// (policy violation, reason "Rate limit"). Off (`None`) by default.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for HubConfig {
@@ -108,6 +113,7 @@ impl Default for HubConfig {
             deflate: None,
             history: Vec::new(),
             render: None,
+            rate_limit: None,
         }
     }
 }
@@ -136,6 +142,12 @@ impl HubConfig {
         self
     }
 
+    /// Limits how fast each connection may send (see [`RateLimit`]).
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
     /// The history policy of a room, if it keeps one.
     pub fn history_for(&self, room: &str) -> Option<&HistoryPolicy> {
         let matching = self.history.iter().filter(|(prefix, _)| room.starts_with(prefix.as_str()));
@@ -156,7 +168,8 @@ impl fmt::Debug for HubConfig {
             .field("max_message_size", &self.max_message_size)
             .field("close_timeout", &self.close_timeout)
             .field("history", &self.history)
-            .field("render", &self.render.as_ref().map(|_| "custom"));
+            .field("render", &self.render.as_ref().map(|_| "custom"))
+            .field("rate_limit", &self.rate_limit);
         #[cfg(feature = "deflate")]
         f.field("deflate", &self.deflate);
         f.finish_non_exhaustive()
@@ -217,6 +230,13 @@ pub enum HubEvent {
     RoomReset {
         room: String,
         position: Position,
+    },
+    /// The connection sent faster than [`HubConfig::rate_limit`] allows
+    /// and is being closed with 1008 (a [`Disconnected`](Self::Disconnected)
+    /// follows).
+    RateLimited {
+        conn: ConnId,
+        user: Option<String>,
     },
 }
 

@@ -48,6 +48,8 @@
 mod attach;
 mod config;
 mod engine;
+mod info;
+mod limit;
 mod outbox;
 mod publish;
 mod recovery;
@@ -71,6 +73,8 @@ pub use engine::{
     BoxFuture, ClusterStats, Engine, EngineError, HistoryPolicy, HistoryRead, MemoryEngine, Node, Outgoing,
     Placement, Position, Publication,
 };
+pub use info::{ConnectionInfo, Transport};
+pub use limit::RateLimit;
 pub use outbox::Delivery;
 pub use publish::{Publish, Publishing};
 pub use recovery::{Subscribed, Subscription};
@@ -193,6 +197,7 @@ impl Hub {
         };
         let placed = publication.rooms.iter().any(|p| p.position.is_some());
         Delivery::new(self.prepare(message), placed.then(|| publication.rooms.clone().into()))
+            .coalescing(publication.coalesce.clone())
     }
 
     /// Sets the handler of [`HubEvent`]s (presence). It runs on the task
@@ -339,7 +344,8 @@ impl Hub {
                 (room, policy)
             })
             .collect();
-        let outgoing = Outgoing { message: publish.message, rooms, except: publish.except };
+        let outgoing =
+            Outgoing { message: publish.message, rooms, except: publish.except, coalesce: publish.coalesce };
         Counters::add(&self.shared.counters.publications, 1);
         Publishing::new(self.shared.engine.publish(outgoing))
     }
@@ -449,6 +455,10 @@ impl Hub {
         let pushed = if replay { outbox.push_replay(delivery) } else { outbox.push(delivery) };
         match pushed {
             Pushed::Queued => true,
+            Pushed::Replaced => {
+                Counters::add(&counters.coalesced, 1);
+                true
+            }
             Pushed::DroppedOldest => {
                 Counters::add(&counters.dropped_messages, 1);
                 true
@@ -474,6 +484,15 @@ impl Hub {
     pub fn close(&self, conn: ConnId, code: CloseCode, reason: &str) -> bool {
         let registry = self.registry();
         registry.conns.get(&conn).is_some_and(|m| m.outbox.close(code, reason))
+    }
+
+    /// Closes one connection now: what is queued for it is dropped and the
+    /// Close goes out next (for an operator, or a peer that does not
+    /// read). A connection already closing gracefully is hurried along
+    /// with its first code. `false` if it is gone or already closing.
+    pub fn disconnect(&self, conn: ConnId, code: CloseCode, reason: &str) -> bool {
+        let registry = self.registry();
+        registry.conns.get(&conn).is_some_and(|m| m.outbox.abort(code, reason))
     }
 
     // ----- stats and shutdown ----------------------------------------------

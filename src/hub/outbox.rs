@@ -1,15 +1,21 @@
 //! A connection's bounded outbound queue. Publishers push without waiting;
 //! the connection's writer takes from it. Memory per connection is bounded
 //! by the capacity (the frames themselves are shared `Bytes`).
+//!
+//! A delivery may carry a coalescing key: pushed while another with the
+//! same key is still queued (not yet taken by the writer), it replaces
+//! that one in place, so the latest state wins and the queue holds at
+//! most one delivery per key.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
 use super::config::{codes, SlowConsumer};
 use super::engine::Placement;
-use crate::proto::{CloseCode, PreparedMessage};
+use crate::proto::{CloseCode, PreparedMessage, MAX_CLOSE_REASON};
 
 /// One message queued for a connection: the frame, encoded once for every
 /// recipient, and for a publication the rooms it went to with its offsets.
@@ -17,11 +23,23 @@ use crate::proto::{CloseCode, PreparedMessage};
 pub struct Delivery {
     message: PreparedMessage,
     rooms: Option<Arc<[Placement]>>,
+    coalesce: Option<Arc<str>>,
 }
 
 impl Delivery {
     pub(crate) fn new(message: PreparedMessage, rooms: Option<Arc<[Placement]>>) -> Delivery {
-        Delivery { message, rooms }
+        Delivery { message, rooms, coalesce: None }
+    }
+
+    /// With a coalescing key (see the module docs).
+    pub(crate) fn coalescing(mut self, key: Option<Arc<str>>) -> Delivery {
+        self.coalesce = key;
+        self
+    }
+
+    /// Its coalescing key ([`Publish::coalesce`](super::Publish::coalesce)), if any.
+    pub fn coalesce_key(&self) -> Option<&str> {
+        self.coalesce.as_deref()
     }
 
     /// The message, framed (and perhaps compressed) once.
@@ -48,12 +66,17 @@ impl Delivery {
 struct Item {
     delivery: Delivery,
     replay: bool,
+    /// Its number in this queue, increasing from front to back: how a
+    /// coalescing key finds its item.
+    seq: u64,
 }
 
 /// The result of a push.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Pushed {
     Queued,
+    /// Replaced a queued delivery with the same coalescing key.
+    Replaced,
     /// Queued after dropping the oldest message.
     DroppedOldest,
     /// The queue was full: the connection is now being closed.
@@ -74,6 +97,10 @@ struct State {
     frames: VecDeque<Item>,
     /// How many of `frames` are replayed.
     replayed: usize,
+    /// The `seq` of the next item pushed.
+    next_seq: u64,
+    /// Coalescing keys of queued live items, and their `seq`.
+    keyed: HashMap<Arc<str>, u64>,
     /// A close was requested and not yet taken by the writer.
     close: Option<(CloseCode, String)>,
     /// No more frames are accepted.
@@ -82,12 +109,47 @@ struct State {
     abort: bool,
 }
 
+impl State {
+    /// Forgets the key of an item that leaves the queue.
+    fn unkey(&mut self, item: &Item) {
+        if let Some(key) = &item.delivery.coalesce {
+            if self.keyed.get(key) == Some(&item.seq) {
+                self.keyed.remove(key);
+            }
+        }
+    }
+}
+
+/// What one connection sent and was sent: atomics, added to by its own
+/// loops (and the writer), read by [`Hub::connections`](super::Hub::connections).
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) messages_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+}
+
+impl Traffic {
+    pub(crate) fn received(&self, bytes: usize) {
+        self.messages_in.fetch_add(1, Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Relaxed);
+    }
+
+    pub(crate) fn sent(&self, messages: usize, bytes: u64) {
+        self.messages_out.fetch_add(messages as u64, Relaxed);
+        self.bytes_out.fetch_add(bytes, Relaxed);
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Outbox {
     state: Mutex<State>,
     notify: Notify,
     capacity: usize,
     policy: SlowConsumer,
+    /// This connection's counters.
+    pub(crate) traffic: Traffic,
 }
 
 impl Outbox {
@@ -97,6 +159,7 @@ impl Outbox {
             notify: Notify::new(),
             capacity: capacity.max(1),
             policy,
+            traffic: Traffic::default(),
         }
     }
 
@@ -104,20 +167,34 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Queues a delivery, or replaces the queued one with its coalescing key.
     pub(crate) fn push(&self, delivery: Delivery) -> Pushed {
-        self.push_item(Item { delivery, replay: false })
+        self.push_item(delivery, false)
     }
 
-    /// Queues a replayed publication, beyond the capacity if need be.
+    /// Queues a replayed publication, beyond the capacity if need be
+    /// (never coalesced: a replay is history, in order).
     pub(crate) fn push_replay(&self, delivery: Delivery) -> Pushed {
-        self.push_item(Item { delivery, replay: true })
+        self.push_item(delivery, true)
     }
 
-    fn push_item(&self, item: Item) -> Pushed {
+    fn push_item(&self, delivery: Delivery, replay: bool) -> Pushed {
         let mut state = self.lock();
         if state.closing {
             return Pushed::Closing;
         }
+        if let Some(key) = delivery.coalesce.as_ref().filter(|_| !replay) {
+            if let Some(&seq) = state.keyed.get(key) {
+                // Seqs increase from front to back, whatever was removed.
+                if let Ok(index) = state.frames.binary_search_by_key(&seq, |i| i.seq) {
+                    state.frames[index].delivery = delivery;
+                    return Pushed::Replaced;
+                }
+            }
+        }
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let item = Item { delivery, replay, seq };
         let mut pushed = Pushed::Queued;
         if !item.replay && state.frames.len() - state.replayed >= self.capacity {
             // Drop-oldest never drops what history could replay: a room
@@ -128,7 +205,9 @@ impl Outbox {
             };
             match droppable {
                 Some(index) => {
-                    state.frames.remove(index);
+                    if let Some(dropped) = state.frames.remove(index) {
+                        state.unkey(&dropped);
+                    }
                     pushed = Pushed::DroppedOldest;
                 }
                 None => {
@@ -141,6 +220,9 @@ impl Outbox {
             }
         }
         state.replayed += usize::from(item.replay);
+        if let Some(key) = item.delivery.coalesce.as_ref().filter(|_| !item.replay) {
+            state.keyed.insert(key.clone(), item.seq);
+        }
         state.frames.push_back(item);
         drop(state);
         self.notify.notify_one();
@@ -164,6 +246,13 @@ impl Outbox {
     }
 
     fn request(&self, code: CloseCode, reason: &str, abort: bool) -> bool {
+        // RFC 6455 §5.5: a Close frame's reason is at most 123 bytes; a
+        // longer one would make the writer fail to send the Close at all.
+        let mut end = reason.len().min(MAX_CLOSE_REASON);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let reason = &reason[..end];
         let mut state = self.lock();
         let first = !state.closing;
         if first {
@@ -173,6 +262,7 @@ impl Outbox {
         if abort && !state.abort {
             state.abort = true;
             state.frames.clear();
+            state.keyed.clear();
             state.replayed = 0;
         } else if !first {
             return false;
@@ -188,7 +278,7 @@ impl Outbox {
         self.lock().closing
     }
 
-    #[cfg(test)]
+    /// Deliveries queued now.
     pub(crate) fn len(&self) -> usize {
         self.lock().frames.len()
     }
@@ -213,13 +303,14 @@ impl Outbox {
                         bytes <= max_bytes
                     });
                     let n = n.count().max(1);
-                    let state = &mut *state;
-                    let replayed = &mut state.replayed;
-                    let taken = state.frames.drain(..n).map(|i| {
-                        *replayed -= usize::from(i.replay);
-                        i.delivery
-                    });
-                    return Next::Frames(taken.collect());
+                    let mut taken = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        let Some(item) = state.frames.pop_front() else { break };
+                        state.replayed -= usize::from(item.replay);
+                        state.unkey(&item);
+                        taken.push(item.delivery);
+                    }
+                    return Next::Frames(taken);
                 }
             }
             // notify_one stores a permit when nobody waits, so a push
@@ -346,6 +437,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_long_reason_is_cut_to_fit_a_close_frame_on_a_character_boundary() {
+        let outbox = Outbox::new(10, SlowConsumer::Close);
+        // 61 two-byte characters (122 bytes), then one more: 124 bytes.
+        let reason = "é".repeat(62);
+        assert!(outbox.close(CloseCode::GOING_AWAY, &reason));
+        match outbox.next(10, usize::MAX).await {
+            Next::Close(_, cut) => assert_eq!(cut, "é".repeat(61)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
     async fn aborted_wakes_on_abort_only() {
         let outbox = std::sync::Arc::new(Outbox::new(10, SlowConsumer::Close));
         let waiter = tokio::spawn({
@@ -376,6 +479,72 @@ mod tests {
         assert!(!first.is_empty() && first.len() <= 2);
         let rest = texts(outbox.next(2, usize::MAX).await);
         assert_eq!([first, rest].concat(), ["0", "1", "2"]);
+    }
+
+    fn keyed(text: &str, key: &str) -> Delivery {
+        Delivery::new(PreparedMessage::new(&Message::text(text)), None).coalescing(Some(key.into()))
+    }
+
+    #[tokio::test]
+    async fn a_delivery_with_a_queued_key_replaces_it_in_place() {
+        let outbox = Outbox::new(10, SlowConsumer::Close);
+        assert_eq!(outbox.push(frame(1)), Pushed::Queued);
+        assert_eq!(outbox.push(keyed("ann typing", "typing|ann")), Pushed::Queued);
+        assert_eq!(outbox.push(frame(2)), Pushed::Queued);
+        assert_eq!(outbox.push(keyed("bob typing", "typing|bob")), Pushed::Queued);
+        assert_eq!(outbox.push(keyed("ann stopped", "typing|ann")), Pushed::Replaced);
+        assert_eq!(outbox.push(frame(3)), Pushed::Queued);
+        assert_eq!(outbox.push(keyed("ann typing again", "typing|ann")), Pushed::Replaced);
+        assert_eq!(outbox.len(), 5, "one item per key");
+        // The latest state, where the first one stood; the others in their order.
+        assert_eq!(
+            texts(outbox.next(10, usize::MAX).await),
+            ["1", "ann typing again", "2", "bob typing", "3"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_taken_delivery_is_not_replaced_and_its_key_is_queued_anew() {
+        let outbox = Outbox::new(10, SlowConsumer::Close);
+        outbox.push(keyed("a1", "k"));
+        outbox.push(frame(0));
+        assert_eq!(texts(outbox.next(1, usize::MAX).await), ["a1"], "the writer took it");
+        assert_eq!(outbox.push(keyed("a2", "k")), Pushed::Queued, "a new item, after the others");
+        assert_eq!(outbox.push(keyed("a3", "k")), Pushed::Replaced);
+        assert_eq!(texts(outbox.next(10, usize::MAX).await), ["0", "a3"]);
+        assert_eq!(outbox.push(keyed("a4", "k")), Pushed::Queued);
+        assert_eq!(texts(outbox.next(10, usize::MAX).await), ["a4"]);
+    }
+
+    #[tokio::test]
+    async fn coalescing_keeps_a_full_queue_from_overflowing() {
+        let outbox = Outbox::new(3, SlowConsumer::Close);
+        outbox.push(frame(0));
+        outbox.push(keyed("k0", "k"));
+        outbox.push(frame(1));
+        for i in 1..1000 {
+            assert_eq!(outbox.push(keyed(&format!("k{i}"), "k")), Pushed::Replaced);
+        }
+        assert_eq!(outbox.push(frame(2)), Pushed::Overflow, "a delivery without a key still counts");
+        // Drop-oldest forgets the key of what it drops.
+        let outbox = Outbox::new(2, SlowConsumer::DropOldest);
+        outbox.push(keyed("old", "k"));
+        outbox.push(frame(0));
+        assert_eq!(outbox.push(frame(1)), Pushed::DroppedOldest);
+        assert_eq!(outbox.push(keyed("new", "k")), Pushed::DroppedOldest, "queued anew, not a replacement");
+        assert_eq!(texts(outbox.next(10, usize::MAX).await), ["1", "new"]);
+    }
+
+    #[tokio::test]
+    async fn replays_are_never_coalesced_and_an_abort_forgets_every_key() {
+        let outbox = Outbox::new(10, SlowConsumer::Close);
+        outbox.push_replay(keyed("r1", "k"));
+        outbox.push_replay(keyed("r2", "k"));
+        assert_eq!(outbox.push(keyed("live", "k")), Pushed::Queued);
+        assert_eq!(texts(outbox.next(10, usize::MAX).await), ["r1", "r2", "live"]);
+        outbox.push(keyed("x", "k"));
+        outbox.abort(codes::IDLE_TIMEOUT, "Idle timeout");
+        assert!(outbox.lock().keyed.is_empty());
     }
 
     #[tokio::test]

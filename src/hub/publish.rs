@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::config::{ConnId, HubError};
@@ -24,12 +25,13 @@ pub struct Publish {
     pub(crate) rooms: Vec<String>,
     pub(crate) ephemeral: bool,
     pub(crate) except: Option<ConnId>,
+    pub(crate) coalesce: Option<Arc<str>>,
 }
 
 impl Publish {
     /// A publication of `message`, to no room yet.
     pub fn new(message: impl Into<Message>) -> Publish {
-        Publish { message: message.into(), rooms: Vec::new(), ephemeral: false, except: None }
+        Publish { message: message.into(), rooms: Vec::new(), ephemeral: false, except: None, coalesce: None }
     }
 
     /// Adds a room (a room named twice counts once).
@@ -56,6 +58,30 @@ impl Publish {
     /// Not delivered to this connection (for example its sender).
     pub fn except(mut self, conn: ConnId) -> Publish {
         self.except = Some(conn);
+        self
+    }
+
+    /// The latest state wins: a recipient whose queue still holds a
+    /// publication with this key (not yet taken by its writer) gets this
+    /// one in its place instead of both, so its queue holds at most one
+    /// per key however fast they come. For states that supersede each
+    /// other (typing, presence, a gauge), on every node of the engine.
+    ///
+    /// Meant for [`ephemeral`](Self::ephemeral) publications: one with an
+    /// offset that replaces another leaves a gap in the offsets that
+    /// recipient sees.
+    ///
+    /// ```
+    /// use sabai::hub::Publish;
+    ///
+    /// let typing = Publish::new(r#"{"user":"ann","typing":true}"#)
+    ///     .to("chat:lobby")
+    ///     .ephemeral()
+    ///     .coalesce("typing|chat:lobby|ann");
+    /// # let _ = typing;
+    /// ```
+    pub fn coalesce(mut self, key: impl Into<Arc<str>>) -> Publish {
+        self.coalesce = Some(key.into());
         self
     }
 }

@@ -4,9 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use super::config::ConnId;
 use super::engine::{Placement, Position};
+use super::info::Transport;
 use super::outbox::{Delivery, Outbox};
 
 /// A connection's place in one room.
@@ -30,6 +32,9 @@ pub(crate) struct Member {
     pub(crate) recovering: usize,
     /// Deliveries held back while a room recovers, in order.
     pub(crate) held: Vec<Delivery>,
+    /// When it was admitted, for operators.
+    pub(crate) connected_at: SystemTime,
+    pub(crate) transport: Transport,
 }
 
 impl Member {
@@ -87,7 +92,15 @@ impl Registry {
         if let Some(user) = &user {
             self.users.entry(user.clone()).or_default().insert(id);
         }
-        let member = Member { user, rooms: BTreeMap::new(), outbox, recovering: 0, held: Vec::new() };
+        let member = Member {
+            user,
+            rooms: BTreeMap::new(),
+            outbox,
+            recovering: 0,
+            held: Vec::new(),
+            connected_at: SystemTime::now(),
+            transport: Transport::WebSocket,
+        };
         self.conns.insert(id, member);
     }
 

@@ -9,6 +9,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{interval_at, sleep, sleep_until, timeout, Instant, MissedTickBehavior};
 
 use super::config::{codes, ConnId, HubEvent};
+use super::info::Transport;
+use super::limit::Limiter;
 use super::outbox::{Next, Outbox};
 use super::stats::Counters;
 use super::Hub;
@@ -143,7 +145,7 @@ impl Hub {
         F: Future<Output = ()>,
     {
         let config = &self.shared.config;
-        let admitted = self.admit(&slot, user.as_deref());
+        let admitted = self.admit(&slot, user.as_deref(), Transport::WebSocket);
         let Some((id, outbox)) = admitted else {
             let mut ws = ws;
             let code = codes::TOO_MANY_CONNECTIONS;
@@ -165,7 +167,12 @@ impl Hub {
     }
 
     /// Registers a connection unless its user is at the per-user limit.
-    pub(super) fn admit(&self, slot: &Slot, user: Option<&str>) -> Option<(ConnId, Arc<Outbox>)> {
+    pub(super) fn admit(
+        &self,
+        slot: &Slot,
+        user: Option<&str>,
+        transport: Transport,
+    ) -> Option<(ConnId, Arc<Outbox>)> {
         let config = &self.shared.config;
         let mut registry = self.registry();
         let full = user
@@ -177,6 +184,9 @@ impl Hub {
         let id = slot.id;
         let outbox = Arc::new(Outbox::new(config.queue_capacity, config.slow_consumer));
         registry.insert(id, user.map(str::to_owned), outbox.clone());
+        if let Some(member) = registry.conns.get_mut(&id) {
+            member.transport = transport;
+        }
         Some((id, outbox))
     }
 
@@ -229,24 +239,39 @@ impl Hub {
         F: Future<Output = ()>,
     {
         let counters = &self.shared.counters;
+        let config = &self.shared.config;
+        let mut limiter =
+            config.rate_limit.map(|l| Limiter::new(&l, config.max_message_size, Instant::now()));
         loop {
             let event = read.recv_event().await;
-            timers.seen.set(Instant::now());
+            let now = Instant::now();
+            timers.seen.set(now);
             match event {
                 Ok(Some(Event::Message(message))) => {
-                    timers.spoke.set(Instant::now());
+                    timers.spoke.set(now);
                     Counters::add(&counters.messages_in, 1);
                     Counters::add(&counters.bytes_in, message.len() as u64);
+                    outbox.traffic.received(message.len());
                     // The protocol limit normally catches this first (see
                     // Hub::websocket_config); a WebSocket built with other
                     // settings is held to the hub's limit here.
-                    if message.len() > self.shared.config.max_message_size {
+                    if message.len() > config.max_message_size {
                         outbox.close(CloseCode::MESSAGE_TOO_BIG, "Message too big");
                         continue;
                     }
-                    if !outbox.is_closing() {
-                        handler(self.clone(), id, message).await;
+                    if outbox.is_closing() {
+                        continue;
                     }
+                    if limiter.as_mut().is_some_and(|l| !l.admit(message.len(), now)) {
+                        // At once: what is queued for a flooder is dropped,
+                        // and what it sends after this is read and ignored.
+                        if outbox.abort(CloseCode::POLICY_VIOLATION, "Rate limit") {
+                            Counters::add(&counters.rate_limited, 1);
+                            self.emit(HubEvent::RateLimited { conn: id, user: self.user_of(id) });
+                        }
+                        continue;
+                    }
+                    handler(self.clone(), id, message).await;
                 }
                 Ok(Some(Event::Close(frame))) => {
                     timers.first_code(frame.map_or(CloseCode::NO_STATUS, |f| f.code));
@@ -303,6 +328,7 @@ impl Hub {
                         }
                         Counters::add(&counters.messages_out, frames.len() as u64);
                         Counters::add(&counters.bytes_out, bytes);
+                        outbox.traffic.sent(frames.len(), bytes);
                     }
                     Next::Close(code, reason) => {
                         timers.first_code(code);

@@ -32,6 +32,12 @@ pub struct Stats {
     /// History reads asked of the engine (one serves every connection
     /// that waited for the same room).
     pub history_reads: u64,
+    /// Connections closed for sending faster than
+    /// [`HubConfig::rate_limit`](super::HubConfig::rate_limit) allows (1008).
+    pub rate_limited: u64,
+    /// Deliveries that replaced a queued one with the same coalescing key
+    /// ([`Publish::coalesce`](super::Publish::coalesce)) instead of queueing.
+    pub coalesced: u64,
     /// How many connections ended with each close code (ours or the
     /// peer's, whichever came first); connections that ended without one
     /// are counted under 1006.
@@ -50,6 +56,8 @@ pub(crate) struct Counters {
     pub(crate) slow_consumer_closes: AtomicU64,
     pub(crate) publications: AtomicU64,
     pub(crate) history_reads: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
     close_codes: Mutex<BTreeMap<u16, u64>>,
 }
 
@@ -77,6 +85,8 @@ impl Counters {
             slow_consumer_closes: self.slow_consumer_closes.load(Relaxed),
             publications: self.publications.load(Relaxed),
             history_reads: self.history_reads.load(Relaxed),
+            rate_limited: self.rate_limited.load(Relaxed),
+            coalesced: self.coalesced.load(Relaxed),
             close_codes: self.close_codes.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }

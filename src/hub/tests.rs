@@ -79,6 +79,51 @@ async fn publish_except_skips_the_sender() {
     assert_eq!(texts(&b).await, ["typing", "said"]);
 }
 
+#[tokio::test]
+async fn coalesced_publications_replace_what_a_member_still_has_queued() {
+    let hub = Hub::new(HubConfig::default());
+    let a = member(&hub, 1, "chat").await; // a queue of 8
+    let typing =
+        |i: usize| Publish::new(format!("ann typing {i}")).to("chat").ephemeral().coalesce("typing|ann");
+    for i in 0..100 {
+        hub.publish_with(typing(i)).await.unwrap();
+        if i == 50 {
+            hub.publish("chat", "said").await.unwrap();
+        }
+    }
+    hub.publish_with(Publish::new("bob typing").to("chat").coalesce("typing|bob")).await.unwrap();
+    // The latest of ann's, where her first stood; nothing overflowed.
+    assert_eq!(texts(&a).await, ["ann typing 99", "said", "bob typing"]);
+    assert_eq!(hub.stats().coalesced, 99);
+    assert_eq!(hub.stats().slow_consumer_closes, 0);
+    // Taken by the writer: the next one is queued anew.
+    hub.publish_with(typing(100)).await.unwrap();
+    assert_eq!(texts(&a).await, ["ann typing 100"]);
+}
+
+#[tokio::test]
+async fn attached_members_are_listed_and_can_be_disconnected() {
+    use super::{Taken, Transport};
+    let hub = Hub::new(HubConfig::default());
+    let mut attached = hub.attach(hub.reserve().unwrap(), Some("sse".into())).unwrap();
+    let id = attached.id();
+    hub.join(id, "r").await.unwrap();
+    hub.send_to(id, "hi");
+    let info = hub.connection(id).unwrap();
+    assert_eq!((info.transport, info.queued, info.rooms), (Transport::Attached, 1, vec!["r".to_owned()]));
+    assert_eq!(info.user.as_deref(), Some("sse"));
+    assert!(matches!(attached.next(10).await, Taken::Deliveries(d) if d.len() == 1));
+    attached.wrote(7);
+    let info = hub.connection(id).unwrap();
+    assert_eq!((info.queued, info.messages_out, info.bytes_out), (0, 1, 7));
+    hub.send_to(id, "dropped by the disconnect");
+    assert!(hub.disconnect(id, crate::CloseCode(4000), "bye"));
+    assert!(matches!(attached.next(10).await, Taken::Closed(crate::CloseCode(4000), _)));
+    assert_eq!(hub.connections().len(), 1, "listed until it is dropped");
+    drop(attached);
+    assert!(hub.connections().is_empty());
+}
+
 /// What is queued for a member now.
 async fn texts(outbox: &Outbox) -> Vec<String> {
     match tokio::time::timeout(std::time::Duration::from_secs(1), outbox.next(100, usize::MAX)).await {
@@ -433,7 +478,7 @@ impl Engine for Attached {
 
 fn publication(text: &str, room: &str, at: Position) -> Arc<super::Publication> {
     let rooms = vec![Placement { room: room.into(), position: Some(at) }];
-    Arc::new(super::Publication { message: crate::Message::text(text), rooms, except: None })
+    Arc::new(super::Publication { message: crate::Message::text(text), rooms, except: None, coalesce: None })
 }
 
 #[tokio::test]

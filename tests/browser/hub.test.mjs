@@ -12,15 +12,25 @@
 // More nodes: `server([...flags])` starts one with any flags (for example
 // a shared engine's), and the pages take `?urls=ws://a/ws,ws://b/ws` (the
 // nodes to move between) and `?transport=sse`; `restart(node)` brings a
-// stopped node back on its port with its flags.
-import { test, before, after } from "node:test";
+// stopped node back on its port with its flags. `twoNodes(t)` starts a
+// redis-server of the test's own (REDIS_SERVER overrides the binary) and
+// two nodes on it, all stopped when the test ends. `jwt(claims)` signs an
+// HS256 token with SECRET, the secret of the servers started with
+// `--jwt-secret`.
+import { test as nodeTest, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+
+// Each test is bounded (2 min at most; most take seconds); the whole file
+// by package.json's --test-timeout and run.sh's 10 min.
+const test = (name, fn) => nodeTest(name, { timeout: 120000 }, fn);
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "../..");
@@ -29,18 +39,20 @@ const docs = join(root, "docs");
 mkdirSync(docs, { recursive: true });
 
 // Starts the hub server with these flags; resolves once it printed its URL.
-// `--addr` defaults to a free port of 127.0.0.1 (a later --addr wins).
+// `--addr` defaults to a free port of 127.0.0.1.
 function startServer(args = []) {
-  const child = spawn(serverBin, ["--addr", "127.0.0.1:0", ...args], { stdio: ["ignore", "pipe", "inherit"] });
+  const flags = args.includes("--addr") ? args : ["--addr", "127.0.0.1:0", ...args];
+  const child = spawn(serverBin, flags, { stdio: ["ignore", "pipe", "inherit"] });
   return new Promise((resolvePromise, reject) => {
     const timer = setTimeout(() => reject(new Error("server did not start in 10 s")), 10000);
     const started = { child, args, out: "" };
     child.stdout.on("data", (chunk) => {
       started.out += chunk;
-      const match = started.out.match(/listening on (http:\/\/127\.0\.0\.1:(\d+))\//);
+      const match = started.out.match(/listening on ((https?):\/\/127\.0\.0\.1:(\d+))\//);
       if (match && !started.url) {
         clearTimeout(timer);
-        Object.assign(started, { url: match[1], port: Number(match[2]), ws: `ws://127.0.0.1:${match[2]}/ws` });
+        const ws = match[2] === "https" ? "wss" : "ws";
+        Object.assign(started, { url: match[1], port: Number(match[3]), ws: `${ws}://127.0.0.1:${match[3]}/ws` });
         resolvePromise(started);
       }
     });
@@ -80,6 +92,8 @@ before(async () => {
       "--disable-sync",
       "--disable-quic",
       "--no-first-run",
+      // A name the servers do not know as theirs (the Origin test).
+      "--host-resolver-rules=MAP hub.example 127.0.0.1",
     ],
   });
   context.setDefaultTimeout(15000);
@@ -100,20 +114,63 @@ async function server(args = []) {
 
 // The same node again, after it was stopped: same port, same flags.
 async function restart(node) {
-  const again = await server([...node.args, "--addr", `127.0.0.1:${node.port}`]);
+  const args = node.args.filter((arg, i) => arg !== "--addr" && node.args[i - 1] !== "--addr");
+  const again = await server(["--addr", `127.0.0.1:${node.port}`, ...args]);
   assert.equal(again.port, node.port);
   return again;
 }
 
-// Whether this server has the SSE transport (GET /events).
-async function hasEvents(url) {
-  try {
-    const response = await fetch(`${url}/events?rooms=global`, { signal: AbortSignal.timeout(3000) });
-    await response.body?.cancel();
-    return response.status === 200;
-  } catch {
-    return false;
-  }
+// A loopback port nothing listens on now (for nodes that must know each
+// other's address before they start).
+function freePort() {
+  return new Promise((resolvePromise, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolvePromise(port));
+    });
+  });
+}
+
+// A redis-server of one test (persistence off, a free port); `stop()`
+// ends it by its own PID. Fails, never skips, without a redis-server.
+async function redisServer() {
+  const bin = process.env.REDIS_SERVER || "/usr/bin/redis-server";
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "sabai-redis-"));
+  const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", dir];
+  const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const redis = { child, port, url: `redis://127.0.0.1:${port}/` };
+  redis.stop = async () => {
+    await stopServer(redis, "SIGTERM");
+    rmSync(dir, { recursive: true, force: true });
+  };
+  await new Promise((resolvePromise, reject) => {
+    let out = "";
+    const timer = setTimeout(() => reject(new Error(`redis-server did not start in 10 s:\n${out}`)), 10000);
+    const read = (chunk) => {
+      out += chunk;
+      if (/Ready to accept connections/.test(out)) {
+        clearTimeout(timer);
+        resolvePromise();
+      }
+    };
+    child.stdout.on("data", read);
+    child.stderr.on("data", read);
+    child.on("error", (e) => reject(new Error(`cannot run ${bin}: ${e.message} (install redis-server, or set REDIS_SERVER)`)));
+    child.on("exit", (code) => reject(new Error(`redis-server exited with ${code}:\n${out}`)));
+  });
+  return redis;
+}
+
+// HS256 tokens (RFC 7519) for the servers started with --jwt-secret SECRET.
+const SECRET = "browser-tests-secret-at-least-32-bytes";
+const nowSecs = () => Math.floor(Date.now() / 1000);
+function jwt(claims) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const signed = `${part({ alg: "HS256", typ: "JWT" })}.${part({ exp: nowSecs() + 600, ...claims })}`;
+  return `${signed}.${createHmac("sha256", SECRET).update(signed).digest("base64url")}`;
 }
 
 // A chat page joined to a room, its client connected and in the room.
@@ -323,13 +380,21 @@ test("after the server is killed and restarted the page reconnects, says what wa
   assert.equal(await page.locator("#tiles").getAttribute("data-gaps"), "0");
   assert.deepEqual([stats.gaps, stats.duplicates], [0, 0]);
   const rooms = await (await fetch(`${second.url}/rooms`)).json();
-  assert.deepEqual(rooms.rooms, [{ room: "global", members: 1 }]);
+  assert.deepEqual(rooms.rooms, [{ room: "global", members: 1, cluster: { users: 1, connections: 1 } }]);
 
-  // SIGTERM: the server closes its connections and exits cleanly.
+  // SIGTERM: the server drains (1012) and exits cleanly; the page tries
+  // again at once (no backoff), finds nobody, and goes on trying.
+  await page.evaluate(() => {
+    window.states = [];
+    window.hub.on("state", (state, detail) => window.states.push([state, detail.code ?? null, detail.retryInMs ?? null]));
+  });
   await stopServer(second, "SIGTERM");
   assert.equal(second.child.exitCode, 0);
-  assert.match(second.out, /shutting down: closing 1 connections\n/);
+  assert.match(second.out, /draining: closing 1 connections with 1012\n/);
   await page.locator("#state[data-state=reconnecting]").waitFor();
+  const [drained] = await page.evaluate(() => window.states);
+  assert.deepEqual(drained.slice(0, 2), ["reconnecting", 1012]);
+  assert.ok(drained[2] < 200, `retry in ${drained[2]} ms after 1012`);
   await page.close();
 });
 
@@ -470,10 +535,12 @@ test("every publish settles: a bounded queue while offline, the server's refusal
 });
 
 test("a tab over the per-user limit (close 4029) shows why and does not retry at once", async () => {
-  const { url } = await server(["--no-simulator", "--max-per-user", "1"]);
-  const ann = await openChat(url, "ann");
+  // The limit counts verified users only: ann is the sub of a token.
+  const { url } = await server(["--no-simulator", "--max-per-user", "1", "--jwt-secret", SECRET]);
+  const token = jwt({ sub: "ann" });
+  const ann = await openChat(url, "ann", "lobby", `&token=${token}`);
   const again = await context.newPage();
-  await again.goto(`${url}/chat?name=ann&room=lobby`);
+  await again.goto(`${url}/chat?room=lobby&token=${token}`);
   await again.click("#join button");
   await again.locator("#state[data-state=error]").waitFor();
   assert.match(await again.locator("#state").textContent(), /too many connections/i);
@@ -492,7 +559,7 @@ test("a frozen server is found out by the heartbeat; the client reconnects and r
     const { HubClient } = await import("/client.js");
     window.hub = new HubClient({ urls: [wsUrl], heartbeatMs: 500, pongTimeoutMs: 1000, connectTimeoutMs: 3000 });
     window.states = [];
-    window.hub.on("state", (state, detail) => window.states.push([state, detail.code ?? null]));
+    window.hub.on("state", (state, detail) => window.states.push([state, detail.code ?? null, detail.local ?? false]));
     await window.hub.subscribe("global");
   }, node.ws);
   await watch(page);
@@ -500,7 +567,8 @@ test("a frozen server is found out by the heartbeat; the client reconnects and r
   // SIGSTOP: the TCP connection stays up, nothing answers.
   node.child.kill("SIGSTOP");
   try {
-    await page.waitForFunction(() => window.states.some(([state, code]) => state === "reconnecting" && code === 4001), null, {
+    // The client's own verdict: 4002 as the server's heartbeat timeout, marked local.
+    await page.waitForFunction(() => window.states.some(([state, code, local]) => state === "reconnecting" && code === 4002 && local), null, {
       timeout: 5000,
     });
   } finally {
@@ -585,11 +653,10 @@ test("Chromium agrees to permessage-deflate; large messages arrive intact both w
   await page.close();
 });
 
-// ---- Server-Sent Events (skipped while the server has no /events) -------
+// ---- Server-Sent Events ---------------------------------------------------
 
-test("over SSE the dashboard and the chat work, and a dropped stream recovers", async (t) => {
+test("over SSE the dashboard and the chat work, and a dropped stream recovers", async () => {
   const { url } = await server([]);
-  if (!(await hasEvents(url))) return t.skip("this server has no GET /events yet");
   const dash = await openDashboard(url, "?transport=sse");
   assert.equal(await dash.locator("#state").textContent(), "open (SSE)");
   await watch(dash);
@@ -624,9 +691,8 @@ test("over SSE the dashboard and the chat work, and a dropped stream recovers", 
   await bob.close();
 });
 
-test("with WebSocket blocked the client falls back to SSE by itself", async (t) => {
+test("with WebSocket blocked the client falls back to SSE by itself", async () => {
   const { url } = await server([]);
-  if (!(await hasEvents(url))) return t.skip("this server has no GET /events yet");
   const page = await context.newPage();
   // As behind a proxy that drops upgrades: every handshake gets a 404.
   await page.addInitScript(() => {
@@ -643,18 +709,368 @@ test("with WebSocket blocked the client falls back to SSE by itself", async (t) 
   await page.close();
 });
 
-test("a refused handshake shows as an error state the page can display", async (t) => {
+test("a refused handshake shows as an error state the page can display; the shared --token goes as a subprotocol", async () => {
   const { url } = await server(["--token", "s3cret", "--no-simulator"]);
-  if (!(await hasEvents(url))) return t.skip("this server has no GET /events yet (the client learns the status there)");
   const page = await context.newPage();
   await page.goto(`${url}/dashboard`);
   await page.locator("#state[data-state=error]").waitFor();
-  assert.match(await page.locator("#state").textContent(), /401/);
-  const publishing = await page.evaluate(() => window.hub.ping().then(() => "sent", (e) => e.code));
-  assert.equal(publishing, "refused");
+  // The client learns the status over plain HTTP (GET /events), with the server's words.
+  assert.match(await page.locator("#state").textContent(), /401: missing or wrong token/);
+  assert.equal(await page.evaluate(() => window.hub.detail.auth), "required");
+  await page.locator("#auth-notice", { hasText: "?token=" }).waitFor();
+  // Waiting for a token, a request waits too (it is not refused).
+  const pinging = page.evaluate(() => window.hub.ping().then((r) => r.type, (e) => e.code));
+  assert.equal(await page.evaluate(() => window.hub.queued), 1);
+  await page.evaluate(() => window.hub.setToken("s3cret"));
+  assert.equal(await pinging, "pong");
+  await page.locator("#state[data-state=open]").waitFor();
+  await page.locator("#auth-notice").waitFor({ state: "hidden" });
+  // From the URL, on a WebSocket: not in the socket's URL, but offered as a subprotocol.
   await page.goto(`${url}/dashboard?token=s3cret`);
   await page.locator("#state[data-state=open]").waitFor();
+  const socket = await page.evaluate(() => ({ url: window.hub.socket.url, protocol: window.hub.socket.protocol }));
+  assert.doesNotMatch(socket.url, /token|s3cret/);
+  assert.equal(socket.protocol, "sabai.v1");
+  // A wrong one: refused, saying so.
+  await page.goto(`${url}/dashboard?token=wrong`);
+  await page.locator("#state[data-state=error]").waitFor();
+  assert.equal(await page.evaluate(() => window.hub.detail.auth), "refused");
   await page.close();
+});
+
+test("a page on an origin the server does not accept shows the 403; --public-origin admits it", async () => {
+  // hub.example resolves to 127.0.0.1 in this browser (--host-resolver-rules):
+  // the page is the server's own, reached by a name the server does not know.
+  const port = await freePort();
+  const first = await server(["--no-simulator", "--addr", `127.0.0.1:${port}`]);
+  const page = await context.newPage();
+  await page.goto(`http://hub.example:${port}/dashboard`);
+  await page.locator("#state[data-state=error]").waitFor();
+  assert.match(await page.locator("#state").textContent(), /refused \(403 this page's origin is not allowed\): origin not allowed/);
+  assert.deepEqual(await page.evaluate(() => [window.hub.detail.status, window.hub.detail.fatal, window.hub.detail.auth]), [403, true, undefined]);
+  await stopServer(first);
+  await server(["--no-simulator", "--addr", `127.0.0.1:${port}`, "--public-origin", `http://hub.example:${port}`]);
+  await page.reload();
+  await page.locator("#state[data-state=open]").waitFor();
+  await page.close();
+});
+
+test("the chat's room field refuses what the server would (its pattern is valid under the v flag)", async () => {
+  const { url } = await server(["--no-simulator"]);
+  const page = await context.newPage();
+  await page.goto(`${url}/chat?name=ann`);
+  // Chromium compiles `pattern` with the v flag; an invalid one checks nothing.
+  const pattern = await page.locator("#room").getAttribute("pattern");
+  assert.doesNotThrow(() => new RegExp(`^(?:${pattern})$`, "v"), pattern);
+  const validity = (room) =>
+    page.evaluate((room) => {
+      const input = document.getElementById("room");
+      input.value = room;
+      return input.validity.valid;
+    }, room);
+  assert.deepEqual(
+    [await validity("my room"), await validity("a/b"), await validity("ห้อง"), await validity("team-1_b"), await validity("lobby")],
+    [false, false, false, true, true],
+  );
+  // The form itself refuses "my room": no join, no subscribe.
+  await page.fill("#room", "my room");
+  await page.click("#join button");
+  assert.equal(await page.locator("#room").evaluate((input) => input.matches(":invalid")), true);
+  assert.equal(await page.locator("#chat").isHidden(), true);
+  assert.equal(await page.evaluate(() => window.hub === undefined), true);
+  await page.fill("#room", "team-1_b");
+  await page.click("#join button");
+  await page.locator("#online li", { hasText: "ann" }).waitFor();
+  assert.equal(await page.locator("#title").textContent(), "#team-1_b");
+  await page.close();
+});
+
+// ---- JWT ----------------------------------------------------------------
+
+test("with JWT a page is its token's sub (a Thai name intact); without a token it shows the 401 and signs in from the box", async () => {
+  const { url } = await server(["--no-simulator", "--jwt-secret", SECRET]);
+  const thai = "\u0e25\u0e39\u0e01\u0e04\u0e49\u0e32"; // ลูกค้า: vowel U+0E39 and tone mark U+0E49
+  // ?name= is not who this is: the token's sub is.
+  const customer = await context.newPage();
+  await customer.goto(`${url}/chat?name=mallory&room=lobby&token=${jwt({ sub: thai })}`);
+  assert.deepEqual([await customer.inputValue("#name"), await customer.locator("#name").evaluate((i) => i.readOnly)], [thai, true]);
+  await customer.click("#join button");
+  await customer.locator("#state[data-state=open]").waitFor();
+  await customer.locator("#online li", { hasText: thai }).waitFor();
+  assert.deepEqual(await customer.locator("#online li").allTextContents(), [thai]);
+  // Nor is ?user=: a client asking to be mallory with ann's token is ann.
+  const who = await customer.evaluate(async (token) => {
+    const { HubClient } = await import("/client.js");
+    const other = new HubClient({ user: "mallory", token });
+    await other.ping();
+    const user = other.user;
+    other.close();
+    return user;
+  }, jwt({ sub: "ann" }));
+  assert.equal(who, "ann");
+  assert.equal(await customer.evaluate(() => window.hub.user), thai);
+  assert.equal(await customer.locator("#signin-summary").textContent(), `Signed in as ${thai}`);
+  // The token rode as a subprotocol, not in the socket's URL.
+  const socket = await customer.evaluate(() => ({ url: window.hub.socket.url, protocol: window.hub.socket.protocol }));
+  assert.doesNotMatch(socket.url, /token=|eyJ/);
+  assert.equal(socket.protocol, "sabai.v1");
+
+  // No token: the 401 and the server's reason, and the sign-in box opens.
+  const ann = await context.newPage();
+  await ann.goto(`${url}/chat?name=ann&room=lobby`);
+  await ann.click("#join button");
+  await ann.locator("#state[data-state=error]").waitFor();
+  assert.match(await ann.locator("#state").textContent(), /401: a token is required/);
+  await ann.locator("#signin-why", { hasText: "a token is required" }).waitFor();
+  assert.equal(await ann.locator("#signin-box").evaluate((box) => box.open), true);
+  // A token pasted there: ann joins the room she asked for, as the token says.
+  await ann.fill("#token", jwt({ sub: "ann" }));
+  await ann.click("#signin button");
+  await ann.locator("#state[data-state=open]").waitFor();
+  await ann.waitForFunction((names) => [...document.querySelectorAll("#online li")].map((l) => l.textContent).join() === names, `ann,${thai}`);
+  await customer.locator("#online li", { hasText: "ann" }).waitFor();
+  await say(ann, "สวัสดีค่ะ");
+  await customer.locator("#log li", { hasText: "สวัสดีค่ะ" }).waitFor();
+  assert.equal(await customer.locator("#log li b").first().textContent(), "ann");
+
+  // Over SSE the token goes as ?token= (EventSource) and Authorization (POST /send).
+  const bob = await openChat(url, "bob", "lobby", `&transport=sse&token=${jwt({ sub: "bob" })}`);
+  assert.equal(await bob.evaluate(() => window.hub.transport), "sse");
+  await say(bob, "from the event stream, signed");
+  await customer.locator("#log li", { hasText: "from the event stream, signed" }).waitFor();
+  await bob.locator("#log li.mine[data-status=sent]", { hasText: "from the event stream, signed" }).waitFor();
+  await customer.waitForFunction((names) => [...document.querySelectorAll("#online li")].map((l) => l.textContent).join() === names, `ann,bob,${thai}`);
+  for (const page of [customer, ann, bob]) await page.close();
+});
+
+test("a token's rooms claim: a room it does not allow is refused on the page, which stays usable", async () => {
+  const { url } = await server(["--no-simulator", "--jwt-secret", SECRET]);
+  const page = await context.newPage();
+  await page.goto(`${url}/chat?room=secret&token=${jwt({ sub: "ann", rooms: ["chat:lobby"] })}`);
+  await page.click("#join button");
+  await page.locator("#join-error", { hasText: "Could not join #secret" }).waitFor();
+  assert.match(await page.locator("#join-error").textContent(), /your token does not allow "chat:secret"/);
+  assert.equal(await page.locator("#chat").isHidden(), true);
+  assert.equal(await page.locator("#state").getAttribute("data-state"), "open");
+  // The room it allows works, on the same connection.
+  const connection = await page.evaluate(() => window.hub.connectionId);
+  await page.fill("#room", "lobby");
+  await page.click("#join button");
+  await page.locator("#online li", { hasText: "ann" }).waitFor();
+  await say(page, "allowed here");
+  await page.locator("#log li.mine[data-status=sent]", { hasText: "allowed here" }).waitFor();
+  assert.equal(await page.evaluate(() => window.hub.connectionId), connection);
+  // Asking about the other room is refused too, with the same words.
+  const presence = await page.evaluate(() => window.hub.presence("chat:secret").then(() => "answered", (e) => `${e.code}: ${e.message}`));
+  assert.match(presence, /^server: presence refused: your token does not allow "chat:secret"/);
+  await page.close();
+});
+
+test("an expired token: the page says so, keeps what is typed, and signs in again; a refresh in time keeps the connection", async () => {
+  const { url } = await server(["--no-simulator", "--jwt-secret", SECRET, "--jwt-leeway", "0.001"]);
+  // Both tokens end within seconds; bob gives a fresh one in time, ann does not.
+  const ann = await openChat(url, "ann", "lobby", `&token=${jwt({ sub: "ann", exp: nowSecs() + 5 })}`);
+  await say(ann, "before it expires");
+  await ann.locator("#log li.mine[data-status=sent]", { hasText: "before it expires" }).waitFor();
+  await watch(ann);
+  // carol is on the event stream: her token is on its URL, so she learns of
+  // the expiry when the stream ends and its reconnect is refused (401).
+  const carol = await openChat(url, "carol", "lobby", `&transport=sse&token=${jwt({ sub: "carol", exp: nowSecs() + 5 })}`);
+  const bobExpires = nowSecs() + 8;
+  const bob = await openChat(url, "bob", "lobby", `&token=${jwt({ sub: "bob", exp: bobExpires })}`);
+  const bobBefore = await bob.evaluate(() => {
+    window.states = [];
+    window.refreshed = [];
+    window.hub.on("state", (state) => window.states.push(state));
+    window.hub.on("refreshed", (m) => window.refreshed.push(m.payload.expires_at));
+    return window.hub.connectionId;
+  });
+  await bob.click("#signin-summary");
+  await bob.fill("#token", jwt({ sub: "bob" }));
+  await bob.click("#signin button");
+  await bob.waitForFunction(() => window.refreshed.length === 1);
+  assert.equal(await bob.locator("#signin-summary").textContent(), "Signed in as bob");
+
+  // The server closes ann's connection with 4001: no blind retry, a clear state.
+  await ann.locator("#state[data-state=error]").waitFor({ timeout: 10000 });
+  assert.match(await ann.locator("#state").textContent(), /your session expired: sign in again/);
+  const detail = await ann.evaluate(() => window.hub.detail);
+  assert.deepEqual([detail.code, detail.auth, detail.fatal, detail.retryInMs], [4001, "expired", true, undefined]);
+  await ann.locator("#signin-why", { hasText: "Your session expired" }).waitFor();
+  assert.equal(await ann.locator("#signin-summary").textContent(), "Session expired: sign in again");
+  // Typed while signed out: pending, not failed.
+  await say(ann, "typed while signed out");
+  await ann.locator("#log li.mine[data-status=pending]", { hasText: "typed while signed out" }).waitFor();
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(await ann.evaluate(() => window.hub.state), "error", "no retry without a token");
+
+  // A fresh token from the box: connects again, recovers the room, sends what waited.
+  await ann.fill("#token", jwt({ sub: "ann" }));
+  await ann.click("#signin button");
+  await ann.locator("#state[data-state=open]").waitFor();
+  await ann.locator("#log li.mine[data-status=sent]", { hasText: "typed while signed out" }).waitFor();
+  await bob.locator("#log li", { hasText: "typed while signed out" }).waitFor();
+  assert.equal(await bob.locator("#log li", { hasText: "typed while signed out" }).count(), 1);
+  const { stats, seen } = await clientView(ann);
+  assert.deepEqual(
+    seen.recovery.map((r) => [r.room, r.recovered]),
+    [["chat:lobby", true]],
+  );
+  assert.deepEqual([stats.gaps, stats.duplicates, stats.reconnects], [0, 0, 1]);
+
+  // carol: expired too, then back on the event stream with a fresh token.
+  await carol.locator("#state[data-state=error]").waitFor({ timeout: 10000 });
+  assert.match(await carol.locator("#state").textContent(), /your session expired: sign in again \(401: the token has expired\)/);
+  assert.deepEqual(await carol.evaluate(() => [window.hub.detail.auth, window.hub.detail.status]), ["expired", 401]);
+  await carol.fill("#token", jwt({ sub: "carol" }));
+  await carol.click("#signin button");
+  await carol.locator("#state[data-state=open]").waitFor();
+  assert.equal(await carol.locator("#state").textContent(), "open (SSE)");
+  await say(carol, "carol signed in again");
+  await ann.locator("#log li", { hasText: "carol signed in again" }).waitFor();
+
+  // bob refreshed in time: the same connection, never dropped, past the old expiry.
+  const past = bobExpires * 1000 + 2000 - Date.now();
+  if (past > 0) await new Promise((r) => setTimeout(r, past));
+  const bobAfter = await bob.evaluate(() => ({ id: window.hub.connectionId, states: window.states, refreshed: window.refreshed, reconnects: window.hub.stats.reconnects }));
+  assert.deepEqual([bobAfter.id, bobAfter.states, bobAfter.reconnects], [bobBefore, [], 0]);
+  assert.ok(Date.parse(bobAfter.refreshed[0]) > Date.now() + 500000, bobAfter.refreshed[0]);
+  for (const page of [ann, bob, carol]) await page.close();
+});
+
+// ---- Two nodes on one Redis ----------------------------------------------
+
+// A redis-server of the test's own and two nodes on it: A runs the device
+// simulator, B does not (--no-simulator), so every reading a page on B
+// sees crossed from A through Redis. Each node accepts the other's pages
+// (--allow-origin), as nodes behind one public origin would
+// (--public-origin). All stopped when the test ends: the nodes (restarted
+// ones too), then Redis.
+async function twoNodes(t) {
+  const redis = await redisServer();
+  const [portA, portB] = [await freePort(), await freePort()];
+  const common = ["--redis", redis.url];
+  t.after(async () => {
+    for (const node of servers.filter((s) => s.args.includes(redis.url))) await stopServer(node, "SIGKILL");
+    await redis.stop();
+  });
+  const a = await server(["--addr", `127.0.0.1:${portA}`, "--node-id", "node-a", "--allow-origin", `http://127.0.0.1:${portB}`, ...common]);
+  const b = await server(["--addr", `127.0.0.1:${portB}`, "--node-id", "node-b", "--allow-origin", `http://127.0.0.1:${portA}`, "--no-simulator", ...common]);
+  return { redis, a, b };
+}
+
+// Records the page's client's states: [state, code, retryInMs, url].
+const recordStates = (page) =>
+  page.evaluate(() => {
+    window.states = [];
+    window.hub.on("state", (state, detail) => window.states.push([state, detail.code ?? null, detail.retryInMs ?? null, window.hub.url]));
+  });
+
+// No gap anywhere: the page's seq per device, the client's offsets.
+async function assertNoGap(page) {
+  assert.equal(await page.locator("#tiles").getAttribute("data-gaps"), "0");
+  assert.deepEqual(await page.locator(".tile").evaluateAll((t) => t.map((el) => el.dataset.gaps)), ["0", "0", "0", "0", "0"]);
+  const { stats } = await clientView(page);
+  assert.deepEqual([stats.gaps, stats.missed, stats.duplicates], [0, 0, 0]);
+}
+
+test("two nodes on Redis: chat pages on each see the other; the dashboard on B keeps every reading across B's drain (SIGTERM, 1012) and restart", async (t) => {
+  const { a, b } = await twoNodes(t);
+  const ann = await openChat(a.url, "ann");
+  const bob = await openChat(b.url, "bob");
+  // Presence crosses nodes: each list is both.
+  await ann.waitForFunction(() => [...document.querySelectorAll("#online li")].map((l) => l.textContent).join() === "ann,bob");
+  await bob.waitForFunction(() => [...document.querySelectorAll("#online li")].map((l) => l.textContent).join() === "ann,bob");
+  await say(ann, "from node A");
+  await bob.locator("#log li", { hasText: "from node A" }).waitFor();
+  await say(bob, "from node B");
+  await ann.locator("#log li", { hasText: "from node B" }).waitFor();
+  await ann.locator("#log li.mine[data-status=sent]", { hasText: "from node A" }).waitFor();
+  await bob.locator("#log li.mine[data-status=sent]", { hasText: "from node B" }).waitFor();
+  // One history in Redis: the same offsets on both nodes.
+  const offsets = (page) => page.locator("#log li[data-offset]").evaluateAll((l) => l.map((li) => `${li.dataset.offset} ${li.textContent}`));
+  assert.deepEqual(await ann.evaluate(() => window.hub.node), "node-a");
+  assert.deepEqual(await bob.evaluate(() => window.hub.node), "node-b");
+  assert.deepEqual(await offsets(ann), await offsets(bob));
+  assert.deepEqual((await offsets(ann)).map((line) => line.split(" ")[0]), ["1", "2"]);
+  await ann.close();
+  await bob.close();
+
+  // The dashboard on B, told of both nodes.
+  const dash = await openDashboard(b.url, `?urls=${b.ws},${a.ws}`);
+  assert.equal(await dash.evaluate(() => window.hub.node), "node-b");
+  await watch(dash);
+  await recordStates(dash);
+  await seqsPast(dash, await seqs(dash), 2);
+
+  // B drains: 1012, and the page goes to A at once and recovers there.
+  await stopServer(b, "SIGTERM");
+  assert.equal(b.child.exitCode, 0);
+  assert.match(b.out, /draining: closing 1 connections with 1012\n/);
+  await dash.waitForFunction((ws) => window.hub.state === "open" && window.hub.url === ws, a.ws, { timeout: 10000 });
+  const states = await dash.evaluate(() => window.states);
+  assert.deepEqual(states[0].slice(0, 2), ["reconnecting", 1012]);
+  assert.ok(states[0][2] < 200, `retry in ${states[0][2]} ms after 1012`);
+  assert.deepEqual(states.at(-1)[0], "open");
+  assert.equal(await dash.evaluate(() => window.hub.node), "node-a");
+  await seqsPast(dash, await seqs(dash), 3);
+  await assertNoGap(dash);
+
+  // B back on its port; the page moves to it (the next URL) and still misses nothing.
+  await restart(b);
+  await dash.evaluate(() => window.hub.reconnect());
+  await dash.waitForFunction((ws) => window.hub.state === "open" && window.hub.url === ws, b.ws, { timeout: 10000 });
+  assert.equal(await dash.evaluate(() => window.hub.node), "node-b");
+  await seqsPast(dash, await seqs(dash), 3);
+  await assertNoGap(dash);
+  const { stats, seen } = await clientView(dash);
+  assert.deepEqual(
+    seen.recovery.map((r) => [r.room, r.recovered]),
+    [["global", true], ["global", true]],
+  );
+  assert.equal(await dash.locator("#notice").isHidden(), true);
+  await dash.close();
+});
+
+test("two nodes on Redis: B killed (SIGKILL), its pages move to A with every reading, and a chat line typed meanwhile goes once", async (t) => {
+  const { a, b } = await twoNodes(t);
+  const ann = await openChat(a.url, "ann");
+  const bob = await openChat(b.url, "bob", "lobby", `&urls=${b.ws},${a.ws}`);
+  await say(bob, "before the crash");
+  await ann.locator("#log li", { hasText: "before the crash" }).waitFor();
+  await watch(bob);
+  const dash = await openDashboard(b.url, `?urls=${b.ws},${a.ws}`);
+  await watch(dash);
+  await recordStates(dash);
+  await seqsPast(dash, await seqs(dash), 2);
+
+  await stopServer(b, "SIGKILL");
+  await say(bob, "while B is dead");
+  await dash.waitForFunction((ws) => window.hub.state === "open" && window.hub.url === ws, a.ws, { timeout: 15000 });
+  const [lost] = await dash.evaluate(() => window.states);
+  assert.deepEqual(lost.slice(0, 2), ["reconnecting", 1006]);
+  await seqsPast(dash, await seqs(dash), 3);
+  await assertNoGap(dash);
+  const { seen, stats } = await clientView(dash);
+  assert.deepEqual(
+    seen.recovery.map((r) => [r.room, r.recovered]),
+    [["global", true]],
+  );
+  // Away for the backoff (1 s at least): readings published meanwhile came in A's replay.
+  assert.ok(stats.replayed >= 1, `replayed ${stats.replayed}`);
+
+  // bob's line went through A once, and his room recovered there.
+  await bob.locator("#log li.mine[data-status=sent]", { hasText: "while B is dead" }).waitFor({ timeout: 15000 });
+  await ann.locator("#log li", { hasText: "while B is dead" }).waitFor();
+  assert.equal(await ann.locator("#log li", { hasText: "while B is dead" }).count(), 1);
+  assert.equal(await bob.evaluate(() => window.hub.url), a.ws);
+  const view = await clientView(bob);
+  assert.deepEqual(
+    view.seen.recovery.map((r) => [r.room, r.recovered]),
+    [["chat:lobby", true]],
+  );
+  assert.deepEqual([view.stats.gaps, view.stats.duplicates], [0, 0]);
+  for (const page of [ann, bob, dash]) await page.close();
 });
 
 // openDashboard for a page prepared beforehand (init scripts).
@@ -663,3 +1079,102 @@ async function openDashboardOn(page, url) {
   await page.locator("#state[data-state=open]").waitFor({ timeout: 20000 });
   await page.waitForFunction(() => document.querySelectorAll(".tile[data-seq]").length >= 4, null, { timeout: 30000 });
 }
+
+// ----- The admin page (--admin-key): its own block, kept at the end. -----
+
+test("the admin page takes its key, lists a chat page's connection, and disconnects it", async () => {
+  const key = "browser-admin-k3y";
+  const { url } = await server(["--no-simulator", "--admin-key", key]);
+  const chat = await context.newPage();
+  await chat.goto(`${url}/chat?name=carol&room=ops`);
+  await chat.click("#join button");
+  await chat.locator("#state[data-state=open]").waitFor();
+
+  const admin = await context.newPage();
+  await admin.goto(`${url}/admin`);
+  await admin.locator("#login").waitFor();
+  // A wrong key is refused (401) and asked for again.
+  await admin.fill("#key", "not-the-key");
+  await admin.click("#login button");
+  await admin.locator("#error", { hasText: "not accepted" }).waitFor();
+  await admin.fill("#key", key);
+  await admin.click("#login button");
+  const carol = admin.locator("#connections tr[data-user=carol]");
+  await carol.waitFor();
+  const firstId = await carol.getAttribute("data-id");
+  assert.match(await carol.textContent(), /chat:ops/);
+  assert.match(await carol.locator("td.queued").textContent(), /^\d+$/);
+  await admin.locator("#rooms tr[data-room='chat:ops']", { hasText: "carol" }).waitFor();
+  // The key is kept for this tab: a reload does not ask again.
+  await admin.reload();
+  await carol.waitFor();
+  assert.equal(await admin.locator("#login").isHidden(), true);
+
+  // Disconnect: the chat page sees its connection end and reconnects.
+  await carol.locator("button.disconnect").click();
+  await chat.locator("#state[data-state=reconnecting]").waitFor();
+  await chat.locator("#state[data-state=open]").waitFor({ timeout: 20000 });
+  // The admin page (refreshing every 2 s) shows the new connection only.
+  await admin.waitForFunction(
+    (old) => {
+      const rows = [...document.querySelectorAll("#connections tr[data-user=carol]")];
+      return rows.length === 1 && rows[0].dataset.id !== old;
+    },
+    firstId,
+  );
+  const stats = await (await fetch(`${url}/stats`)).json();
+  assert.equal(stats.admin_refused, 1);
+  assert.equal(stats.close_codes["1013"], 1, "try again later: the page reconnects");
+  await admin.close();
+  await chat.close();
+});
+
+// ----- TLS (--tls-cert, --tls-key): its own block. -----
+
+// A self-signed certificate for 127.0.0.1, made with openssl; and the
+// base64 SHA-256 of its public key, which Chromium is told to trust
+// (--ignore-certificate-errors-spki-list: this key and no other).
+function selfSignedCertificate(dir) {
+  const cert = join(dir, "cert.pem");
+  const key = join(dir, "key.pem");
+  execFileSync("openssl", [
+    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+    "-keyout", key, "-out", cert, "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+  ], { stdio: "ignore" });
+  const publicKey = execFileSync("openssl", ["x509", "-pubkey", "-noout", "-in", cert]);
+  const der = execFileSync("openssl", ["pkey", "-pubin", "-outform", "der"], { input: publicKey });
+  const spki = execFileSync("openssl", ["dgst", "-sha256", "-binary"], { input: der }).toString("base64");
+  return { cert, key, spki };
+}
+
+test("over TLS the chat page connects with wss://, Chromium trusting only the test certificate's key", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sabai-tls-"));
+  const tls = selfSignedCertificate(dir);
+  const { url } = await server(["--no-simulator", "--tls-cert", tls.cert, "--tls-key", tls.key]);
+  assert.match(url, /^https:/);
+  const trusted = mkdtempSync(join(tmpdir(), "sabai-chromium-tls-"));
+  const browser = await chromium.launchPersistentContext(trusted, {
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
+      `--ignore-certificate-errors-spki-list=${tls.spki}`,
+    ],
+  });
+  try {
+    browser.setDefaultTimeout(15000);
+    const page = await browser.newPage();
+    await page.goto(`${url}/chat?name=tess&room=secure`);
+    await page.click("#join button");
+    await page.locator("#state[data-state=open]").waitFor();
+    assert.match(await page.evaluate(() => window.hub.url), /^wss:\/\/127\.0\.0\.1:\d+\/ws$/);
+    await page.locator("#online li", { hasText: "tess" }).waitFor();
+    await say(page, "over wss");
+    await page.locator("#log li", { hasText: "over wss" }).waitFor();
+  } finally {
+    await browser.close();
+    rmSync(trusted, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -6,7 +6,9 @@ import {
   HubClient,
   HubError,
   type AlertEnvelope,
+  type AuthProblem,
   type ConnectionState,
+  type RefreshedEnvelope,
   type Position,
   type RecoveryEvent,
   type ServerEnvelope,
@@ -28,6 +30,17 @@ const show = (state: ConnectionState, detail: StateDetail): string =>
   state === "error" ? `error: ${detail.reason ?? "refused"}${detail.fatal ? "" : ` (retry in ${detail.retryInMs} ms)`}` : state;
 const off: () => void = hub.on("state", (state, detail) => console.log(show(state, detail)));
 off();
+
+// Signed out (401 at the handshake, or 4001 while connected): a fresh token.
+const signIn = async (fresh: string): Promise<string> => {
+  const problem: AuthProblem | undefined = hub.detail.auth;
+  const refreshed: RefreshedEnvelope | null = await hub.setToken(fresh);
+  return `${problem ?? "ok"} ${refreshed?.payload.expires_at ?? "reconnecting"} ${hub.detail.local ?? false}`;
+};
+hub.on("state", (state, detail) => {
+  if (state === "error" && detail.auth === "expired" && detail.code === 4001) void signIn("eyJ...");
+});
+hub.on("refreshed", (m) => m.payload.expires_at?.length);
 
 hub.on("message", (m) => {
   const line: string = `${m.payload.user}: ${m.payload.text} @${m.offset ?? "-"} ${m.timestamp}`;
@@ -91,3 +104,9 @@ new HubClient({ transport: "carrier-pigeon" });
 hub.on("telemetry", (m) => m.payload.temperature);
 // @ts-expect-error stats are read-only
 hub.stats.gaps = 0;
+// @ts-expect-error setToken takes the token
+void hub.setToken();
+// @ts-expect-error an AuthProblem is one of three
+const problem: AuthProblem = "forgotten";
+// @ts-expect-error refresh answers refreshed, not pong
+void hub.request("refresh", { payload: { token: "eyJ..." } }).then((r) => r.payload.server_time);

@@ -92,6 +92,12 @@ export interface PongPayload {
   server_time: string;
 }
 
+/** The answer to `refresh`: the connection now lasts until the new token's expiry. */
+export interface RefreshedPayload {
+  /** RFC 3339; null for a token without `exp`. */
+  expires_at: string | null;
+}
+
 export interface ErrorPayload {
   message: string;
 }
@@ -167,6 +173,7 @@ export interface ServerPayloads {
   published: PublishedPayload;
   presence: PresencePayload;
   pong: PongPayload;
+  refreshed: RefreshedPayload;
   error: ErrorPayload;
   message: ChatMessagePayload;
   typing: TypingPayload;
@@ -191,6 +198,7 @@ export type UnsubscribedEnvelope = ServerMessage<"unsubscribed">;
 export type PublishedEnvelope = ServerMessage<"published">;
 export type PresenceEnvelope = ServerMessage<"presence">;
 export type PongEnvelope = ServerMessage<"pong">;
+export type RefreshedEnvelope = ServerMessage<"refreshed">;
 export type ErrorEnvelope = ServerMessage<"error">;
 export type ChatMessageEnvelope = ServerMessage<"message">;
 export type TelemetryEnvelope = ServerMessage<"telemetry">;
@@ -214,6 +222,8 @@ export interface ClientPayloads {
   typing: { typing: boolean };
   presence: Record<string, never>;
   ping: Record<string, never>;
+  /** A fresh JWT for the same user (`sub`); see `HubClient.setToken`. */
+  refresh: { token: string };
 }
 
 /** The reply each request type gets (or an `error`). */
@@ -223,6 +233,7 @@ export interface Replies {
   publish: PublishedEnvelope;
   presence: PresenceEnvelope;
   ping: PongEnvelope;
+  refresh: RefreshedEnvelope;
 }
 
 // ---- the client --------------------------------------------------------
@@ -238,9 +249,18 @@ export interface HubClientOptions {
   urls?: string[];
   /** One URL (same as `urls: [url]`). */
   url?: string;
-  /** Sent as `?user=`; the server may clean it up (see `HubClient.user`). */
+  /**
+   * Sent as `?user=`; the server may clean it up (see `HubClient.user`).
+   * A server with JWT ignores it: the token's `sub` is the user.
+   */
   user?: string;
-  /** Sent as `?token=` (and `Authorization: Bearer` on POST /send). */
+  /**
+   * A JWT (or the server's shared `--token`). Sent as the subprotocol
+   * `bearer.<token>` beside `sabai.v1` on a WebSocket (never in its URL),
+   * as `?token=` on the event stream (EventSource cannot send headers),
+   * and as `Authorization: Bearer` on POST /send. Replace it with
+   * `setToken()`.
+   */
   token?: string;
   /**
    * "auto" (default): WebSocket, and Server-Sent Events when a WebSocket
@@ -270,17 +290,40 @@ export interface HubClientOptions {
  * - "open": connected (requests go out once the rooms are subscribed again);
  * - "reconnecting": lost; trying again (`detail.retryInMs`, `detail.reason`);
  * - "error": refused or told not to retry blindly: `detail.reason` says why;
- *   with `detail.fatal` the client waits for `reconnect()`, else it tries
- *   again after `detail.retryInMs`;
+ *   with `detail.auth` the client waits for `setToken()` (what is queued
+ *   stays queued); else with `detail.fatal` it waits for `reconnect()`,
+ *   and without it tries again after `detail.retryInMs`;
  * - "closed": `close()` was called.
  */
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "error" | "closed";
 
+/**
+ * Why the client needs a token (state "error"; it waits for `setToken()`):
+ * - "required": the server wants a token and none was given (401);
+ * - "expired": the token expired: at the handshake (401), or while
+ *   connected with no accepted `refresh` before it did (close 4001);
+ * - "refused": the token was refused at the handshake (401): a bad
+ *   signature, another audience... (`reason` has the server's words).
+ */
+export type AuthProblem = "required" | "expired" | "refused";
+
 export interface StateDetail {
-  /** The WebSocket close code, if there was one. */
+  /**
+   * The WebSocket close code, if there was one (docs/protocol.md,
+   * "Closing"): 1012 (a node draining), 4002 (heartbeat timeout) and 4008
+   * (slow consumer) reconnect at once to the next node; 4001 (the token
+   * expired) waits for `setToken()`; 1008, 1009 and 4029 are "error"s.
+   * The client uses 4002 too when it finds a link dead itself (no pong,
+   * no reply to its subscribe, POST /send failing): then `local` is true.
+   * It never uses 4001.
+   */
   code?: number;
-  /** The HTTP status of a refused handshake, if known. */
+  /** The client, not the server, ended the link (with `code`). */
+  local?: boolean;
+  /** The HTTP status of a refused handshake, if known (401, 403, 503...). */
   status?: number;
+  /** Set when a token is needed: call `setToken()` with a fresh one. */
+  auth?: AuthProblem;
   /** In words, for the page to show. */
   reason?: string;
   url?: string;
@@ -358,7 +401,7 @@ export type HubErrorCode =
   | "disconnected"
   /** No reply within `requestTimeoutMs`: it may or may not have been done. */
   | "timeout"
-  /** Not connected and not trying (state "error"). */
+  /** Not connected and not trying (state "error", not one that waits for a token). */
   | "refused"
   /** `unsubscribe()` came before the subscribe was answered. */
   | "unsubscribed"
@@ -438,6 +481,15 @@ export declare class HubClient {
   ): Promise<Replies[K]>;
   request(type: string, fields?: { room?: string; payload?: unknown }): Promise<ServerEnvelope>;
 
+  /**
+   * A fresh token for the same user. While connected it is sent as
+   * `refresh`: resolves with `refreshed` (the connection then outlives the
+   * old token), rejects with the server's refusal (code "server"). In an
+   * "error" state with `detail.auth` the client connects again with it at
+   * once (resolves with null). Otherwise the next connection uses it
+   * (null). For another user, make a new client.
+   */
+  setToken(token: string): Promise<RefreshedEnvelope | null>;
   /** Connects again now: after an "error" state, or to move to the next URL. */
   reconnect(): void;
   /** Closes for good; what waits is rejected with code "closed". */

@@ -4,17 +4,28 @@
 // in /client.d.ts.
 //
 //   import { HubClient } from "/client.js";
-//   const hub = new HubClient({ user: "ann" });
+//   const hub = new HubClient({ token });             // or { user: "ann" } without JWT
 //   hub.on("message", (m) => console.log(m.payload.user, m.payload.text));
 //   hub.on("recovery", (r) => { if (!r.recovered) reload(r.room); });
+//   hub.on("state", (state, detail) => { if (detail.auth) askForToken(detail.reason); });
 //   await hub.subscribe(["chat:lobby"]);
 //   await hub.publish("chat:lobby", { text: "hello" }); // the `published` ack
+//   await hub.setToken(freshToken);                     // before the old one expires
 //
 // What it does for you:
 // - Reconnects with exponential backoff and jitter (1 s doubling to 30 s),
-//   moving to the next of `urls` each time; at once on close codes 1012,
-//   4001 and 4008; not blindly after 1008, 1009 or 4029, nor after a
-//   handshake refused with 401 or 403 (state "error").
+//   moving to the next of `urls` each time; at once on close codes 1012
+//   (a node draining), 4002 (heartbeat timeout) and 4008 (slow consumer);
+//   not blindly after 1008, 1009 or 4029, nor after a handshake refused
+//   with 403 (state "error").
+// - Authentication: the token goes as the subprotocol `bearer.<token>`
+//   beside `sabai.v1` on a WebSocket (never in its URL), as `?token=` on
+//   the event stream (EventSource can send nothing else) and as
+//   `Authorization: Bearer` on POST /send. A token refused at the
+//   handshake (401) or expired while connected (close 4001) puts the
+//   client in state "error" with `detail.auth`; it waits, keeping what is
+//   queued, until `setToken()` gives a fresh one. `setToken()` while
+//   connected sends `refresh`, so the connection outlives the old token.
 // - Keeps each room's position {offset, epoch} and resubscribes with
 //   `since` after every reconnect, so the server replays what was missed;
 //   tells the page through "recovery" events whether it could.
@@ -24,7 +35,8 @@
 // - Queues what is sent while disconnected (up to `sendQueueLimit`) and
 //   sends it, in order, once the rooms are subscribed again; every publish
 //   and request settles its Promise: the reply, or a HubError saying why not.
-// - Pings every 30 s; no pong within 10 s is a dead link.
+// - Pings every 30 s; no pong within 10 s is a dead link: the client drops
+//   it as the server would (4002, with `detail.local`) and goes to the next node.
 // - Falls back to EventSource on /events and POST /send when a WebSocket
 //   cannot connect to a server that answers HTTP (transport "auto").
 
@@ -43,24 +55,29 @@ const DEFAULTS = {
 };
 
 // Close codes (docs/protocol.md, "Closing").
-const AT_ONCE = new Set([1012, 4001, 4008]); // reconnect now, to the next node, and recover
+const AUTH_FAILED = 4001; // the token expired while connected: wait for setToken()
+const HEARTBEAT_TIMEOUT = 4002; // the server's, and ours for a link found dead (detail.local)
+const AT_ONCE = new Set([1012, HEARTBEAT_TIMEOUT, 4008]); // reconnect now, to the next node, and recover
 const NO_RETRY = new Set([1008]); // policy violation: not again as is
 const RETRY_SLOWLY = new Set([1009, 4029]); // error state; try again after the longest backoff
+const SUBPROTOCOL = "sabai.v1";
 const CLOSE_REASONS = {
   1000: "closed",
   1001: "the server is shutting down",
   1006: "the connection was lost",
-  1008: "the server closed the connection: policy violation",
+  1008: "the server closed the connection: policy violation (for example its rate limit)",
   1009: "the server closed the connection: a message was too big",
   1011: "the server had an internal error",
   1012: "the server is restarting (draining)",
+  1013: "an operator disconnected this connection: trying again later",
   4000: "idle timeout",
-  4001: "heartbeat timeout",
+  4001: "your session expired: sign in again",
+  4002: "heartbeat timeout",
   4008: "the client read too slowly (slow consumer)",
   4029: "too many connections for this user",
 };
 const HTTP_REASONS = {
-  401: "token missing or wrong",
+  401: "not signed in",
   403: "this page's origin is not allowed",
   503: "the server is full or draining",
 };
@@ -105,6 +122,7 @@ export class HubClient {
   #sseRooms = [];
   #user = null;
   #onOnline = null;
+  #linkToken = undefined; // the token the current link was opened with
 
   /** @param {import("./client").HubClientOptions} [options] */
   constructor(options = {}) {
@@ -245,7 +263,7 @@ export class HubClient {
       const entry = this.#entry(type, fields, resolve, reject);
       if (this.#stopped) return reject(new HubError("closed", `${type} not sent: the client is closed`));
       if (this.#ready) return this.#transmit(entry);
-      if (this.state === "error" && !this.#retryTimer) {
+      if (this.state === "error" && !this.#retryTimer && !this.detail.auth) {
         return reject(new HubError("refused", `${type} not sent: not connected (${this.detail.reason || "refused"})`));
       }
       if (this.#queue.length >= this.#options.sendQueueLimit) {
@@ -263,10 +281,28 @@ export class HubClient {
     this.#backoff = this.#options.backoffStartMs;
     this.#webSocketFailures = 0;
     if (this.ws || this.eventSource) {
-      this.#drop(4000, "reconnect asked for", { next: true, delay: 0 });
+      this.#drop(1000, "reconnect asked for", { next: true, delay: 0 });
     } else {
       this.#connect();
     }
+  }
+
+  // A fresh token (same user). While connected it goes to the server as
+  // `refresh` (resolves with `refreshed`, so the connection outlives the
+  // old token); after a 401 or a 4001 the client connects again with it at
+  // once (resolves with null); else the next connection uses it.
+  setToken(token) {
+    if (this.#stopped) return Promise.reject(new HubError("closed", "the client is closed"));
+    if (typeof token !== "string" || !token) return Promise.reject(new TypeError("setToken needs a token"));
+    this.#options.token = token;
+    if (this.state === "error" && this.detail.auth) {
+      this.reconnect();
+      return Promise.resolve(null);
+    }
+    // A link up, or being opened with the old token: refresh it (queued
+    // until the rooms are subscribed again).
+    if (this.ws || this.eventSource) return this.request("refresh", { payload: { token } });
+    return Promise.resolve(null);
   }
 
   // Closes for good: what is queued or waiting is rejected ("closed").
@@ -312,8 +348,12 @@ export class HubClient {
 
   #openWebSocket(url, link) {
     let ws;
+    // The token as a subprotocol beside the real one, never in the URL
+    // (URLs end up in logs); the server answers `sabai.v1` only.
+    const token = this.#options.token;
+    this.#linkToken = token;
     try {
-      ws = new WebSocket(withParams(url, this.#authParams(true)));
+      ws = new WebSocket(withParams(url, this.#authParams(false)), token ? [SUBPROTOCOL, `bearer.${token}`] : [SUBPROTOCOL]);
     } catch (e) {
       return this.#fail({ reason: `cannot open ${url}: ${e.message}`, url });
     }
@@ -334,6 +374,8 @@ export class HubClient {
   }
 
   #openEventSource(url, link) {
+    // EventSource sends no headers of ours: the token goes as ?token=.
+    this.#linkToken = this.#options.token;
     const params = this.#authParams(true);
     const rooms = [...this.rooms];
     if (rooms.length) params.set("rooms", rooms.join(","));
@@ -390,7 +432,7 @@ export class HubClient {
     // A link that never gets ready (no reply to the subscribe, no
     // `connected` on a stream) is dropped.
     this.#readyTimer = setTimeout(() => {
-      if (link === this.#link && !this.#ready) this.#drop(4001, "the server did not answer the subscribe", { next: true });
+      if (link === this.#link && !this.#ready) this.#drop(HEARTBEAT_TIMEOUT, "the server did not answer the subscribe", { next: true });
     }, this.#options.requestTimeoutMs);
     // On a WebSocket, subscribe again; on SSE the server joins the rooms
     // of the URL and says `connected` and `subscribed` (see #receive).
@@ -402,12 +444,19 @@ export class HubClient {
   #linkDown({ opened, code, reason }) {
     const transport = this.transport ?? (this.#wantSse() ? "sse" : "websocket");
     const upFor = opened ? Date.now() - this.#openedAt : 0;
+    const linkToken = this.#linkToken;
     this.#detach();
     if (this.#stopped) return;
     const url = this.#url;
     if (!opened) return this.#attemptFailed(url, transport, code, reason);
     const detail = { code: code ?? undefined, reason: reason || CLOSE_REASONS[code] || "the connection was lost", url, transport };
     this.#urlIndex++;
+    if (code === AUTH_FAILED) {
+      // A token given since this link opened: try it now.
+      if (this.#options.token && this.#options.token !== linkToken) return this.#retry(0, "reconnecting", detail);
+      const said = reason ? ` (${reason})` : "";
+      return this.#needToken({ ...detail, reason: `${CLOSE_REASONS[AUTH_FAILED]}${said}`, auth: "expired" });
+    }
     if (NO_RETRY.has(code)) return this.#fail(detail);
     if (RETRY_SLOWLY.has(code)) return this.#retry(this.#options.backoffMaxMs, "error", detail);
     // A stream the server ended after a while is SSE's 1012/4008: recover at once.
@@ -425,12 +474,21 @@ export class HubClient {
     const { status, text } = probe;
     const said = text ? `: ${text}` : "";
     const detail = { url, transport, status: status || undefined, code: code ?? undefined };
-    if (status === 401 || status === 403) {
-      return this.#fail({ ...detail, reason: `refused (${status} ${HTTP_REASONS[status]})${said}` });
+    if (status === 401) {
+      // A token given since this attempt began: try it now.
+      if (this.#options.token !== this.#linkToken) return this.#retry(0, "reconnecting", detail);
+      return this.#needToken({ ...detail, ...unauthorized(this.#options.token, text) });
+    }
+    if (status === 403) {
+      return this.#fail({ ...detail, reason: `refused (403 ${HTTP_REASONS[403]})${said}` });
     }
     this.#urlIndex++;
     if (status === 0) {
-      return this.#retry(this.#nextBackoff(), "reconnecting", { ...detail, reason: `cannot reach ${url}` });
+      // A node of another origin cannot be read from here (no CORS): it
+      // may be down, or refuse this page's origin or token.
+      const foreign = typeof location !== "undefined" && new URL(endpoint(url, "events")).origin !== location.origin;
+      const why = foreign ? `cannot connect to ${url} (down, or refusing this page's origin or token: another origin cannot tell)` : `cannot reach ${url}`;
+      return this.#retry(this.#nextBackoff(), "reconnecting", { ...detail, reason: why });
     }
     if (status === 503) {
       return this.#retry(this.#nextBackoff(), "reconnecting", { ...detail, reason: `${HTTP_REASONS[503]}${said}` });
@@ -477,27 +535,20 @@ export class HubClient {
     this.#retry(this.#nextBackoff(), "reconnecting", { ...detail, reason: `the event stream failed (HTTP ${status})${said}` });
   }
 
-  // GET /events with our credentials: its status is the handshake's
-  // (same authentication and Origin rules as /ws). 0: no answer.
+  // Why a handshake failed, over plain HTTP (browsers hide a refused
+  // handshake's status). First POST /send without a session: it has the
+  // handshake's checks, and a browser sends its Origin on a POST (not on a
+  // same-origin GET), so 401 (token) and 403 (Origin) show there; past
+  // them it is 404 (no such session). Then GET /events with our
+  // credentials: whether the event stream passes where a WebSocket did
+  // not. 0: no answer (or another origin's, which a page cannot read).
   async #probe(url, transport) {
+    const headers = this.#options.token ? { Authorization: `Bearer ${this.#options.token}` } : {};
+    const checked = await fetchStatus(endpoint(url, "send"), { method: "POST", headers, body: "{}" });
+    if ([0, 401, 403].includes(checked.status)) return checked;
     const params = this.#authParams(true);
     if (transport === "sse" && this.#sseRooms.length) params.set("rooms", this.#sseRooms.join(","));
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), 5000);
-    try {
-      const response = await fetch(withParams(endpoint(url, "events"), params), {
-        signal: controller.signal,
-        cache: "no-store",
-        headers: { Accept: "text/event-stream" },
-      });
-      const text = response.ok ? "" : (await response.text()).trim().slice(0, 200);
-      return { status: response.status, text };
-    } catch {
-      return { status: 0, text: "" };
-    } finally {
-      clearTimeout(timer);
-      controller.abort(); // a stream that opened is not kept
-    }
+    return fetchStatus(withParams(endpoint(url, "events"), params), { headers: { Accept: "text/event-stream" } });
   }
 
   #retry(delay, state, detail) {
@@ -524,14 +575,23 @@ export class HubClient {
     this.#setState("error", { ...detail, fatal: true });
   }
 
-  // Drops the current link as if it was lost (a dead heartbeat, reconnect()).
+  // Not trying again until setToken() (or reconnect()): what is queued
+  // stays queued, to go once signed in again.
+  #needToken(detail) {
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+    this.#setState("error", { ...detail, fatal: true });
+  }
+
+  // Drops the current link as if it was lost (a dead heartbeat, reconnect()):
+  // `detail.local` says the client decided it, not the server.
   #drop(code, reason, { next = false, delay } = {}) {
     const hadLink = Boolean(this.ws || this.eventSource);
     const transport = this.transport;
     this.#detach(code, reason);
     if (this.#stopped) return;
     if (next) this.#urlIndex++;
-    const detail = { code, reason, url: this.#url, transport: transport ?? undefined };
+    const detail = { code, reason, url: this.#url, transport: transport ?? undefined, local: true };
     if (!hadLink) return this.#connect();
     this.#retry(delay ?? Math.random() * 100, "reconnecting", detail);
   }
@@ -709,7 +769,7 @@ export class HubClient {
     const secs = Math.round((entry.kind === "heartbeat" ? this.#options.pongTimeoutMs : this.#options.requestTimeoutMs) / 1000);
     if (entry.kind === "heartbeat" || entry.kind === "resubscribe") {
       // A dead link: go to the next node and recover.
-      return this.#drop(4001, `no reply to ${type} in ${secs} s`, { next: true });
+      return this.#drop(HEARTBEAT_TIMEOUT, `no reply to ${type} in ${secs} s`, { next: true });
     }
     const error = new HubError("timeout", `no reply to ${type} in ${secs} s: it may or may not have been done`);
     if (entry.kind === "subscribe") {
@@ -746,11 +806,22 @@ export class HubClient {
           this.#sseOut.shift();
           continue;
         }
+        if (status === 401) {
+          // The token expired (or was refused): this one goes back to
+          // the queue with what follows it, until setToken().
+          const text = (await response.text().catch(() => "")).trim().slice(0, 200);
+          if (link !== this.#link) return;
+          entry.posting = false;
+          const linkToken = this.#linkToken;
+          this.#detach();
+          if (this.#options.token !== linkToken) return this.#retry(0, "reconnecting", { url: this.#url, transport: "sse" });
+          return this.#needToken({ url: this.#url, transport: "sse", status, ...unauthorized(this.#options.token, text) });
+        }
         if (status === 404 || status === 503) {
           // Not taken (the session ended, the node is going): it goes
           // back to the queue with what follows it, and we reconnect.
           entry.posting = false;
-          return this.#drop(4001, `POST /send answered ${status}`, { next: status === 503 });
+          return this.#drop(HEARTBEAT_TIMEOUT, `POST /send answered ${status}`, { next: status === 503 });
         }
         this.#sseOut.shift();
         const id = entry.envelope.request_id;
@@ -762,12 +833,12 @@ export class HubClient {
           if (tracked && (entry.kind === "request" || entry.kind === "each")) {
             entry.reject(new HubError("disconnected", `POST /send failed: ${entry.envelope.type} may or may not have been done`));
           }
-          return this.#drop(4001, "POST /send got no answer", { next: true });
+          return this.#drop(HEARTBEAT_TIMEOUT, "POST /send got no answer", { next: true });
         }
         const text = (await response.text().catch(() => "")).trim().slice(0, 200);
         if (link !== this.#link) return;
         const error = new HubError("server", `${entry.envelope.type} refused (HTTP ${status})${text ? `: ${text}` : ""}`);
-        if (status === 401 || status === 403) {
+        if (status === 403) {
           entry.reject?.(error);
           this.#detach();
           return this.#fail({ reason: error.message, status, url: this.#url, transport: "sse" });
@@ -936,6 +1007,37 @@ export class HubClient {
 }
 
 // ---- helpers ------------------------------------------------------------
+
+// A request's status and, when refused, the server's words (a JSON
+// `error` or the text); within 5 s, and a stream that opened is not kept.
+async function fetchStatus(url, init) {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), 5000);
+  try {
+    const response = await fetch(url, { ...init, signal: controller.signal, cache: "no-store" });
+    let text = response.ok ? "" : (await response.text()).trim().slice(0, 200);
+    try {
+      text = JSON.parse(text).error ?? text;
+    } catch {
+      /* plain text */
+    }
+    return { status: response.status, text: String(text) };
+  } catch {
+    return { status: 0, text: "" };
+  } finally {
+    clearTimeout(timer);
+    controller.abort();
+  }
+}
+
+// What a 401 means for the page (detail.auth and reason): no token given,
+// the token expired, or the token refused. `text`: the server's reason.
+function unauthorized(token, text) {
+  const said = `401${text ? `: ${text}` : ""}`;
+  if (!token) return { auth: "required", reason: `sign in: the server wants a token (${said})` };
+  if (/expired/i.test(text)) return { auth: "expired", reason: `your session expired: sign in again (${said})` };
+  return { auth: "refused", reason: `your token was refused: sign in again (${said})` };
+}
 
 function defaultUrl() {
   if (typeof location === "undefined") throw new TypeError("no page to take the URL from: give options.urls");

@@ -2,6 +2,7 @@
 //! with sabai clients (protocol.rs), recovery (recovery.rs), SSE (sse.rs),
 //! the HTTP endpoints with raw HTTP/1.1 (http.rs), tokens (auth.rs).
 
+mod admin;
 mod auth;
 mod http;
 mod iot;

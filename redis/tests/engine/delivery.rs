@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use sabai::hub::Publish;
+use sabai::Message;
 use sabai_redis::testing::RedisServer;
 
 use crate::support::*;
@@ -109,4 +110,41 @@ async fn a_publication_to_several_rooms_comes_once_with_every_offset() {
     assert_eq!(both.next().await, "z global=2", "y came once, though it arrived on two channels");
     assert_eq!(global_only.next().await, "y device:1=2 global=1 elsewhere=1");
     assert_eq!(global_only.next().await, "z global=2");
+}
+
+#[tokio::test]
+async fn a_coalescing_key_crosses_nodes_and_coalesces_there() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    // Node b shows each publication's key, as it got it from Redis.
+    let showing_keys = hub_config().render(|p| {
+        let text = p.message.as_text().unwrap_or_default();
+        Message::text(format!("{text} key={}", p.coalesce.as_deref().unwrap_or("-")))
+    });
+    let b = node_with(engine_config(&redis), showing_keys).await;
+    let mut on_b = b.client(None).await;
+    on_b.join("chat:1").await;
+    // 200 states of one key, 8 KiB each, published on a while the client
+    // on b does not read: b's writer stalls once the pipe (256 KiB) is full.
+    let blob = "x".repeat(8 * 1024);
+    for i in 0..200 {
+        let state = Publish::new(format!("{i:03} {blob}")).to("chat:1").ephemeral().coalesce("typing|ann");
+        a.hub.publish_with(state).await.unwrap();
+    }
+    a.hub.publish_with(Publish::new("done").to("chat:1").ephemeral()).await.unwrap();
+    let mut states = Vec::new();
+    loop {
+        let text = on_b.next().await;
+        if text == "done key=-" {
+            break;
+        }
+        let (n, rest) = text.split_once(' ').unwrap();
+        assert!(rest.ends_with(" key=typing|ann"), "the key crossed the nodes");
+        states.push(n.parse::<u32>().unwrap());
+    }
+    // In order, ending with the latest; those queued behind the stall
+    // were replaced on b, not queued one by one.
+    assert!(states.windows(2).all(|w| w[0] < w[1]), "{states:?}");
+    assert_eq!(states.last(), Some(&199));
+    assert!(states.len() < 200 && b.hub.stats().coalesced > 0, "{} states arrived", states.len());
 }

@@ -123,7 +123,12 @@ impl Engine for MemoryEngine {
             });
             rooms.push(Placement { room: room.clone(), position });
         }
-        let publication = Arc::new(Publication { message: outgoing.message, rooms, except: outgoing.except });
+        let publication = Arc::new(Publication {
+            message: outgoing.message,
+            rooms,
+            except: outgoing.except,
+            coalesce: outgoing.coalesce,
+        });
         for (room, policy) in &outgoing.rooms {
             if let Some(stream) = policy.as_ref().and_then(|_| state.rooms.get_mut(room)) {
                 stream.kept.push_back(publication.clone());
@@ -212,6 +217,7 @@ mod tests {
             message: Message::text(text),
             rooms: rooms.iter().map(|(r, p)| (r.to_string(), p.clone())).collect(),
             except: None,
+            coalesce: None,
         }
     }
 

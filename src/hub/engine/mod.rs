@@ -110,6 +110,10 @@ pub struct Publication {
     /// A connection of this node not to deliver it to (the sender of a
     /// typing notice); engines clear it on other nodes.
     pub except: Option<ConnId>,
+    /// Its coalescing key ([`Publish::coalesce`](crate::hub::Publish::coalesce)):
+    /// it replaces a queued publication with the same key. Engines carry
+    /// it to every node.
+    pub coalesce: Option<Arc<str>>,
 }
 
 impl Publication {
@@ -127,6 +131,8 @@ pub struct Outgoing {
     /// this publication in that room).
     pub rooms: Vec<(String, Option<HistoryPolicy>)>,
     pub except: Option<ConnId>,
+    /// The coalescing key, to hand on in the [`Publication`].
+    pub coalesce: Option<Arc<str>>,
 }
 
 /// What a history read found.
