@@ -21,8 +21,8 @@ import { test as nodeTest, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -1178,3 +1178,96 @@ test("over TLS the chat page connects with wss://, Chromium trusting only the te
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+// ----- MQTT (--mqtt): its own block. -----
+
+// A mosquitto of one test (127.0.0.1 only, anonymous, no persistence, a
+// free port); `stop()` ends it by its own PID. Fails, never skips,
+// without mosquitto (tests/run-all.sh installs it).
+async function mosquitto() {
+  const bin = process.env.MOSQUITTO || "/usr/sbin/mosquitto";
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "sabai-mosquitto-"));
+  const config = join(dir, "mosquitto.conf");
+  writeFileSync(config, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
+  const child = spawn(bin, ["-c", config], { stdio: ["ignore", "ignore", "pipe"] });
+  const broker = { child, port, url: `mqtt://127.0.0.1:${port}` };
+  broker.stop = async () => {
+    await stopServer(broker, "SIGTERM");
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const started = Date.now();
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`mosquitto (${bin}) exited at start with ${child.exitCode}: install mosquitto`);
+    const up = await new Promise((done) => {
+      const socket = connect(port, "127.0.0.1", () => done(socket.end() && true));
+      socket.once("error", () => done(false));
+    });
+    if (up) return broker;
+    if (Date.now() - started > 10000) throw new Error("mosquitto did not listen within 10 s");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+// mosquitto_pub of one message, QoS 1.
+function mqttPublish(broker, topic, payload) {
+  execFileSync("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(broker.port), "-q", "1", "-t", topic, "-m", JSON.stringify(payload)]);
+}
+
+// Until the server's bridge is connected and subscribed.
+async function bridged(url) {
+  const started = Date.now();
+  while (!(await (await fetch(`${url}/stats`)).json()).mqtt?.connected) {
+    if (Date.now() - started > 15000) throw new Error("the MQTT bridge did not connect");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test("MQTT: a value published to the broker appears on its device's tile and as its chart's last point; an alert marks its reading", async () => {
+  const broker = await mosquitto();
+  try {
+    const { url } = await server(["--mqtt", broker.url, "--alert-rule", "temperature>30:critical"]);
+    await bridged(url);
+    // Readings before the page opens: its tile comes from /devices, its
+    // chart from the device room's history.
+    const reading = (seq, temperature) => ({ fields: { temperature, humidity: 40 + seq }, tags: { group: "lab", name: "Bench 7" }, seq });
+    for (const [seq, t] of [[1, 21.0], [2, 21.5], [3, 22.0]]) mqttPublish(broker, "devices/bench-7/telemetry", reading(seq, t));
+    await waitFor(async () => (await (await fetch(`${url}/devices`)).json()).devices.some((d) => d.device_id === "bench-7" && d.last_seq === 3));
+    const page = await context.newPage();
+    await page.goto(`${url}/dashboard`);
+    await page.locator("#state[data-state=open]").waitFor();
+    const tile = page.locator('.tile[data-device="bench-7"]');
+    await tile.locator("h3", { hasText: "Bench 7" }).waitFor();
+    assert.equal(await tile.getAttribute("data-group"), "lab");
+    const chart = tile.locator(".chart");
+    await page.waitForFunction(() => document.querySelector('.tile[data-device="bench-7"] .chart')?.dataset.points === "3");
+    assert.equal(await chart.getAttribute("data-last"), "22");
+    assert.equal(await tile.locator(".temperature").textContent(), "22.0", "seeded from history");
+
+    mqttPublish(broker, "devices/bench-7/telemetry", reading(4, 23.4));
+    await tile.locator(".temperature", { hasText: "23.4" }).waitFor();
+    await page.waitForFunction(() => document.querySelector('.tile[data-device="bench-7"] .chart')?.dataset.last === "23.4");
+    assert.equal(await chart.getAttribute("data-last-seq"), "4");
+    assert.equal(await chart.getAttribute("data-points"), "4", "each reading drawn once");
+    assert.equal(await tile.getAttribute("data-seq"), "4");
+
+    mqttPublish(broker, "devices/bench-7/telemetry", reading(5, 31.5));
+    await page.locator('#alerts li[data-device="bench-7"][data-seq="5"]', { hasText: "temperature > 30" }).waitFor();
+    const mark = tile.locator(".chart circle.alert");
+    await mark.waitFor();
+    assert.equal(await mark.getAttribute("data-seq"), "5", "the alert points at the reading that raised it");
+    assert.equal(await mark.getAttribute("data-value"), "31.5");
+    await page.close();
+  } finally {
+    await broker.stop();
+  }
+});
+
+// Polls `check` (async) until it holds, at most 15 s.
+async function waitFor(check) {
+  const started = Date.now();
+  while (!(await check())) {
+    if (Date.now() - started > 15000) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
