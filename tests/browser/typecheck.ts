@@ -52,6 +52,7 @@ hub.on("typing", (m) => (m.payload.typing ? m.payload.user : null));
 
 const lastSeq = new Map<string, number>();
 const onReading = (p: TelemetryPayload): number => {
+  if (p.seq === undefined) return 0;
   const gap = p.seq - (lastSeq.get(p.device_id) ?? p.seq - 1) - 1;
   lastSeq.set(p.device_id, p.seq);
   const celsius: number | undefined = p.fields.temperature;
@@ -90,6 +91,10 @@ async function chat(): Promise<void> {
   console.log(left?.payload.rooms, [...hub.rooms], hub.positions());
   const published = await hub.request("publish", { room: "chat:lobby", payload: { text: "again" } });
   console.log(published.payload.offsets);
+  const seeded = await hub.request("history", { room: "device:x", payload: { limit: 60 } });
+  console.log(seeded.payload.publications.length, seeded.payload.position.offset);
+  const sent = await hub.request("command", { payload: { device_id: "x", name: "reboot", args: { delay: 5 } } });
+  console.log(sent.payload.command_id, sent.payload.topic);
   hub.reconnect();
   hub.close();
 }
@@ -108,5 +113,7 @@ hub.stats.gaps = 0;
 void hub.setToken();
 // @ts-expect-error an AuthProblem is one of three
 const problem: AuthProblem = "forgotten";
+// @ts-expect-error a command is answered with command_sent, which has no offsets
+void hub.request("command", { payload: { device_id: "x", name: "reboot" } }).then((r) => r.payload.offsets);
 // @ts-expect-error refresh answers refreshed, not pong
 void hub.request("refresh", { payload: { token: "eyJ..." } }).then((r) => r.payload.server_time);

@@ -67,6 +67,11 @@ export interface SubscribedPayload {
   positions: Record<string, SubscribedPosition>;
   /** Whether every room asked with `since` was recovered; absent if none asked. */
   recovered?: boolean;
+  /**
+   * The ids of the request's `device:` rooms that name no device the server
+   * knows (see GET /devices): joined all the same; absent when none.
+   */
+  unknown_devices?: string[];
 }
 
 export interface UnsubscribedPayload {
@@ -144,8 +149,11 @@ export interface TelemetryPayload {
   timestamp: string;
   fields: TelemetryFields;
   tags: TelemetryTags;
-  /** Counts the device's readings: a client sees a gap as a jump. */
-  seq: number;
+  /**
+   * Counts the device's readings: a client sees a gap as a jump. The
+   * simulator's readings always have it; a device over MQTT may not.
+   */
+  seq?: number;
 }
 
 export interface DeviceStatusPayload {
@@ -163,6 +171,24 @@ export interface AlertPayload {
   value: number;
   threshold: number;
   timestamp: string;
+  /** The seq of the reading that raised it (alerts of --alert-rule). */
+  seq?: number;
+}
+
+/** `history`: the last publications of a room, oldest first, and its position. */
+export interface HistoryPayload {
+  publications: ServerEnvelope[];
+  /** Subscribe with `since` at this position to miss nothing after them. */
+  position: Position;
+}
+
+/** `command_sent`: the command went to the broker (QoS 1). */
+export interface CommandSentPayload {
+  command_id: string;
+  device_id: string;
+  name: string;
+  /** The MQTT topic it was published to. */
+  topic: string;
 }
 
 /** Every message type a server of version 1 sends, and its payload. */
@@ -183,6 +209,8 @@ export interface ServerPayloads {
   telemetry: TelemetryPayload;
   device_status: DeviceStatusPayload;
   alert: AlertPayload;
+  history: HistoryPayload;
+  command_sent: CommandSentPayload;
 }
 
 export type ServerMessageType = keyof ServerPayloads;
@@ -204,6 +232,8 @@ export type ChatMessageEnvelope = ServerMessage<"message">;
 export type TelemetryEnvelope = ServerMessage<"telemetry">;
 export type DeviceStatusEnvelope = ServerMessage<"device_status">;
 export type AlertEnvelope = ServerMessage<"alert">;
+export type HistoryEnvelope = ServerMessage<"history">;
+export type CommandSentEnvelope = ServerMessage<"command_sent">;
 
 // ---- what a client sends -----------------------------------------------
 
@@ -224,6 +254,10 @@ export interface ClientPayloads {
   ping: Record<string, never>;
   /** A fresh JWT for the same user (`sub`); see `HubClient.setToken`. */
   refresh: { token: string };
+  /** The room's last `limit` publications (1 to 500, default 100); needs `room`. */
+  history: { limit?: number };
+  /** A command to a device, published to its command topic over MQTT. */
+  command: { device_id: string; name: string; args?: unknown };
 }
 
 /** The reply each request type gets (or an `error`). */
@@ -234,6 +268,8 @@ export interface Replies {
   presence: PresenceEnvelope;
   ping: PongEnvelope;
   refresh: RefreshedEnvelope;
+  history: HistoryEnvelope;
+  command: CommandSentEnvelope;
 }
 
 // ---- the client --------------------------------------------------------
