@@ -105,6 +105,10 @@ pub async fn events(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     if let Some(why) = rooms.iter().find_map(|room| protocol::check_room(room).err()) {
         return plain(StatusCode::BAD_REQUEST, &why);
     }
+    // A strict device registry refuses rooms of devices outside it.
+    if let Err(why) = protocol::unknown_devices(&app, &rooms) {
+        return plain(StatusCode::BAD_REQUEST, &why);
+    }
     let last_id = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let last_id = last_id.or_else(|| credentials.query("last_event_id"));
     let slot = match app.hub.reserve() {
@@ -169,8 +173,14 @@ impl Stream {
         let hub = self.app.hub.clone();
         let conn = self.member.id();
         if !requests.is_empty() {
+            let asked: Vec<String> = requests.iter().map(|r| r.room.clone()).collect();
+            let unknown = protocol::unknown_devices(&self.app, &asked).unwrap_or_default();
             let reply = |outcome: &[sabai::hub::Subscribed], rooms: &[String]| {
-                Some(Message::text(envelope("subscribed", None, subscribed_payload(rooms, outcome), None)))
+                let mut payload = subscribed_payload(rooms, outcome);
+                if !unknown.is_empty() {
+                    payload["unknown_devices"] = json!(unknown);
+                }
+                Some(Message::text(envelope("subscribed", None, payload, None)))
             };
             // The response is out already; its events start once the
             // rooms are joined (and the replay queued).

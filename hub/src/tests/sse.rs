@@ -193,3 +193,18 @@ async fn an_sse_reader_that_stops_reading_is_closed_as_a_slow_consumer_and_its_c
     assert_eq!(app.hub.connection_count(), 0);
     assert!(app.sessions.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_stream_is_told_which_device_rooms_name_no_known_device() {
+    let (_app, addr) = start(&["--no-simulator"]).await;
+    let (status, sse) = Sse::open(&addr, "/events?rooms=device:ghost,global", "").await;
+    assert_eq!(status, 200);
+    let mut sse = sse.unwrap();
+    loop {
+        let (_, envelope) = sse.next().await;
+        if envelope["type"] == "subscribed" {
+            assert_eq!(envelope["payload"]["unknown_devices"], json!(["ghost"]));
+            break;
+        }
+    }
+}
