@@ -116,14 +116,22 @@ fn tag_of(text: &str) -> Option<&str> {
     Some(&text[at..at + end])
 }
 
-async fn subscriber(url: String, seen: Seen, ready: Arc<AtomicU64>) {
+/// One subscriber, until the step `generation` is over.
+async fn subscriber(
+    url: String,
+    seen: Seen,
+    ready: Arc<AtomicU64>,
+    step: Arc<AtomicU64>,
+    generation: u64,
+    last: Arc<AtomicU64>,
+) {
     let mut ws = sabai::connect(&url).await.expect("connect");
     let subscribe = r#"{"type":"subscribe","payload":{"rooms":["global"]}}"#;
     ws.send(Message::text(subscribe)).await.unwrap();
     ws.flush().await.unwrap();
     let mut mine: HashMap<String, Vec<u32>> = HashMap::new();
     let mut last_flush = Instant::now();
-    loop {
+    while step.load(Ordering::SeqCst) == generation {
         let message = tokio::time::timeout(Duration::from_millis(200), ws.recv()).await;
         match message {
             Ok(Ok(Some(Message::Text(text)))) => {
@@ -131,13 +139,15 @@ async fn subscriber(url: String, seen: Seen, ready: Arc<AtomicU64>) {
                     ready.fetch_add(1, Ordering::SeqCst);
                 } else if text.contains("\"type\":\"telemetry\"") {
                     let now = now_us();
+                    last.fetch_max(now, Ordering::Relaxed);
                     if let (Some(sent), Some(tag)) = (number_after(&text, "\"sent\":"), tag_of(&text)) {
                         mine.entry(tag.to_owned()).or_default().push(now.saturating_sub(sent) as u32);
                     }
                 }
             }
             Ok(Ok(Some(_))) => {}
-            Ok(_) => return,
+            // Closed (4008 when too slow): what it had is counted below.
+            Ok(_) => break,
             Err(_) => {}
         }
         if last_flush.elapsed() > Duration::from_millis(200) && !mine.is_empty() {
@@ -148,6 +158,16 @@ async fn subscriber(url: String, seen: Seen, ready: Arc<AtomicU64>) {
             last_flush = Instant::now();
         }
     }
+    let mut shared = seen.lock().unwrap();
+    for (tag, list) in mine.drain() {
+        shared.entry(tag).or_default().extend(list);
+    }
+}
+
+/// The hub's count of slow consumers closed so far.
+async fn slow_closes(addr: &str) -> u64 {
+    let stats = get(addr, "/stats").await;
+    number_after(&stats, "\"slow_consumer_closes\":").unwrap_or(0)
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -171,16 +191,8 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let seen: Seen = Arc::default();
-    let ready = Arc::new(AtomicU64::new(0));
-    for _ in 0..args.subscribers {
-        tokio::spawn(subscriber(format!("ws://{addr}/ws"), seen.clone(), ready.clone()));
-        // New connections per address are not limited on loopback, but
-        // the accept queue is finite.
-        tokio::task::yield_now().await;
-    }
-    while ready.load(Ordering::SeqCst) < args.subscribers as u64 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let step = Arc::new(AtomicU64::new(0));
+    let last = Arc::new(AtomicU64::new(0));
     let mut options = MqttOptions::new("bench-publisher", "127.0.0.1", broker.port);
     options.set_max_packet_size(1 << 20, 1 << 20);
     options.set_inflight(1000);
@@ -199,10 +211,27 @@ async fn main() {
         args.rounds,
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
     );
-    println!("round rate/s sent received_per_sub(avg) lost deliveries/s in/s p50_ms p99_ms max_ms");
+    println!(
+        "round rate/s sent received_per_sub(avg) lost slow_closed deliveries/s in/s p50_ms p99_ms max_ms"
+    );
     for round in 1..=args.rounds {
         for &rate in &args.rates {
             let tag = format!("bench-{round}-{rate}");
+            // Fresh subscribers for every step: one closed as slow in a
+            // step does not thin out the next.
+            let generation = step.fetch_add(1, Ordering::SeqCst) + 1;
+            let ready = Arc::new(AtomicU64::new(0));
+            for _ in 0..args.subscribers {
+                let url = format!("ws://{addr}/ws");
+                let (seen, ready, step, last) = (seen.clone(), ready.clone(), step.clone(), last.clone());
+                tokio::spawn(subscriber(url, seen, ready, step, generation, last));
+                tokio::task::yield_now().await;
+            }
+            while ready.load(Ordering::SeqCst) < args.subscribers as u64 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let slow_before = slow_closes(&addr).await;
+            let first_send = now_us();
             let total = rate * args.seconds;
             let started = Instant::now();
             let mut sent = 0u64;
@@ -239,16 +268,20 @@ async fn main() {
                     break;
                 }
             }
+            let slow = slow_closes(&addr).await - slow_before;
+            // The subscribers of this step end (and hand over what they had).
+            step.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(600)).await;
             let mut latencies = seen.lock().unwrap().remove(&tag).unwrap_or_default();
             latencies.sort_unstable();
             // The span from the first send to the last receipt.
-            let span = started.elapsed().as_secs_f64() - 0.25;
+            let span = last.load(Ordering::Relaxed).saturating_sub(first_send) as f64 / 1e6;
             let delivered = latencies.len();
             let per_sub = delivered as f64 / args.subscribers as f64;
             println!(
-                "{round} {rate} {total} {per_sub:.0} {} {:.0} {:.0} {:.1} {:.1} {:.1}",
+                "{round} {rate} {total} {per_sub:.0} {} {slow} {:.0} {:.0} {:.1} {:.1} {:.1}",
                 expected - delivered.min(expected),
-                delivered as f64 / span.max(published_in.as_secs_f64()),
+                delivered as f64 / span.max(1e-3),
                 total as f64 / published_in.as_secs_f64(),
                 percentile(&latencies, 0.5),
                 percentile(&latencies, 0.99),

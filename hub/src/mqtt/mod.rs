@@ -346,7 +346,9 @@ fn handle(app: &Arc<App>, bridge: &Arc<Bridge>, publish: &rumqttc::Publish, mode
         app.devices.observe(kind.envelope_type(), &payload);
     }
     if !into_hub {
-        if publish.retain && count {
+        // Beside a shared subscription only the device-list connection
+        // gets retained messages: counted there.
+        if publish.retain && (mode == Mode::Devices || bridge.settings.share.is_none()) {
             bridge.counters.retained.fetch_add(1, Ordering::Relaxed);
         }
         return;
