@@ -1214,6 +1214,44 @@ function mqttPublish(broker, topic, payload) {
   execFileSync("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(broker.port), "-q", "1", "-t", topic, "-m", JSON.stringify(payload)]);
 }
 
+// A mosquitto_sub on `filter`, once subscribed (it also follows a probe
+// topic, published to until a probe comes back). `next()` resolves with the
+// next message's payload; `stop()` ends it by its own PID.
+async function mqttSubscribe(broker, filter) {
+  const probe = `sabai-test/probe/${Date.now()}`;
+  const child = spawn("mosquitto_sub", ["-h", "127.0.0.1", "-p", String(broker.port), "-q", "1", "-t", filter, "-t", probe, "-F", "%t %p"], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const sub = { messages: [], waiting: [], stop: () => child.kill("SIGTERM") };
+  let buffer = "";
+  child.stdout.on("data", (chunk) => {
+    buffer += chunk;
+    let at;
+    while ((at = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, at);
+      buffer = buffer.slice(at + 1);
+      const space = line.indexOf(" ");
+      sub.messages.push({ topic: line.slice(0, space), payload: line.slice(space + 1) });
+    }
+  });
+  sub.next = async () => {
+    const started = Date.now();
+    for (;;) {
+      const i = sub.messages.findIndex((m) => m.topic !== probe);
+      if (i >= 0) return sub.messages.splice(i, 1)[0];
+      if (Date.now() - started > 10000) throw new Error(`no MQTT message on ${filter} within 10 s`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  const started = Date.now();
+  while (!sub.messages.some((m) => m.topic === probe)) {
+    if (Date.now() - started > 10000) throw new Error("mosquitto_sub was not subscribed within 10 s");
+    execFileSync("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(broker.port), "-t", probe, "-m", "probe"]);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return sub;
+}
+
 // Until the server's bridge is connected and subscribed.
 async function bridged(url) {
   const started = Date.now();
@@ -1223,7 +1261,7 @@ async function bridged(url) {
   }
 }
 
-test("MQTT: a value published to the broker appears on its device's tile and as its chart's last point; an alert marks its reading", async () => {
+test("MQTT: a value published to the broker appears on its device's tile and as its chart's last point; an alert marks its reading; a command from the tile reaches the device", async () => {
   const broker = await mosquitto();
   try {
     const { url } = await server(["--mqtt", broker.url, "--alert-rule", "temperature>30:critical"]);
@@ -1257,6 +1295,22 @@ test("MQTT: a value published to the broker appears on its device's tile and as 
     await mark.waitFor();
     assert.equal(await mark.getAttribute("data-seq"), "5", "the alert points at the reading that raised it");
     assert.equal(await mark.getAttribute("data-value"), "31.5");
+
+    // A command from the tile reaches the device's command topic.
+    const commands = await mqttSubscribe(broker, "devices/+/command");
+    try {
+      await tile.locator(".command summary").click();
+      await tile.locator('.command input[name="name"]').fill("set_fan");
+      await tile.locator('.command input[name="args"]').fill('{"speed": 3}');
+      await tile.locator(".command button").click();
+      await tile.locator('.command .result[data-state="sent"]', { hasText: "devices/bench-7/command" }).waitFor();
+      const { topic, payload } = await commands.next();
+      assert.equal(topic, "devices/bench-7/command");
+      const command = JSON.parse(payload);
+      assert.deepEqual([command.device_id, command.name, command.args], ["bench-7", "set_fan", { speed: 3 }]);
+    } finally {
+      commands.stop();
+    }
     await page.close();
   } finally {
     await broker.stop();
