@@ -111,7 +111,8 @@ async fn handle(hub: Hub, conn: ConnId, message: Message) {
     let text = message.as_text().unwrap_or_default().to_owned();
     if let Some(spec) = text.strip_prefix("sub ") {
         let subs: Vec<Subscription> = spec.split(',').map(parse_subscription).collect();
-        let _ = hub.subscribe(conn, &subs, |outcome, _| Some(Message::text(render_subscribed(outcome)))).await;
+        let _ =
+            hub.subscribe(conn, &subs, |outcome, _| Some(Message::text(render_subscribed(outcome)))).await;
     } else if let Some((command, rest)) = text.split_once(' ').filter(|(c, _)| *c == "pub" || *c == "pubx") {
         let (rooms, said) = rest.split_once(' ').unwrap_or((rest, ""));
         let mut publish = Publish::new(said.to_owned()).rooms(rooms.split(','));
