@@ -14,6 +14,7 @@ cargo bench -q -p sabai-hub --bench cluster --no-run --manifest-path "$root/Carg
 
 # env_file FILE: the machine and its load, before the run.
 env_file() {
+    local file="$1"; shift
     {
         echo "date: $(date -u +%FT%TZ)"
         echo "host: $(uname -srm), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
@@ -21,8 +22,9 @@ env_file() {
         echo "rustc: $(rustc -V)"
         echo "redis: $(redis-server --version)"
         echo "loadavg before: $(cat /proc/loadavg)"
-        echo "command: $*"
-    } >"$1"
+        echo "/proc/stat before (user nice system idle iowait irq softirq steal, in ticks): $(grep -E '^cpu ' /proc/stat)"
+        echo "command: cluster $*"
+    } >"$file"
 }
 
 # run_cluster OUT_DIR MODE ARGS...: the bench, its table on stdout and in OUT_DIR/table.md.
@@ -32,6 +34,9 @@ run_cluster() {
     env_file "$out/env.txt" "$@"
     taskset -c 1 cargo bench -q -p sabai-hub --bench cluster --manifest-path "$root/Cargo.toml" -- "$@" --out "$out" \
         2>"$out/log.txt" | tee "$out/table.md"
-    echo "loadavg after: $(cat /proc/loadavg)" >>"$out/env.txt"
+    {
+        echo "loadavg after: $(cat /proc/loadavg)"
+        echo "/proc/stat after: $(grep -E '^cpu ' /proc/stat)"
+    } >>"$out/env.txt"
     echo "raw results: $out"
 }

@@ -496,6 +496,8 @@ async fn fanout(args: Args) {
     let rate: f64 = args.num("--rate", 10.0);
     let paced: usize = args.num("--paced", 200);
     let bursts: usize = args.num("--bursts", 5);
+    let warmup: usize = args.num("--warmup", 10);
+    let idle = Duration::from_secs_f64(args.num("--idle", 20.0));
     let burst_conns: Vec<usize> = args
         .list("--burst-publishers", "1,10")
         .iter()
@@ -529,6 +531,8 @@ async fn fanout(args: Args) {
                 paced,
                 bursts,
                 burst_conns: &burst_conns,
+                warmup,
+                idle,
                 room: &room,
                 extra: &extra,
                 server_cpu,
@@ -555,6 +559,8 @@ struct FanoutRun<'a> {
     paced: usize,
     bursts: usize,
     burst_conns: &'a [usize],
+    warmup: usize,
+    idle: Duration,
     room: &'a str,
     extra: &'a [String],
     server_cpu: Option<u32>,
@@ -574,6 +580,10 @@ struct PhaseReport {
     p90_ns: u64,
     p99_ns: u64,
     max_ns: u64,
+    first_p50_ns: u64,
+    first_p99_ns: u64,
+    last_p50_ns: u64,
+    last_p99_ns: u64,
 }
 
 impl PhaseReport {
@@ -590,6 +600,10 @@ impl PhaseReport {
             p90_ns: g("p90_ns"),
             p99_ns: g("p99_ns"),
             max_ns: g("max_ns"),
+            first_p50_ns: g("first_p50_ns"),
+            first_p99_ns: g("first_p99_ns"),
+            last_p50_ns: g("last_p50_ns"),
+            last_p99_ns: g("last_p99_ns"),
         }
     }
 }
@@ -617,8 +631,21 @@ async fn paced_publish(http: &mut Http, room: &str, phase: u64, count: usize, in
 }
 
 async fn fanout_run(run: FanoutRun<'_>) -> Vec<Value> {
-    let FanoutRun { setup, n, rate, paced, bursts, burst_conns, room, extra, server_cpu, client_cpu, ticks } =
-        run;
+    let FanoutRun {
+        setup,
+        n,
+        rate,
+        paced,
+        bursts,
+        burst_conns,
+        warmup,
+        idle,
+        room,
+        extra,
+        server_cpu,
+        client_cpu,
+        ticks,
+    } = run;
     let redis = setup.starts_with("redis").then(|| Redis::start(server_cpu));
     let nodes_wanted = if setup == "redis-2" { 2 } else { 1 };
     let mut nodes = Vec::new();
@@ -650,19 +677,42 @@ async fn fanout_run(run: FanoutRun<'_>) -> Vec<Value> {
         pids.iter().map(|(_, pid)| cpu_seconds(*pid, ticks)).collect()
     };
 
-    // Warm-up: 20 publications at the paced rate, not measured.
+    // Warm-up: a few publications at the paced rate, not measured.
     let interval = Duration::from_secs_f64(1.0 / rate);
     let mut phase = 0u64;
-    paced_publish(&mut http, room, phase, 20, interval).await;
+    paced_publish(&mut http, room, phase, warmup, interval).await;
     if let Err(why) = subscribers.line("PHASE ", Duration::from_secs(60)).await {
         return vec![json!({ "setup": setup, "error": why })];
     }
 
     let mut out = Vec::new();
+    // Idle: what the servers spend with the subscribers connected and
+    // nothing published (heartbeats; on Redis, its PINGs and the presence
+    // entries rewritten every 10 s), per second.
+    if !idle.is_zero() {
+        let before = cpu(&pids);
+        let started = Instant::now();
+        sleep(idle).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let after = cpu(&pids);
+        let mut parts = serde_json::Map::new();
+        for (i, (name, _)) in pids.iter().enumerate() {
+            parts.insert(name.clone(), json!((after[i] - before[i]) / elapsed));
+        }
+        let total: f64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+        out.push(json!({
+            "setup": setup,
+            "phase": "idle",
+            "elapsed_s": elapsed,
+            "cpu_s_per_s": parts,
+            "cpu_total_s_per_s": total / elapsed,
+        }));
+    }
     // Paced.
     phase += 1;
     let load_before = loadavg();
     let before = cpu(&pids);
+    let client_before = cpu_seconds(subscribers.pid(), ticks);
     let started = Instant::now();
     paced_publish(&mut http, room, phase, paced, interval).await;
     let report = match subscribers.line("PHASE ", Duration::from_secs(60)).await {
@@ -680,7 +730,11 @@ async fn fanout_run(run: FanoutRun<'_>) -> Vec<Value> {
         &report,
         elapsed,
         &load_before,
-        json!({ "rate": rate, "publications": paced + 1 }),
+        json!({
+            "rate": rate,
+            "publications": paced + 1,
+            "client_cpu_s": cpu_seconds(subscribers.pid(), ticks) - client_before,
+        }),
     ));
 
     // Bursts: BURST publications written back to back (pipelined), then
@@ -700,7 +754,9 @@ async fn fanout_run(run: FanoutRun<'_>) -> Vec<Value> {
         }
         let load_before = loadavg();
         let before = cpu(&pids);
+        let client_before = cpu_seconds(subscribers.pid(), ticks);
         let started = Instant::now();
+        let mut spreads: [Vec<f64>; 4] = Default::default();
         let (mut deliveries, mut busy_ns, mut p99s, mut worst) =
             (0u64, 0u64, Vec::new(), PhaseReport::default());
         let mut p50s = Vec::new();
@@ -738,6 +794,14 @@ async fn fanout_run(run: FanoutRun<'_>) -> Vec<Value> {
             busy_ns += report.last_recv_ns.saturating_sub(first_send);
             p50s.push(report.p50_ns as f64);
             p90s.push(report.p90_ns as f64);
+            for (all, one) in spreads.iter_mut().zip([
+                report.first_p50_ns,
+                report.first_p99_ns,
+                report.last_p50_ns,
+                report.last_p99_ns,
+            ]) {
+                all.push(one as f64);
+            }
             p99s.push(report.p99_ns as f64);
             worst.gaps += report.gaps;
             worst.out_of_order += report.out_of_order;
@@ -751,12 +815,17 @@ async fn fanout_run(run: FanoutRun<'_>) -> Vec<Value> {
         worst.p50_ns = median(&p50s) as u64;
         worst.p90_ns = median(&p90s) as u64;
         worst.p99_ns = median(&p99s) as u64;
+        worst.first_p50_ns = median(&spreads[0]) as u64;
+        worst.first_p99_ns = median(&spreads[1]) as u64;
+        worst.last_p50_ns = median(&spreads[2]) as u64;
+        worst.last_p99_ns = median(&spreads[3]) as u64;
         let extra = json!({
             "bursts": bursts,
             "burst": BURST + 1,
             "publishers": conns,
             "deliveries_per_s": deliveries as f64 / (busy_ns.max(1) as f64 / 1e9),
             "p99_of_bursts_ms": p99s.iter().map(|p| p / 1e6).collect::<Vec<_>>(),
+            "client_cpu_s": cpu_seconds(subscribers.pid(), ticks) - client_before,
         });
         let name = format!("burst-{conns}");
         out.push(phase_result(setup, &name, &pids, &before, &after, &worst, elapsed, &load_before, extra));
@@ -765,6 +834,19 @@ async fn fanout_run(run: FanoutRun<'_>) -> Vec<Value> {
     drop(subscribers);
     drop(nodes);
     drop(redis);
+    // CPU per delivery net of the idle cost over the same time.
+    let idle_rate = out.iter().find(|r| r["phase"] == "idle").and_then(|r| r["cpu_total_s_per_s"].as_f64());
+    if let Some(idle_rate) = idle_rate {
+        for result in out.iter_mut().filter(|r| r["phase"] != "idle") {
+            let (Some(total), Some(elapsed), Some(deliveries)) =
+                (result["cpu_total_s"].as_f64(), result["elapsed_s"].as_f64(), result["deliveries"].as_f64())
+            else {
+                continue;
+            };
+            result["cpu_us_per_delivery_net"] =
+                json!((total - idle_rate * elapsed) * 1e6 / deliveries.max(1.0));
+        }
+    }
     out
 }
 
@@ -798,6 +880,10 @@ fn phase_result(
         "p90_ms": report.p90_ns as f64 / 1e6,
         "p99_ms": report.p99_ns as f64 / 1e6,
         "max_ms": report.max_ns as f64 / 1e6,
+        "first_p50_ms": report.first_p50_ns as f64 / 1e6,
+        "first_p99_ms": report.first_p99_ns as f64 / 1e6,
+        "last_p50_ms": report.last_p50_ns as f64 / 1e6,
+        "last_p99_ms": report.last_p99_ns as f64 / 1e6,
         "gaps": report.gaps,
         "out_of_order": report.out_of_order,
         "closed": report.closed,
@@ -824,9 +910,36 @@ fn print_fanout_tables(
     let errors: Vec<&Value> = results.iter().filter(|r| r.get("error").is_some()).collect();
     let phases: Vec<String> =
         std::iter::once("paced".to_owned()).chain(burst_conns.iter().map(|k| format!("burst-{k}"))).collect();
+    let has = |name: &str| setups.iter().any(|s| s == name);
+    let idle: Vec<&Value> = results.iter().filter(|r| r["phase"] == "idle").collect();
+    if !idle.is_empty() {
+        println!("\nidle: {n} subscribers connected, nothing published; server CPU, ms per second (median of {rounds} rounds [min-max])\n");
+        println!("| setup | node a | node b | redis-server | total |");
+        println!("|---|---:|---:|---:|---:|");
+        for setup in setups {
+            let of: Vec<&&Value> = idle.iter().filter(|r| r["setup"] == *setup).collect();
+            if of.is_empty() {
+                continue;
+            }
+            let part = |pick: &dyn Fn(&Value) -> Option<f64>| -> String {
+                let v: Vec<f64> = of.iter().filter_map(|r| pick(r)).map(|x| x * 1e3).collect();
+                if v.is_empty() {
+                    return "-".into();
+                }
+                let (lo, hi) = range(&v);
+                format!("{:.1} [{lo:.1}-{hi:.1}]", median(&v))
+            };
+            println!(
+                "| {setup} | {} | {} | {} | {} |",
+                part(&|r| r["cpu_s_per_s"]["node_a"].as_f64()),
+                part(&|r| r["cpu_s_per_s"]["node_b"].as_f64()),
+                part(&|r| r["cpu_s_per_s"]["redis"].as_f64()),
+                part(&|r| r["cpu_total_s_per_s"].as_f64()),
+            );
+        }
+    }
     for phase in &phases {
         let phase = phase.as_str();
-        let burst = phase != "paced";
         let of = |setup: &str| -> Vec<&Value> {
             results.iter().filter(|r| r["setup"] == setup && r["phase"] == phase).collect()
         };
@@ -836,64 +949,61 @@ fn print_fanout_tables(
         let metric = |setup: &str, key: &str| -> Vec<f64> {
             of(setup).iter().filter_map(|r| r[key].as_f64()).collect()
         };
-        let by_round = |setup: &str, key: &str| -> BTreeMap<u64, f64> {
-            of(setup).iter().filter_map(|r| Some((r["round"].as_u64()?, r[key].as_f64()?))).collect()
+        // A setup's value against a base's, round by round (side by side),
+        // then the median and range of those.
+        let against = |setup: &str, base: &str, key: &str, diff: bool| -> String {
+            if base == setup || !has(base) {
+                return "-".into();
+            }
+            let by_round = |s: &str| -> BTreeMap<u64, f64> {
+                of(s).iter().filter_map(|r| Some((r["round"].as_u64()?, r[key].as_f64()?))).collect()
+            };
+            let theirs = by_round(base);
+            let per_round: Vec<f64> = by_round(setup)
+                .iter()
+                .filter_map(|(round, v)| theirs.get(round).map(|b| if diff { v - b } else { v / b }))
+                .collect();
+            if per_round.is_empty() {
+                return "-".into();
+            }
+            let (lo, hi) = range(&per_round);
+            if diff {
+                format!("{:+.2} [{lo:+.2} to {hi:+.2}]", median(&per_round))
+            } else {
+                format!("{:.2} [{lo:.2}-{hi:.2}]", median(&per_round))
+            }
+        };
+        let cell = |setup: &str, key: &str, digits: usize| {
+            let v = metric(setup, key);
+            let (lo, hi) = range(&v);
+            format!("{:.d$} [{lo:.d$}-{hi:.d$}]", median(&v), d = digits)
         };
         let title = match phase.strip_prefix("burst-") {
             None => format!("paced: {} publications at {rate}/s to {n} subscribers", paced + 1),
             Some(k) => format!(
-                "bursts: {bursts} x {} publications, {BURST} written back to back over {k} HTTP connection(s) then one, to {n} subscribers",
+                "bursts: {bursts} x {} publications ({BURST} written back to back over {k} HTTP \
+                 connection(s), then an end marker) to {n} subscribers",
                 BURST + 1
             ),
         };
+        let burst = phase != "paced";
         println!("\n{title}; medians of {rounds} rounds [min-max]\n");
-        let has_memory = setups.iter().any(|s| s == "memory-1");
         println!(
-            "| setup | deliveries | server CPU, us/delivery | CPU / memory-1 | CPU / redis-1 | p50 latency, ms | p99 latency, ms | p99 added to memory-1, ms | p99 added to redis-1, ms |{}",
+            "| setup | deliveries | server CPU, us/delivery | / memory-1 | / redis-1 | net of idle, us/delivery | / memory-1 | / redis-1 | client CPU, s |{}",
             if burst { " deliveries/s |" } else { "" }
         );
         println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|{}", if burst { "---:|" } else { "" });
-        for setup in setups {
-            let cpu = metric(setup, "cpu_us_per_delivery");
-            if cpu.is_empty() {
-                continue;
-            }
-            // Ratios per round (side by side), then their median.
-            let ratio_to = |base: &str, key: &str, diff: bool| -> String {
-                if base == setup || (base == "memory-1" && !has_memory) {
-                    return "-".into();
-                }
-                let mine = by_round(setup, key);
-                let theirs = by_round(base, key);
-                let per_round: Vec<f64> = mine
-                    .iter()
-                    .filter_map(|(round, v)| theirs.get(round).map(|b| if diff { v - b } else { v / b }))
-                    .collect();
-                if per_round.is_empty() {
-                    return "-".into();
-                }
-                let (lo, hi) = range(&per_round);
-                if diff {
-                    format!("{:+.2} [{lo:+.2} to {hi:+.2}]", median(&per_round))
-                } else {
-                    format!("{:.2} [{lo:.2}-{hi:.2}]", median(&per_round))
-                }
-            };
-            let cell = |key: &str, digits: usize| {
-                let v = metric(setup, key);
-                let (lo, hi) = range(&v);
-                format!("{:.d$} [{lo:.d$}-{hi:.d$}]", median(&v), d = digits)
-            };
-            let deliveries = median(&metric(setup, "deliveries"));
+        for setup in setups.iter().filter(|s| !of(s).is_empty()) {
             print!(
-                "| {setup} | {deliveries:.0} | {} | {} | {} | {} | {} | {} | {} |",
-                cell("cpu_us_per_delivery", 2),
-                ratio_to("memory-1", "cpu_us_per_delivery", false),
-                ratio_to("redis-1", "cpu_us_per_delivery", false),
-                cell("p50_ms", 2),
-                cell("p99_ms", 2),
-                ratio_to("memory-1", "p99_ms", true),
-                ratio_to("redis-1", "p99_ms", true),
+                "| {setup} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                median(&metric(setup, "deliveries")),
+                cell(setup, "cpu_us_per_delivery", 2),
+                against(setup, "memory-1", "cpu_us_per_delivery", false),
+                against(setup, "redis-1", "cpu_us_per_delivery", false),
+                cell(setup, "cpu_us_per_delivery_net", 2),
+                against(setup, "memory-1", "cpu_us_per_delivery_net", false),
+                against(setup, "redis-1", "cpu_us_per_delivery_net", false),
+                cell(setup, "client_cpu_s", 1),
             );
             if burst {
                 let rates = metric(setup, "deliveries_per_s");
@@ -902,11 +1012,29 @@ fn print_fanout_tables(
             }
             println!();
         }
-        // Where the CPU went (medians, seconds).
+        println!("\nlatency, ms (every delivery; per publication its first and its last delivery):\n");
+        println!(
+            "| setup | p50 | p99 | p99 added to memory-1 | p99 added to redis-1 | first: p50 | first: p99 | first p99 added to memory-1 | last: p50 | last: p99 |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for setup in setups.iter().filter(|s| !of(s).is_empty()) {
+            println!(
+                "| {setup} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                cell(setup, "p50_ms", 2),
+                cell(setup, "p99_ms", 2),
+                against(setup, "memory-1", "p99_ms", true),
+                against(setup, "redis-1", "p99_ms", true),
+                cell(setup, "first_p50_ms", 2),
+                cell(setup, "first_p99_ms", 2),
+                against(setup, "memory-1", "first_p99_ms", true),
+                cell(setup, "last_p50_ms", 1),
+                cell(setup, "last_p99_ms", 1),
+            );
+        }
         println!("\nserver CPU by process, seconds (median of rounds):\n");
-        println!("| setup | node a | node b | redis-server | total | gaps | closed |");
-        println!("|---|---:|---:|---:|---:|---:|---:|");
-        for setup in setups {
+        println!("| setup | node a | node b | redis-server | total | gaps | out of order | closed |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        for setup in setups.iter().filter(|s| !of(s).is_empty()) {
             let part = |name: &str| -> String {
                 let v: Vec<f64> = of(setup).iter().filter_map(|r| r["cpu_s"][name].as_f64()).collect();
                 if v.is_empty() {
@@ -915,17 +1043,16 @@ fn print_fanout_tables(
                     format!("{:.2}", median(&v))
                 }
             };
-            let gaps: u64 = of(setup).iter().filter_map(|r| r["gaps"].as_u64()).sum();
-            let closed: u64 = of(setup).iter().filter_map(|r| r["closed"].as_u64()).sum();
-            if of(setup).is_empty() {
-                continue;
-            }
+            let sum = |key: &str| -> u64 { of(setup).iter().filter_map(|r| r[key].as_u64()).sum() };
             println!(
-                "| {setup} | {} | {} | {} | {:.2} | {gaps} | {closed} |",
+                "| {setup} | {} | {} | {} | {:.2} | {} | {} | {} |",
                 part("node_a"),
                 part("node_b"),
                 part("redis"),
-                median(&metric(setup, "cpu_total_s"))
+                median(&metric(setup, "cpu_total_s")),
+                sum("gaps"),
+                sum("out_of_order"),
+                sum("closed"),
             );
         }
     }
@@ -981,6 +1108,7 @@ async fn child_subscribers(args: Args) {
                             continue;
                         }
                         state.latencies.push(received.saturating_sub(t));
+                        state.seqs.push(s as u32);
                         state.data += 1;
                         if s < state.next {
                             state.out_of_order += 1;
@@ -1010,10 +1138,21 @@ async fn child_subscribers(args: Args) {
         for p in complete {
             let phases = pending.remove(&p).unwrap_or_default();
             let mut latencies: Vec<u64> = Vec::new();
+            // Per publication: its first and its last delivery (the path
+            // to the nearest subscriber, and the whole fan-out).
+            let mut spread: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
             for phase in &phases {
                 latencies.extend_from_slice(&phase.latencies);
+                for (seq, latency) in phase.seqs.iter().zip(&phase.latencies) {
+                    let entry = spread.entry(*seq).or_insert((u64::MAX, 0));
+                    *entry = (entry.0.min(*latency), entry.1.max(*latency));
+                }
             }
             latencies.sort_unstable();
+            let mut firsts: Vec<u64> = spread.values().map(|v| v.0).collect();
+            let mut lasts: Vec<u64> = spread.values().map(|v| v.1).collect();
+            firsts.sort_unstable();
+            lasts.sort_unstable();
             let line = json!({
                 "phase": p,
                 "subscribers": phases.len(),
@@ -1026,6 +1165,10 @@ async fn child_subscribers(args: Args) {
                 "p90_ns": percentile(&latencies, 0.90),
                 "p99_ns": percentile(&latencies, 0.99),
                 "max_ns": latencies.last().copied().unwrap_or(0),
+                "first_p50_ns": percentile(&firsts, 0.50),
+                "first_p99_ns": percentile(&firsts, 0.99),
+                "last_p50_ns": percentile(&lasts, 0.50),
+                "last_p99_ns": percentile(&lasts, 0.99),
             });
             println!("PHASE {line}");
         }
@@ -1047,6 +1190,8 @@ struct Phase {
     out_of_order: u64,
     last_recv: u64,
     latencies: Vec<u64>,
+    /// The sequence number of each of `latencies`.
+    seqs: Vec<u32>,
 }
 
 // ---------------------------------------------------------------------------
