@@ -300,13 +300,16 @@ struct Http {
     stream: TcpStream,
     addr: String,
     buf: Vec<u8>,
+    /// When it last wrote: the server closes a keep-alive connection that
+    /// sends no request head for 10 s, so one idle longer is opened again.
+    used: Instant,
 }
 
 impl Http {
     async fn connect(addr: &str) -> Http {
         let stream = TcpStream::connect(addr).await.expect("connect to the node's HTTP port");
         stream.set_nodelay(true).expect("nodelay");
-        Http { stream, addr: addr.to_owned(), buf: Vec::new() }
+        Http { stream, addr: addr.to_owned(), buf: Vec::new(), used: Instant::now() }
     }
 
     fn request(&self, method: &str, path: &str, body: &str) -> String {
@@ -318,6 +321,10 @@ impl Http {
     }
 
     async fn write(&mut self, bytes: &[u8]) {
+        if self.used.elapsed() > Duration::from_secs(5) {
+            *self = Http::connect(&self.addr).await;
+        }
+        self.used = Instant::now();
         self.stream.write_all(bytes).await.expect("write to the node");
     }
 
