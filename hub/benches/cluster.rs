@@ -505,6 +505,7 @@ async fn fanout(args: Args) {
     let bursts: usize = args.num("--bursts", 5);
     let warmup: usize = args.num("--warmup", 10);
     let idle = Duration::from_secs_f64(args.num("--idle", 20.0));
+    let perf_dir = args.value("--perf").map(PathBuf::from);
     let burst_conns: Vec<usize> = args
         .list("--burst-publishers", "1,10")
         .iter()
@@ -540,6 +541,7 @@ async fn fanout(args: Args) {
                 burst_conns: &burst_conns,
                 warmup,
                 idle,
+                perf_dir: perf_dir.as_deref(),
                 room: &room,
                 extra: &extra,
                 server_cpu,
@@ -568,6 +570,7 @@ struct FanoutRun<'a> {
     burst_conns: &'a [usize],
     warmup: usize,
     idle: Duration,
+    perf_dir: Option<&'a std::path::Path>,
     room: &'a str,
     extra: &'a [String],
     server_cpu: Option<u32>,
@@ -647,6 +650,7 @@ async fn fanout_run(run: FanoutRun<'_>) -> Vec<Value> {
         burst_conns,
         warmup,
         idle,
+        perf_dir,
         room,
         extra,
         server_cpu,
@@ -720,6 +724,18 @@ async fn fanout_run(run: FanoutRun<'_>) -> Vec<Value> {
     let load_before = loadavg();
     let before = cpu(&pids);
     let client_before = cpu_seconds(subscribers.pid(), ticks);
+    // With --perf DIR: a profile of every server process over the paced phase.
+    let profiler = perf_dir.map(|dir| {
+        let pid_list: Vec<String> = pids.iter().map(|(_, pid)| pid.to_string()).collect();
+        let file = dir.join(format!("perf-{setup}-{}.data", now_ns()));
+        Command::new("perf")
+            .args(["record", "-q", "-F", "999", "-g", "-p", &pid_list.join(","), "-o"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start perf record")
+    });
     let started = Instant::now();
     paced_publish(&mut http, room, phase, paced, interval).await;
     let report = match subscribers.line("PHASE ", Duration::from_secs(60)).await {
@@ -727,6 +743,11 @@ async fn fanout_run(run: FanoutRun<'_>) -> Vec<Value> {
         Err(why) => return vec![json!({ "setup": setup, "error": why })],
     };
     let elapsed = started.elapsed().as_secs_f64();
+    if let Some(mut perf) = profiler {
+        // perf writes its file on SIGINT.
+        let _ = Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+        let _ = perf.wait();
+    }
     let after = cpu(&pids);
     out.push(phase_result(
         setup,
@@ -1287,6 +1308,9 @@ async fn recovery_run(node: &Node, redis: Option<&Redis>, room: &str, clients: u
     let stats_before = http.stats().await;
     let calls_before = redis.map(Redis::command_calls).unwrap_or_default();
     let load_before = loadavg();
+    let ticks = clock_ticks();
+    let cpu_now = || (cpu_seconds(node.pid(), ticks), redis.map_or(0.0, |r| cpu_seconds(r.pid, ticks)));
+    let cpu_before = cpu_now();
 
     // Every client reconnects at once with `since`.
     let positions = positions.lock().expect("positions").clone();
@@ -1333,6 +1357,7 @@ async fn recovery_run(node: &Node, redis: Option<&Redis>, room: &str, clients: u
         })
         .await;
     let wall = started.elapsed();
+    let cpu_after = cpu_now();
     let calls_after = redis.map(Redis::command_calls).unwrap_or_default();
     let stats_after = http.stats().await;
     let mut times: Vec<u64> = Vec::new();
@@ -1351,7 +1376,8 @@ async fn recovery_run(node: &Node, redis: Option<&Redis>, room: &str, clients: u
     let calls: BTreeMap<String, u64> = calls_after
         .iter()
         .map(|(k, v)| (k.clone(), v - calls_before.get(k).copied().unwrap_or(0)))
-        .filter(|(_, v)| *v > 0)
+        // Not the INFO that read the counters before.
+        .filter(|(k, v)| *v > 0 && k != "info")
         .collect();
     let delta = |path: &[&str]| -> u64 {
         let pick = |v: &Value| path.iter().fold(v.clone(), |v, k| v[*k].clone()).as_u64().unwrap_or(0);
@@ -1372,6 +1398,8 @@ async fn recovery_run(node: &Node, redis: Option<&Redis>, room: &str, clients: u
         "hub_history_reads": delta(&["history_reads"]),
         "engine_history_reads": delta(&["redis", "history_reads"]),
         "redis_calls": calls,
+        "node_cpu_ms": (cpu_after.0 - cpu_before.0) * 1e3,
+        "redis_cpu_ms": (cpu_after.1 - cpu_before.1) * 1e3,
         "loadavg_before": load_before,
     })
 }
@@ -1379,8 +1407,8 @@ async fn recovery_run(node: &Node, redis: Option<&Redis>, room: &str, clients: u
 fn print_recovery_tables(results: &[Value], sizes: &[usize], setups: &[String], missed: u64) {
     let rounds = results.iter().filter_map(|r| r["round"].as_u64()).max().unwrap_or(0);
     println!("\nrecovery: clients reconnect at once with `since` and get {missed} missed publications each; medians of {rounds} rounds [min-max]\n");
-    println!("| engine | clients | all recovered, ms | p50 client, ms | recovered | hub history reads |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| engine | clients | all recovered, ms | p50 client, ms | node CPU, ms | redis-server CPU, ms | recovered | hub history reads |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for setup in setups {
         for &clients in sizes {
             let of: Vec<&Value> =
@@ -1397,9 +1425,11 @@ fn print_recovery_tables(results: &[Value], sizes: &[usize], setups: &[String], 
                 of.iter().map(|r| format!("{}/{}", r["recovered"], clients)).collect();
             let reads: Vec<String> = of.iter().map(|r| r["hub_history_reads"].to_string()).collect();
             println!(
-                "| {setup} | {clients} | {} | {} | {} | {} |",
+                "| {setup} | {clients} | {} | {} | {} | {} | {} | {} |",
                 cell("all_ms"),
                 cell("p50_ms"),
+                cell("node_cpu_ms"),
+                cell("redis_cpu_ms"),
                 recovered.join(", "),
                 reads.join(", ")
             );
