@@ -10,7 +10,10 @@ for tool in redis-server taskset; do
 done
 [ "$(nproc)" -ge 2 ] || { echo "$0: needs 2 CPUs (servers on CPU 0, clients on CPU 1)" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)"
-cargo bench -q -p sabai-hub --bench cluster --no-run --manifest-path "$root/Cargo.toml" 2>&1 | grep -v '^ *Executable' || true
+if ! build=$(cargo bench -q -p sabai-hub --bench cluster --no-run --manifest-path "$root/Cargo.toml" 2>&1); then
+    echo "$build" >&2
+    exit 1
+fi
 
 # env_file FILE: the machine and its load, before the run.
 env_file() {

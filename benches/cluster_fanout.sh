@@ -11,7 +11,7 @@
 # PACED publications at RATE per second, then BURSTS bursts of 100 from
 # one publisher and from 10 (PUBLISHERS).
 #
-#   benches/cluster_fanout.sh                                # about 40 minutes
+#   benches/cluster_fanout.sh                                # about 25 minutes
 #   SUBSCRIBERS=1000 ROUNDS=1 PACED=50 benches/cluster_fanout.sh   # quick
 #
 # Results: $OUT (default target/cluster/<date-time>-fanout): table.md,
