@@ -36,7 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{sleep, sleep_until, timeout};
 
-type Ws = WebSocket<TcpStream>;
+type Ws = WebSocket<sabai::MaybeTlsStream>;
 
 /// Handshakes in flight at once while opening many connections.
 const CONNECTING_AT_ONCE: usize = 64;
