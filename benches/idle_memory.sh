@@ -4,10 +4,15 @@
 # generator, RSS before / with N idle / after one echo on each.
 #
 #   benches/idle_memory.sh [N...]      (default: 10 100 1000 10000)
+#
+# LOADGEN: the harness's load generator, if not built in its own tree
+# (for example: CARGO_TARGET_DIR=target/wsbench cargo build --release
+# --manifest-path ../shared/wsbench/Cargo.toml -p loadgen, then
+# LOADGEN=target/wsbench/release/loadgen).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 wsbench="${WSBENCH:-$root/../shared/wsbench}"
-loadgen="$wsbench/target/release/loadgen"
+loadgen="${LOADGEN:-$wsbench/target/release/loadgen}"
 [ -x "$loadgen" ] || { echo "idle_memory.sh: build the harness first (cd $wsbench && cargo build --release)" >&2; exit 1; }
 cargo build --release --example echo_server --manifest-path "$root/Cargo.toml" 2>/dev/null
 ulimit -n "$(ulimit -Hn)"
