@@ -278,10 +278,11 @@ impl ServerHandshake {
         // a token. Anything else (a TLS ClientHello from a wss:// client,
         // 0x16) is refused on its first byte rather than after the head
         // limit or the timeout; httparse would refuse the whole head alike.
-        if let Some(&first) = buf.first() {
-            if !(is_token(&[first]) || first == b'\r' || first == b'\n') {
-                return Err(HandshakeError::MalformedHttp(httparse::Error::Token));
-            }
+        // Nothing to judge yet: no limit can be over, no byte be wrong
+        // (and the answer must not depend on how the bytes are chunked).
+        let Some(&first) = buf.first() else { return Ok(None) };
+        if !(is_token(&[first]) || first == b'\r' || first == b'\n') {
+            return Err(HandshakeError::MalformedHttp(httparse::Error::Token));
         }
         let Some(end) = self.scanner.find_end(buf, &self.limits)? else {
             return Ok(None);
