@@ -247,10 +247,15 @@ pub struct Args {
     #[arg(long, env = "SABAI_HUB_ADMIN_KEY", value_name = "KEY", value_parser = admin_key)]
     #[serde(default, deserialize_with = "de_admin_key")]
     admin_key: Option<String>,
-    /// Bridge this MQTT broker into the rooms: mqtt://[USER[:PASSWORD]@]HOST[:PORT]
-    /// [default: none]. The built-in simulator then publishes only with --simulate-mqtt.
+    /// Bridge this MQTT broker into the rooms: mqtt://[USER[:PASSWORD]@]HOST[:PORT],
+    /// or mqtts:// for TLS [default: none]. The built-in simulator then
+    /// publishes only with --simulate-mqtt.
     #[arg(long, env = "SABAI_HUB_MQTT", value_name = "URL")]
     mqtt: Option<String>,
+    /// The CA certificates (PEM) to trust for an mqtts:// broker, instead
+    /// of the system's roots.
+    #[arg(long, env = "SABAI_HUB_MQTT_CA", value_name = "FILE")]
+    mqtt_ca: Option<PathBuf>,
     /// The bridge's MQTT client id, one per node [default: sabai-hub-<node id>].
     #[arg(long, env = "SABAI_HUB_MQTT_CLIENT_ID", value_name = "ID")]
     mqtt_client_id: Option<String>,
@@ -370,6 +375,9 @@ impl Args {
         let mut alert_rules: Vec<crate::alerts::Rule> =
             self.alert_rule.iter().map(|r| crate::alerts::Rule::parse(r)).collect::<Result<_, _>>()?;
         let Some(url) = &self.mqtt else {
+            if self.mqtt_ca.is_some() {
+                return Err("--mqtt-ca is for an mqtts:// broker: add --mqtt mqtts://HOST:PORT".into());
+            }
             if self.simulate_mqtt {
                 return Err("--simulate-mqtt needs a broker: --mqtt mqtt://HOST:PORT".into());
             }
@@ -380,12 +388,18 @@ impl Args {
             }
             return Ok(Iot { mqtt: None, device_registry: self.device_registry.clone(), alert_rules });
         };
-        let (host, port, in_url) =
-            crate::mqtt::Settings::parse_url(url).map_err(|e| format!("--mqtt: {e}"))?;
+        let broker = crate::mqtt::Settings::parse_url(url).map_err(|e| format!("--mqtt: {e}"))?;
         let credentials = match (&self.mqtt_username, &self.mqtt_password) {
             (Some(user), password) => Some((user.clone(), password.clone().unwrap_or_default())),
             (None, Some(_)) => return Err("--mqtt-password needs --mqtt-username".into()),
-            (None, None) => in_url,
+            (None, None) => broker.credentials,
+        };
+        // Read now: a missing or empty CA file stops the start, it is not
+        // a connection error retried forever.
+        let tls = match (broker.tls, &self.mqtt_ca) {
+            (true, ca) => Some(crate::mqtt::tls::client_config(ca.as_deref())?),
+            (false, Some(_)) => return Err("--mqtt-ca needs an mqtts:// broker in --mqtt".into()),
+            (false, None) => None,
         };
         let patterns = if self.mqtt_topic.is_empty() {
             crate::mqtt::topic::DEFAULT_PATTERNS.iter().map(|p| p.to_string()).collect()
@@ -417,8 +431,8 @@ impl Args {
             return Err("--mqtt-max-payload: 1 to 4194304 bytes".into());
         }
         let mqtt = crate::mqtt::Settings {
-            host,
-            port,
+            host: broker.host,
+            port: broker.port,
             client_id: self.mqtt_client_id.clone().unwrap_or_default(),
             credentials,
             patterns,
@@ -428,6 +442,7 @@ impl Args {
             command_topic,
             simulate: self.simulate_mqtt,
             keep_alive: Duration::from_secs(15),
+            tls,
         };
         Ok(Iot { mqtt: Some(mqtt), device_registry: self.device_registry.clone(), alert_rules })
     }
@@ -503,6 +518,7 @@ impl Args {
             no_rate_limit: self.no_rate_limit || file.no_rate_limit,
             admin_key: self.admin_key.or(file.admin_key),
             mqtt: self.mqtt.or(file.mqtt),
+            mqtt_ca: self.mqtt_ca.or(file.mqtt_ca),
             mqtt_client_id: self.mqtt_client_id.or(file.mqtt_client_id),
             mqtt_username: self.mqtt_username.or(file.mqtt_username),
             mqtt_password: self.mqtt_password.or(file.mqtt_password),
@@ -806,9 +822,31 @@ mod tests {
             &["--mqtt", "mqtt://h", "--alert-rule", "t"],
             &["--mqtt", "mqtt://h", "--mqtt-password", "p"],
             &["--mqtt", "mqtt://h", "--mqtt-max-payload", "0"],
+            &["--mqtt-ca", "ca.pem"],
+            &["--mqtt", "mqtt://h", "--mqtt-ca", "ca.pem"],
+            &["--mqtt", "mqtts://h", "--mqtt-ca", "/nonexistent/ca.pem"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn mqtts_takes_the_system_roots_or_the_mqtt_ca_of_flags_and_file() {
+        let plain = parse(&["--mqtt", "mqtt://h"]).unwrap().iot.mqtt.unwrap();
+        assert!(plain.tls.is_none());
+        let secure = parse(&["--mqtt", "mqtts://h"]).unwrap().iot.mqtt.unwrap();
+        assert_eq!((secure.port, secure.shown()), (8883, "mqtts://h:8883".to_owned()));
+        assert!(secure.tls.is_some(), "the system's roots");
+        // The file's mqtt-ca is read (and this one holds no certificate).
+        let dir = std::env::temp_dir().join(format!("sabai-hub-mqtt-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (config, ca) = (dir.join("hub.toml"), dir.join("ca.pem"));
+        std::fs::write(&ca, "no certificate here\n").unwrap();
+        std::fs::write(&config, format!("mqtt = \"mqtts://h\"\nmqtt-ca = {:?}\n", ca.to_str().unwrap()))
+            .unwrap();
+        let why = parse(&["--config", config.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(why.contains("--mqtt-ca") && why.contains("ca.pem"), "{why}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

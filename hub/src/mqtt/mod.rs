@@ -1,5 +1,5 @@
-//! The MQTT bridge (`--mqtt mqtt://host:port`): devices publish to a
-//! broker, the bridge subscribes (QoS 1) to the topic patterns, checks
+//! The MQTT bridge (`--mqtt mqtt://host:port`, or `mqtts://` over TLS,
+//! [`tls`]): devices publish to a broker, the bridge subscribes (QoS 1) to the topic patterns, checks
 //! each message, and publishes it through the hub as ONE publication to
 //! the rooms `device:<id>`, `group:<group>` and `global`, so history,
 //! offsets, the Redis engine and "once per connection" all apply.
@@ -27,6 +27,7 @@
 //!   ([`crate::alerts`]).
 
 pub mod readings;
+pub mod tls;
 pub mod topic;
 
 use std::collections::{HashMap, VecDeque};
@@ -35,7 +36,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter, TlsConfiguration, Transport,
+};
 use sabai::hub::{ConnId, Publish};
 use serde_json::{json, Value};
 
@@ -61,8 +64,16 @@ const LAST_RETRY: Duration = Duration::from_secs(5);
 /// Recent seqs kept per device for the duplicate window.
 const WINDOW_PER_DEVICE: usize = 4096;
 
-/// A broker's host, port and credentials (user, password).
-pub type Broker = (String, u16, Option<(String, String)>);
+/// A broker's address, from `--mqtt`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Broker {
+    pub host: String,
+    pub port: u16,
+    /// (user, password)
+    pub credentials: Option<(String, String)>,
+    /// `mqtts://`
+    pub tls: bool,
+}
 
 /// The bridge's settings, resolved from the flags.
 #[derive(Clone, Debug)]
@@ -80,18 +91,19 @@ pub struct Settings {
     /// `--simulate-mqtt`: the simulator's devices publish to the broker.
     pub simulate: bool,
     pub keep_alive: Duration,
+    /// `mqtts://`: the TLS configuration ([`tls::client_config`]).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Settings {
-    /// `mqtt://[USER[:PASSWORD]@]HOST[:PORT]` (port 1883 by default).
+    /// `mqtt://[USER[:PASSWORD]@]HOST[:PORT]` (port 1883 by default), or
+    /// `mqtts://` for TLS (port 8883 by default).
     pub fn parse_url(url: &str) -> Result<Broker, String> {
-        if url.starts_with("mqtts://") {
-            return Err(
-                "mqtts:// is not supported yet: use mqtt:// on a trusted network or through a TLS tunnel"
-                    .into(),
-            );
-        }
-        let rest = url.strip_prefix("mqtt://").ok_or("expected mqtt://HOST[:PORT]")?;
+        let (rest, tls, default_port) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://")) {
+            (Some(rest), _) => (rest, false, 1883),
+            (_, Some(rest)) => (rest, true, 8883),
+            _ => return Err("expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]".into()),
+        };
         let rest = rest.trim_end_matches('/');
         let (credentials, address) = match rest.rsplit_once('@') {
             Some((user, address)) => {
@@ -104,18 +116,19 @@ impl Settings {
             Some((host, port)) if !host.ends_with(']') || !port.is_empty() => {
                 (host, port.parse::<u16>().map_err(|_| format!("bad port {port:?}"))?)
             }
-            _ => (address, 1883),
+            _ => (address, default_port),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() || host.contains('/') {
             return Err("expected mqtt://HOST[:PORT]".into());
         }
-        Ok((host.to_owned(), port, credentials))
+        Ok(Broker { host: host.to_owned(), port, credentials, tls })
     }
 
     /// The broker's address without credentials, for logs.
     pub fn shown(&self) -> String {
-        format!("mqtt://{}:{}", self.host, self.port)
+        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
+        format!("{scheme}://{}:{}", self.host, self.port)
     }
 
     /// What to subscribe to: the patterns, shared when `--mqtt-share`.
@@ -139,6 +152,9 @@ impl Settings {
         options.set_inflight(100);
         if let Some((user, password)) = &self.credentials {
             options.set_credentials(user, password);
+        }
+        if let Some(config) = &self.tls {
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config.clone())));
         }
         options
     }
@@ -287,7 +303,12 @@ async fn run(app: Weak<App>, bridge: Arc<Bridge>, client: AsyncClient, mut event
                     }
                     if down_since.is_none() {
                         down_since = Some(Instant::now());
-                        tracing::warn!(broker = %bridge.settings.shown(), reason = %error, "MQTT connection lost; reconnecting");
+                        let (broker, hint) = (bridge.settings.shown(), tls::hint(&error));
+                        if bridge.counters.connects.load(Ordering::Relaxed) == 0 {
+                            tracing::warn!(%broker, reason = %error, hint, "MQTT connection failed; retrying");
+                        } else {
+                            tracing::warn!(%broker, reason = %error, hint, "MQTT connection lost; reconnecting");
+                        }
                     } else {
                         tracing::debug!(reason = %error, "MQTT reconnect failed");
                     }
@@ -563,14 +584,28 @@ mod tests {
 
     #[test]
     fn broker_urls_give_host_port_and_credentials() {
-        assert_eq!(Settings::parse_url("mqtt://127.0.0.1:1884").unwrap(), ("127.0.0.1".into(), 1884, None));
-        assert_eq!(Settings::parse_url("mqtt://broker").unwrap(), ("broker".into(), 1883, None));
+        let broker = |host: &str, port, credentials: Option<(&str, &str)>, tls| Broker {
+            host: host.into(),
+            port,
+            credentials: credentials.map(|(u, p)| (u.into(), p.into())),
+            tls,
+        };
+        assert_eq!(
+            Settings::parse_url("mqtt://127.0.0.1:1884").unwrap(),
+            broker("127.0.0.1", 1884, None, false)
+        );
+        assert_eq!(Settings::parse_url("mqtt://broker").unwrap(), broker("broker", 1883, None, false));
         assert_eq!(
             Settings::parse_url("mqtt://hub:s3cret@broker:1883/").unwrap(),
-            ("broker".into(), 1883, Some(("hub".into(), "s3cret".into())))
+            broker("broker", 1883, Some(("hub", "s3cret")), false)
         );
-        assert_eq!(Settings::parse_url("mqtt://[::1]:1883").unwrap().0, "::1");
-        for bad in ["http://x", "mqtt://", "mqtt://x:port", "mqtts://x", "mqtt://x/y"] {
+        assert_eq!(Settings::parse_url("mqtt://[::1]:1883").unwrap().host, "::1");
+        assert_eq!(Settings::parse_url("mqtts://broker").unwrap(), broker("broker", 8883, None, true));
+        assert_eq!(
+            Settings::parse_url("mqtts://hub:pw@broker:18883").unwrap(),
+            broker("broker", 18883, Some(("hub", "pw")), true)
+        );
+        for bad in ["http://x", "mqtt://", "mqtt://x:port", "mqtts://", "mqtt://x/y", "ssl://x"] {
             assert!(Settings::parse_url(bad).is_err(), "{bad}");
         }
     }

@@ -4,9 +4,13 @@
 //! restartable on the same port; `mosquitto_pub` and `mosquitto_sub` as
 //! devices. A missing mosquitto fails the test with what to install: the
 //! tests never skip (tests/run-all.sh installs it).
+//!
+//! [`Mosquitto::start_tls`] gives a broker whose one listener speaks TLS
+//! (mqtts://), with a CA and a certificate for localhost and 127.0.0.1
+//! made here with rcgen; its clients then use `--cafile`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -30,29 +34,99 @@ fn missing(what: &str, error: std::io::Error) -> ! {
     )
 }
 
+/// A CA certificate (PEM) in `dir/NAME.pem`, and its signer.
+fn make_ca(dir: &Path, name: &str) -> (rcgen::CertificateParams, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, format!("sabai test {name}"));
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+    (params, key)
+}
+
+/// A CA that signed nothing this broker shows: trusting it alone must
+/// fail the handshake.
+pub fn unrelated_ca(dir: &Path) -> PathBuf {
+    make_ca(dir, "unrelated-ca");
+    dir.join("unrelated-ca.pem")
+}
+
 /// A mosquitto process.
 pub struct Mosquitto {
     child: Option<Child>,
     pub port: u16,
     dir: PathBuf,
+    /// Its listener speaks TLS, with `dir/ca.pem`'s certificate.
+    tls: bool,
 }
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
+        Mosquitto::start_with(false)
+    }
+
+    /// A broker whose one listener speaks TLS (mqtts://).
+    pub fn start_tls() -> Mosquitto {
+        Mosquitto::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Mosquitto {
         let port = sabai_redis::testing::free_port();
         let dir = std::env::temp_dir().join(format!("sabai-mosquitto-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut broker = Mosquitto { child: None, port, dir };
+        if tls {
+            let (ca, ca_key) = make_ca(&dir, "ca");
+            let key = rcgen::KeyPair::generate().unwrap();
+            let params =
+                rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+            let cert = params.signed_by(&key, &rcgen::Issuer::from_params(&ca, &ca_key)).unwrap();
+            std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+            std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        }
+        let mut broker = Mosquitto { child: None, port, dir, tls };
         broker.run();
         broker
     }
 
+    /// The CA (PEM) that signed a TLS broker's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        assert!(self.tls, "a plain broker has no CA");
+        self.dir.join("ca.pem")
+    }
+
+    /// Where a test may write files of its own; removed with the broker.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `-h -p` for mosquitto_pub and mosquitto_sub, and `--cafile` for TLS
+    /// (the host name then checked against the certificate's).
+    fn client_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = ["-h", "127.0.0.1", "-p"].map(String::from).to_vec();
+        args.push(self.port.to_string());
+        if self.tls {
+            args.push("--cafile".into());
+            args.push(self.ca_file().to_string_lossy().into_owned());
+        }
+        args
+    }
+
     fn run(&mut self) {
         let config = self.dir.join("mosquitto.conf");
-        let text = format!(
+        let mut text = format!(
             "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n",
             self.port
         );
+        if self.tls {
+            let path = |name: &str| self.dir.join(name).to_string_lossy().into_owned();
+            text += &format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\n",
+                path("ca.pem"),
+                path("cert.pem"),
+                path("key.pem")
+            );
+        }
         std::fs::write(&config, text).unwrap();
         let child = Command::new(binary())
             .arg("-c")
@@ -74,7 +148,8 @@ impl Mosquitto {
     }
 
     pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Stops it (SIGKILL, by its PID): the bridge loses the connection at once.
@@ -101,7 +176,8 @@ impl Mosquitto {
     /// The same with more flags (`-r` to retain).
     pub fn publish_with(&self, topic: &str, payload: &[u8], flags: &[&str]) {
         let mut child = Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q", "1", "-t", topic, "-s"])
+            .args(self.client_args())
+            .args(["-q", "1", "-t", topic, "-s"])
             .args(flags)
             .stdin(Stdio::piped())
             .spawn()
@@ -114,7 +190,8 @@ impl Mosquitto {
     /// `mosquitto_pub -l`: each line a message, in order, on one connection.
     pub fn publish_lines(&self, topic: &str, lines: &[String]) {
         let mut child = Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q", "1", "-t", topic, "-l"])
+            .args(self.client_args())
+            .args(["-q", "1", "-t", topic, "-l"])
             .stdin(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| missing("mosquitto_pub", e));
@@ -133,7 +210,8 @@ impl Mosquitto {
     pub fn subscribe(&self, filter: &str) -> Subscriber {
         let probe = format!("sabai-test/probe/{}", rand::random::<u32>());
         let child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q", "1", "-t", filter, "-t", &probe])
+            .args(self.client_args())
+            .args(["-q", "1", "-t", filter, "-t", &probe])
             .args(["-F", "MSG %t %p"])
             .stdout(Stdio::piped())
             .spawn()
