@@ -83,6 +83,13 @@ impl Mosquitto {
             let cert = params.signed_by(&key, &rcgen::Issuer::from_params(&ca, &ca_key)).unwrap();
             std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
             std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+            // mosquitto started as root reads them as user mosquitto,
+            // whatever the umask: a test key, readable by all.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            for name in ["ca.pem", "cert.pem", "key.pem"] {
+                std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
         }
         let mut broker = Mosquitto { child: None, port, dir, tls };
         broker.run();
