@@ -67,6 +67,24 @@ struct OutgoingFragments {
     utf8: Utf8Validator,
 }
 
+/// Where a client's mask keys come from.
+#[derive(Debug)]
+enum Masks {
+    /// A fresh key per frame from a CSPRNG (RFC 6455 §10.3).
+    Random(StdRng),
+    /// The same key on every frame: reproducible traces only.
+    Fixed([u8; 4]),
+}
+
+impl Masks {
+    fn next_key(&mut self) -> [u8; 4] {
+        match self {
+            Masks::Random(rng) => rng.next_u32().to_ne_bytes(),
+            Masks::Fixed(key) => *key,
+        }
+    }
+}
+
 /// One WebSocket connection's protocol state, without I/O.
 ///
 /// ```
@@ -97,7 +115,7 @@ pub struct Connection {
     transmit: Box<Transmit>,
     sending: Option<OutgoingFragments>,
     /// Mask key source for a client (RFC 6455 §10.3); `None` for a server.
-    masks: Option<Box<StdRng>>,
+    masks: Option<Box<Masks>>,
     /// Boxed: set once per connection, so idle connections stay small.
     peer_close: Option<Box<CloseFrame>>,
     /// permessage-deflate, once agreed: the parameters and our compressor.
@@ -117,10 +135,33 @@ impl Connection {
     /// cryptographic source (for example `rand::random()`). A fixed seed is
     /// only for tests.
     pub fn client(config: Config, mask_seed: [u8; 32]) -> Self {
-        Self::new(Role::Client, config, Some(Box::new(StdRng::from_seed(mask_seed))))
+        Self::new(Role::Client, config, Some(Box::new(Masks::Random(StdRng::from_seed(mask_seed)))))
     }
 
-    fn new(role: Role, config: Config, masks: Option<Box<StdRng>>) -> Self {
+    /// Masks every frame this client sends with the same `key`, so that its
+    /// bytes are the same on every run: for traces and teaching (the
+    /// `sabai` tool's `--mask-key`) and tests. Never on a real connection:
+    /// RFC 6455 §10.3 requires an unpredictable key per frame, so that a
+    /// script cannot choose the bytes an intermediary sees. A server does
+    /// not mask (§5.1), so on a server this changes nothing.
+    ///
+    /// ```
+    /// use sabai::{Config, Connection, Message};
+    ///
+    /// // RFC 6455 §5.7: "Hello" masked with 37 fa 21 3d.
+    /// let mut client = Connection::client(Config::default(), [0; 32]).with_fixed_mask_key([0x37, 0xfa, 0x21, 0x3d]);
+    /// client.send(Message::text("Hello")).unwrap();
+    /// let wire = client.poll_transmit().unwrap();
+    /// assert_eq!(&wire[..], [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+    /// ```
+    pub fn with_fixed_mask_key(mut self, key: [u8; 4]) -> Self {
+        if let Some(masks) = self.masks.as_mut() {
+            **masks = Masks::Fixed(key);
+        }
+        self
+    }
+
+    fn new(role: Role, config: Config, masks: Option<Box<Masks>>) -> Self {
         Connection {
             role,
             config,
@@ -526,7 +567,7 @@ impl Connection {
     fn encode_frame_rsv(&mut self, fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) {
         // RFC 6455 §5.3: a client masks every frame with a fresh key from a
         // strong source of entropy (§10.3); a server never masks.
-        let mask = self.masks.as_mut().map(|rng| rng.next_u32().to_ne_bytes());
+        let mask = self.masks.as_mut().map(|masks| masks.next_key());
         let header = FrameHeader { fin, rsv, opcode, mask, len: payload.len() as u64 };
         let mut head = [0u8; MAX_HEADER_LEN];
         let head_len = header.encode(&mut head);
