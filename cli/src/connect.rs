@@ -185,6 +185,8 @@ async fn session(mut ws: Ws, opts: &Options) -> Result<(), String> {
     let mut reading = true;
     let mut received = 0u64;
     let mut ping_at: Option<Instant> = None;
+    // A /close with any code is ours: its echo is no failure.
+    let mut we_closed = false;
     let done = |n: u64| opts.count.is_some_and(|max| n >= max);
     loop {
         tokio::select! {
@@ -200,10 +202,14 @@ async fn session(mut ws: Ws, opts: &Options) -> Result<(), String> {
                 Some(Ok(line)) => {
                     if command(&mut ws, &line, opts, &mut ping_at).await? {
                         reading = false;
+                        we_closed = true;
                     }
                 }
             },
             event = ws.recv_event() => match event.map_err(failure)? {
+                // -n N: what arrives after the Nth message (already on its
+                // way when we closed) is not printed.
+                Some(Event::Message(_)) if done(received) => {}
                 Some(Event::Message(message)) => {
                     print(&message);
                     received += 1;
@@ -222,7 +228,7 @@ async fn session(mut ws: Ws, opts: &Options) -> Result<(), String> {
             }
         }
     }
-    closed(&ws)
+    closed(&ws, we_closed)
 }
 
 /// One line typed: a command or a message. True when it started the close.
@@ -287,8 +293,9 @@ fn print(message: &Message) {
 }
 
 /// The end of a session: the server's Close code, and whether it is a
-/// failure for the exit status.
-fn closed(ws: &Ws) -> Result<(), String> {
+/// failure for the exit status (a code other than 1000 or 1001 that we
+/// did not ask for).
+fn closed(ws: &Ws, we_closed: bool) -> Result<(), String> {
     match ws.close_frame() {
         None => {
             eprintln!("closed: the server's Close had no code (1005)");
@@ -297,7 +304,7 @@ fn closed(ws: &Ws) -> Result<(), String> {
         Some(frame) => {
             let (code, reason) = (frame.code.0, &frame.reason);
             let line = format!("closed: {code} ({}) {reason:?}", explain::close_name(code));
-            if code == 1000 || code == 1001 {
+            if code == 1000 || code == 1001 || we_closed {
                 eprintln!("{line}");
                 Ok(())
             } else {

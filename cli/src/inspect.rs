@@ -3,7 +3,9 @@
 //! verdict (a delivered message, a queued reply, a violation and its close
 //! code) is the one a sabai endpoint would reach.
 
-use crate::adapter::{connection, Config, Connection, DeflateParams, Event, Message, OpCode, Role};
+use crate::adapter::{
+    connection, Config, Connection, DeflateParams, Event, Message, OpCode, ProtocolError, Role,
+};
 use crate::decode::{Decoder, Item, PREVIEW};
 use crate::{explain, hex};
 
@@ -82,6 +84,11 @@ pub fn run(bytes: &[u8], from: Option<Role>, deflate: bool) -> String {
     if let Some(leftover) = decoder.leftover() {
         out.push_str(&format!("\nbytes {at}-{}: {leftover}\n", bytes.len() - 1));
         conn.receive(&bytes[at..]);
+        // A header's rules can be broken before its payload is complete.
+        if let Err(e) = conn.poll_event() {
+            failed(&mut conn, reader, e, &mut out);
+            return out;
+        }
     }
     if !conn_done(&conn) {
         conn.receive_eof();
@@ -145,12 +152,7 @@ fn verdict(conn: &mut Connection, reader: Role, fin: bool, opcode: OpCode, out: 
                 }
             }
             Err(e) => {
-                out.push_str(&format!(
-                    "  ✗ {e}\n  → the {} fails the connection with close code {} (§7.1.7): it sends {} and reads no more\n",
-                    who(reader),
-                    e.close_code().0,
-                    sent(conn)
-                ));
+                failed(conn, reader, e, out);
                 return false;
             }
         };
@@ -166,6 +168,16 @@ fn verdict(conn: &mut Connection, reader: Role, fin: bool, opcode: OpCode, out: 
         out.push_str(&format!("  {why}\n"));
     }
     true
+}
+
+/// The violation, its close code and the Close the connection queued.
+fn failed(conn: &mut Connection, reader: Role, e: ProtocolError, out: &mut String) {
+    out.push_str(&format!(
+        "  ✗ {e}\n  → the {} fails the connection with close code {} (§7.1.7): it sends {} and reads no more\n",
+        who(reader),
+        e.close_code().0,
+        sent(conn)
+    ));
 }
 
 /// The frames the connection queued: each one's kind, a Close's code, and
@@ -200,4 +212,47 @@ fn sent(conn: &mut Connection) -> String {
         hex::format(&bytes)
     };
     format!("{}: {shown}", words.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A frame with a well-formed start: any first byte, a short length,
+    /// masked or not, then random bytes, so inputs go past the header.
+    fn framed() -> impl Strategy<Value = Vec<u8>> {
+        (any::<u8>(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..140)).prop_map(
+            |(b0, mask, rest)| {
+                let len = rest.len().min(125) as u8;
+                let mut out = vec![b0, len | if mask { 0x80 } else { 0 }];
+                out.extend_from_slice(&rest);
+                out
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_explained_without_a_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            from in 0..3usize,
+            deflate: bool,
+        ) {
+            let from = [None, Some(Role::Client), Some(Role::Server)][from];
+            let out = run(&bytes, from, deflate);
+            prop_assert!(out.ends_with('\n'));
+        }
+
+        #[test]
+        fn frame_streams_are_explained_without_a_panic(
+            frames in proptest::collection::vec(framed(), 1..6),
+            deflate: bool,
+        ) {
+            let bytes = frames.concat();
+            let out = run(&bytes, None, deflate);
+            // A masked short frame may end before its key: then it is a truncated header.
+            prop_assert!(out.contains("frame 1") || out.contains("truncated"), "{}", out);
+        }
+    }
 }
