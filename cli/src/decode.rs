@@ -80,7 +80,14 @@ impl Decoder {
         }
         match &self.current {
             Some((header, _, remaining)) => Some(format!(
-                "truncated frame: its header declares {} payload bytes and only {} arrived ({} missing)",
+                "truncated frame: its header ({}, {}-bit length form) declares {} payload bytes and only {} \
+                 arrived ({} missing)",
+                crate::hex::format(&self.head),
+                match self.head[1] & 0x7f {
+                    126 => 16,
+                    127 => 64,
+                    _ => 7,
+                },
                 header.len,
                 header.len - remaining,
                 remaining

@@ -50,14 +50,17 @@ pub fn run(bytes: &[u8], from: Option<Role>, deflate: bool) -> String {
         match item {
             Item::Frame(frame) => {
                 let size = frame.head.len() + frame.header.len as usize;
+                let payload = match frame.payload.is_empty() {
+                    true => String::new(),
+                    false => format!(" | {}", hex::format(&frame.payload)),
+                };
+                let cut = if frame.payload.len() < frame.header.len as usize { " …" } else { "" };
                 out.push_str(&format!(
-                    "frame {}, bytes {}-{}: {} | {}{}\n",
+                    "frame {}, bytes {}-{}: {}{payload}{cut}\n",
                     n + 1,
                     at,
                     at + size - 1,
                     hex::format(&frame.head),
-                    hex::format(&frame.payload),
-                    if frame.payload.len() < frame.header.len as usize { " …" } else { "" }
                 ));
                 out.push_str(&explain::frame(frame, "  "));
                 if conn_done(&conn) {

@@ -78,7 +78,10 @@ fn truncated_frames_say_what_is_missing() {
     assert!(ok);
     assert!(out.contains("truncated header: 3 bytes (81 7e 01), and a header needs at least 4"), "{out}");
     let (_, out, _) = inspect(&["81 05 48 65"]);
-    assert!(out.contains("declares 5 payload bytes and only 2 arrived (3 missing)"), "{out}");
+    assert!(
+        out.contains("(81 05, 7-bit length form) declares 5 payload bytes and only 2 arrived (3 missing)"),
+        "{out}"
+    );
 }
 
 #[test]
