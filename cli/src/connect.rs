@@ -55,15 +55,18 @@ pub async fn run(opts: Options) -> Result<(), String> {
 
 /// TCP, TLS for wss://, then the opening handshake.
 async fn open(url: &WsUrl, opts: &Options, config: &WebSocketConfig) -> Result<Ws, String> {
+    // A bad --ca is a usage error: said before any connection is tried.
+    let tls_config = match url.secure {
+        true => Some(tls::client_config(opts.ca.as_deref())?),
+        false => None,
+    };
     let tcp = TcpStream::connect((url.host.as_str(), url.port))
         .await
         .map_err(|e| format!("cannot connect to {}:{}: {e}", url.host, url.port))?;
     let _ = tcp.set_nodelay(true);
-    let io: Box<dyn Io> = if url.secure {
-        let tls_config = tls::client_config(opts.ca.as_deref())?;
-        Box::new(tls::connect(tcp, &url.host, tls_config).await?)
-    } else {
-        Box::new(tcp)
+    let io: Box<dyn Io> = match tls_config {
+        Some(tls_config) => Box::new(tls::connect(tcp, &url.host, tls_config).await?),
+        None => Box::new(tcp),
     };
     let tracer = opts.trace.then(|| Tracer::new(String::new(), Arc::new(Mutex::new(std::io::stderr()))));
     let mut stream = Traced::new(io, tracer);
