@@ -194,3 +194,14 @@ fn a_protocol_error_names_its_close_code() {
         "{err}"
     );
 }
+
+#[test]
+fn a_101_in_http_1_0_is_refused() {
+    let port = fake_server(|mut s| {
+        let _ = s.write_all(ACCEPT_101.replacen("HTTP/1.1", "HTTP/1.0", 1).as_bytes());
+        thread::sleep(Duration::from_millis(500));
+    });
+    let (code, err) = connect_to(port, &["-n", "1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not acceptable: WebSocket handshake needs HTTP/1.1 (RFC 6455 §4.1"), "{err}");
+}
