@@ -119,6 +119,7 @@ impl ClientHandshake {
         }
     }
 
+    /// Replaces the default bounds on the response head (RFC 6455 §10.4).
     pub fn with_limits(mut self, limits: HandshakeLimits) -> Self {
         self.limits = limits;
         self
