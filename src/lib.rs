@@ -1,11 +1,62 @@
 //! # sabai
 //!
-//! The WebSocket protocol (RFC 6455), written from the RFC: a sans-IO core
-//! ([`Connection`], [`handshake`]) and, with the default `tokio` feature, an
-//! async layer ([`WebSocket`]) that moves its bytes; with the `rustls`
-//! feature, [`connect`] speaks `wss://` too.
+//! The WebSocket protocol (RFC 6455, and permessage-deflate, RFC 7692),
+//! written from the RFCs to be read as well as used. The protocol is a
+//! sans-IO core: bytes in, events out, bytes to send out, with no sockets,
+//! clock or OS randomness inside. With the default `tokio` feature, an
+//! async layer moves those bytes over any `AsyncRead + AsyncWrite`.
+//!
+//! ## The layers
+//!
+//! Data flows down on receive and up on send:
+//!
+//! ```text
+//!  your application          handler, examples/, the hub's rooms
+//!  ──────────────────────────────────────────────────────────────────────
+//!  hub (feature "hub")       rooms, fan-out, slow consumers       crate::hub
+//!  tokio (default feature)   WebSocket<S>: the only code that     WebSocket, accept,
+//!                            awaits; moves bytes, runs timers     connect, client
+//!  ──────────────────────────────────────────────────────────────────────
+//!  handshake   (sans-IO)     HTTP/1.1 Upgrade, Sec-WebSocket-     crate::handshake
+//!                            Accept, 101 or 4xx (RFC 6455 §4)
+//!  proto       (sans-IO)     frames, masking, fragments, UTF-8,   crate::proto,
+//!                            close, deflate (§5–§8, RFC 7692)     Connection
+//! ```
+//!
+//! `proto` and `handshake` build with `--no-default-features`: that is the
+//! whole protocol, embeddable in any runtime and fuzzable without mocks.
+//!
+//! ## Where to start reading
+//!
+//! 1. [`proto::FrameHeader`]: the §5.2 bit diagram and the three length
+//!    encodings, with the RFC's own bytes.
+//! 2. [`Connection`]: one connection's state machine, and a complete
+//!    exchange between two of them (handshake, masked "Hello", Ping and
+//!    Pong, close) with every byte checked.
+//! 3. [`handshake`]: [`handshake::ClientHandshake`] and
+//!    [`handshake::ServerHandshake`], the opening handshake as a pure
+//!    function of the bytes; [`HandshakeError`] says which §4 rule failed.
+//! 4. [`ProtocolError`]: one variant per rule a peer can break, each with
+//!    its section and its close code (1002, 1007, 1009).
+//! 5. [`WebSocket`] (feature `tokio`): the same [`Connection`] driven by a
+//!    socket; [`connect`] and [`accept`] open one.
+//!
+//! Beside the code: `SPEC_NOTES.md` maps every requirement of the RFCs to
+//! the code that enforces it and the test that shows it, `docs/tour.md`
+//! walks through the protocol byte by byte, and the `sabai` command-line
+//! tool (`cli/`) prints every frame of a live connection with `--trace`.
+//!
+//! ## Features
+//!
+//! - `tokio` (default): [`WebSocket`], [`connect`], [`accept`].
+//! - `deflate` (default): permessage-deflate, off until
+//!   [`Config::deflate`] is set.
+//! - `rustls`: `wss://` in [`connect`], through rustls with `ring`.
+//! - `hyper`: upgrades from hyper 1.x and axum servers (`sabai::hyper`).
+//! - `hub`: rooms and fan-out for many connections (`sabai::hub`).
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
+#![warn(missing_docs)]
 
 pub mod handshake;
 pub mod proto;

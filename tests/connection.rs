@@ -412,3 +412,26 @@ fn read_hint_expects_a_frame_like_the_last_one() {
     assert!(matches!(conn.poll_event(), Ok(Some(Event::Ping(_)))));
     assert_eq!(conn.read_hint(), 70_000 + 14);
 }
+
+#[test]
+fn fixed_mask_key_masks_every_frame_with_it() {
+    let key = [0x37, 0xfa, 0x21, 0x3d];
+    let mut client = Connection::client(Config::default(), [9; 32]).with_fixed_mask_key(key);
+    client.send(Message::text("Hello")).unwrap();
+    client.ping(b"").unwrap();
+    client.send(Message::text("Hello")).unwrap();
+    let mut wire = Vec::new();
+    while let Some(bytes) = client.poll_transmit() {
+        wire.extend_from_slice(&bytes);
+    }
+    let hello = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+    let ping = [0x89, 0x80, 0x37, 0xfa, 0x21, 0x3d];
+    assert_eq!(wire, [&hello[..], &ping, &hello].concat());
+}
+
+#[test]
+fn fixed_mask_key_changes_nothing_on_a_server() {
+    let mut server = Connection::server(Config::default()).with_fixed_mask_key([1, 2, 3, 4]);
+    server.send(Message::text("Hello")).unwrap();
+    assert_eq!(&server.poll_transmit().unwrap()[..], [0x81, 0x05, b'H', b'e', b'l', b'l', b'o']);
+}

@@ -322,6 +322,18 @@ fn client_rejects_bad_responses() {
             format!("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\n{good_accept}\r\n"),
             HandshakeError::MissingConnectionUpgrade,
         ),
+        // RFC 6455 §4.1, §4.2.2 step 5 item 1: the 101 of HTTP/1.1, not of 1.0.
+        (
+            format!("HTTP/1.0 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{good_accept}\r\n"),
+            HandshakeError::HttpVersion,
+        ),
+        // §4.2.2 step 5 item 5: a Sec-WebSocket-Protocol field names a token.
+        (
+            response_with(&format!("{good_accept}Sec-WebSocket-Protocol: \r\n")),
+            HandshakeError::InvalidProtocolHeader,
+        ),
+        // A refusal in HTTP/1.0 still reports its status.
+        ("HTTP/1.0 403 Forbidden\r\n\r\n".to_owned(), HandshakeError::UnexpectedStatus(403)),
     ];
     for (response, expected) in cases {
         assert_eq!(client().parse_response(response.as_bytes()), Err(expected), "{response}");

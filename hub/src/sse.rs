@@ -1,7 +1,7 @@
 //! Server-Sent Events: `GET /events?rooms=a,b` streams the same envelopes
 //! as /ws, and `POST /send` carries the client's side (docs/protocol.md).
 //!
-//! An SSE stream is a hub member like a WebSocket ([`Hub::attach`]): same
+//! An SSE stream is a hub member like a WebSocket ([`Hub::attach`](sabai::hub::Hub::attach)): same
 //! rooms, recovery and bounded queue. Each event that moves the client's
 //! position has an `id:` that encodes where it stands in every room
 //! (offset and epoch), so `Last-Event-ID` on a reconnect recovers from

@@ -119,6 +119,7 @@ impl ClientHandshake {
         }
     }
 
+    /// Replaces the default bounds on the response head (RFC 6455 §10.4).
     pub fn with_limits(mut self, limits: HandshakeLimits) -> Self {
         self.limits = limits;
         self
@@ -177,6 +178,13 @@ impl ClientHandshake {
         let status = parsed.code.unwrap_or(0);
         if status != 101 {
             return Err(HandshakeError::UnexpectedStatus(status));
+        }
+        // RFC 6455 §4.1: any departure from §4.2.2 fails the handshake, and
+        // §4.2.2 step 5 item 1 wants the status line of an HTTP/1.1 101 (RFC 2616
+        // §10.1.2, §14.42: Upgrade and 101 are HTTP/1.1's). httparse reads
+        // `HTTP/1.0` as version 0 and refuses every other version.
+        if parsed.version != Some(1) {
+            return Err(HandshakeError::HttpVersion);
         }
         let headers = own_headers(parsed.headers);
         let protocol = self.check_response(&headers)?;
@@ -245,9 +253,15 @@ impl ClientHandshake {
             return Err(HandshakeError::InvalidAccept);
         }
         // RFC 6455 §4.1 response item 6: at most one subprotocol, one we offered.
-        let mut chosen = values(headers, "Sec-WebSocket-Protocol").flat_map(list_items);
-        let Some(protocol) = chosen.next() else {
+        let mut fields = values(headers, "Sec-WebSocket-Protocol").peekable();
+        if fields.peek().is_none() {
             return Ok(None);
+        }
+        // §4.2.2 step 5 item 5: the field, when sent, names one token; an empty
+        // one is a departure from §4.2.2, which §4.1 fails.
+        let mut chosen = fields.flat_map(list_items);
+        let Some(protocol) = chosen.next() else {
+            return Err(HandshakeError::InvalidProtocolHeader);
         };
         let protocol = String::from_utf8_lossy(protocol).into_owned();
         if chosen.next().is_some() || !self.request.protocols.contains(&protocol) {

@@ -18,7 +18,8 @@ pub enum HandshakeError {
     MalformedHttp(httparse::Error),
     /// RFC 6455 §4.2.1 item 1: the method must be GET (405).
     MethodNotGet,
-    /// RFC 6455 §4.2.1 item 1: HTTP/1.1 or higher (400).
+    /// RFC 6455 §4.2.1 item 1: HTTP/1.1 or higher (400). On the client:
+    /// a 101 whose status line is not HTTP/1.1 (RFC 6455 §4.1, §4.2.2).
     HttpVersion,
     /// RFC 6455 §4.2.1 item 2: no Host field (400).
     MissingHost,
@@ -36,7 +37,7 @@ pub enum HandshakeError {
     /// (426, with `Sec-WebSocket-Version: 13`).
     UnsupportedVersion,
     /// RFC 6455 §4.1: a Sec-WebSocket-Protocol value that is not a list of
-    /// tokens (400).
+    /// tokens (400). On the client: an empty one in the 101 (§4.2.2).
     InvalidProtocolHeader,
     /// The application refused the request with this status (its hook
     /// returned a [`Reject`](super::Reject)).
@@ -157,7 +158,7 @@ impl fmt::Display for HandshakeError {
             HandshakeError::MalformedHttp(e) => write!(f, "malformed HTTP in handshake: {e}"),
             HandshakeError::MethodNotGet => f.write_str("WebSocket handshake must use GET (RFC 6455 §4.2.1)"),
             HandshakeError::HttpVersion => {
-                f.write_str("WebSocket handshake needs HTTP/1.1 (RFC 6455 §4.2.1)")
+                f.write_str("WebSocket handshake needs HTTP/1.1 (RFC 6455 §4.1, §4.2.1)")
             }
             HandshakeError::MissingHost => f.write_str("missing Host header (RFC 6455 §4.2.1)"),
             HandshakeError::DuplicateHeader(name) => write!(f, "header {name} appears more than once"),

@@ -24,14 +24,18 @@ pub const MAX_PARAMS: usize = 16;
 /// One element of the list: an extension name and its parameters, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Extension {
+    /// The extension's name (a token), for example `permessage-deflate`.
     pub name: String,
+    /// Its parameters, in the order they were written.
     pub params: Vec<Param>,
 }
 
 /// `name` or `name=value` (a quoted value is given unescaped).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Param {
+    /// The parameter's name (a token).
     pub name: String,
+    /// Its value, if it has one (`name=value`); a quoted value is unescaped.
     pub value: Option<String>,
 }
 

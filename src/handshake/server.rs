@@ -141,6 +141,7 @@ pub struct Accept {
 }
 
 impl Accept {
+    /// Accepts with no subprotocol, no extra headers and no extension.
     pub fn new() -> Self {
         Self::default()
     }
@@ -202,16 +203,19 @@ impl Reject {
         Self::new(401)
     }
 
+    /// The response body: a few words for the client to read.
     pub fn body(mut self, body: impl Into<String>) -> Self {
         self.body = body.into();
         self
     }
 
+    /// Adds a header field to the response (`WWW-Authenticate` with a 401, for example).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
 
+    /// The HTTP status this rejection answers with.
     pub fn status(&self) -> u16 {
         self.status
     }
@@ -264,6 +268,7 @@ pub struct ServerHandshake {
 }
 
 impl ServerHandshake {
+    /// A server handshake bounded by `limits` (head size, header count: RFC 6455 §10.4).
     pub fn new(limits: HandshakeLimits) -> Self {
         ServerHandshake { limits, scanner: HeadScanner::default() }
     }

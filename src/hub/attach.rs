@@ -54,6 +54,7 @@ impl Hub {
 }
 
 impl Attached {
+    /// The member's id: the same kind of id a WebSocket connection gets.
     pub fn id(&self) -> ConnId {
         self.id
     }

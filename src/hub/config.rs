@@ -55,6 +55,7 @@ pub type Render = Arc<dyn Fn(&Publication) -> Message + Send + Sync>;
 pub struct HubConfig {
     /// Messages queued per connection before the slow-consumer policy acts (256).
     pub queue_capacity: usize,
+    /// What happens when a queue is full (see [`SlowConsumer`]).
     pub slow_consumer: SlowConsumer,
     /// How often the server pings each connection (54 s).
     pub ping_interval: Duration,
@@ -202,25 +203,38 @@ impl fmt::Display for ConnId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HubEvent {
+    /// A connection was admitted.
     Connected {
+        /// The connection.
         conn: ConnId,
+        /// The user its handshake hook authenticated, if any.
         user: Option<String>,
     },
+    /// A connection joined `room`.
     Joined {
+        /// The connection.
         conn: ConnId,
+        /// Its user, if any.
         user: Option<String>,
+        /// The room it joined.
         room: String,
     },
     /// Also sent for each room when a connection goes away.
     Left {
+        /// The connection.
         conn: ConnId,
+        /// Its user, if any.
         user: Option<String>,
+        /// The room it left.
         room: String,
     },
     /// `code`: the close code sent or received, if any.
     Disconnected {
+        /// The connection.
         conn: ConnId,
+        /// Its user, if any.
         user: Option<String>,
+        /// The close code sent or received, if any.
         code: Option<CloseCode>,
     },
     /// The room's history was lost (its epoch changed) or could not fill
@@ -228,14 +242,18 @@ pub enum HubEvent {
     /// should be told that they missed publications. Reported once per
     /// room, before any publication of the new position is delivered.
     RoomReset {
+        /// The room.
         room: String,
+        /// Where its members continue from.
         position: Position,
     },
     /// The connection sent faster than [`HubConfig::rate_limit`] allows
     /// and is being closed with 1008 (a [`Disconnected`](Self::Disconnected)
     /// follows).
     RateLimited {
+        /// The connection.
         conn: ConnId,
+        /// Its user, if any.
         user: Option<String>,
     },
 }

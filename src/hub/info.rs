@@ -26,7 +26,9 @@ pub enum Transport {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnectionInfo {
+    /// The connection's id.
     pub id: ConnId,
+    /// The user its handshake hook authenticated, if any.
     pub user: Option<String>,
     /// Its rooms, sorted.
     pub rooms: Vec<String>,
@@ -34,14 +36,17 @@ pub struct ConnectionInfo {
     pub queued: usize,
     /// Data messages received from it, and their payload bytes.
     pub messages_in: u64,
+    /// The payload bytes of those messages.
     pub bytes_in: u64,
     /// Messages written to it, and their bytes as sent (WebSocket frames,
     /// compressed where they were; for an attached member, what it
     /// reported with [`Attached::wrote`](super::Attached::wrote)).
     pub messages_out: u64,
+    /// The bytes of those messages as sent.
     pub bytes_out: u64,
     /// When it was admitted.
     pub connected_at: SystemTime,
+    /// A WebSocket or an attached member (SSE).
     pub transport: Transport,
 }
 

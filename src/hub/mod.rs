@@ -145,6 +145,7 @@ impl Hub {
         hub
     }
 
+    /// The configuration the hub was made with.
     pub fn config(&self) -> &HubConfig {
         &self.shared.config
     }
@@ -511,6 +512,7 @@ impl Hub {
         Ok(self.shared.engine.cluster().await?)
     }
 
+    /// Whether [`Hub::shutdown`] has begun: new connections are refused from then on.
     pub fn is_shutting_down(&self) -> bool {
         self.shared.shutting_down.load(SeqCst)
     }

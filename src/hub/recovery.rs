@@ -24,6 +24,7 @@ use crate::proto::Message;
 /// A room to join, and where the client's copy of it stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscription {
+    /// The room's name.
     pub room: String,
     /// The last position the client has: the publications after it are
     /// replayed before live ones, if the history still has them.
@@ -31,6 +32,7 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Join `room` and take only live publications (no `since`).
     pub fn new(room: impl Into<String>) -> Subscription {
         Subscription { room: room.into(), since: None }
     }
@@ -46,6 +48,7 @@ impl Subscription {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Subscribed {
+    /// The room's name.
     pub room: String,
     /// `false`: it was already a member; nothing changed.
     pub joined: bool,

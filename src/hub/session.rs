@@ -55,7 +55,9 @@ impl Drop for Slot {
 /// A connection accepted by [`Hub::accept`], ready to [`serve`](Self::serve).
 #[derive(Debug)]
 pub struct Accepted<S> {
+    /// Its place among the hub's connections, released when it is dropped.
     pub slot: Slot,
+    /// The WebSocket, after the handshake.
     pub ws: WebSocket<S>,
     /// The user the handshake hook authenticated, if any.
     pub user: Option<String>,

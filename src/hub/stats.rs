@@ -18,10 +18,12 @@ pub struct Stats {
     pub rooms: u64,
     /// Data messages received from clients, and their payload bytes.
     pub messages_in: u64,
+    /// The payload bytes of those messages.
     pub bytes_in: u64,
     /// Data messages written to clients, and their frame bytes (as sent:
     /// compressed ones count their compressed size).
     pub messages_out: u64,
+    /// The frame bytes of those messages, as sent.
     pub bytes_out: u64,
     /// Messages dropped under [`SlowConsumer::DropOldest`](super::SlowConsumer::DropOldest).
     pub dropped_messages: u64,

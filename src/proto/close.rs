@@ -76,11 +76,14 @@ pub const MAX_CLOSE_REASON: usize = 123;
 /// A Close frame's code and reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloseFrame {
+    /// The status code (RFC 6455 §7.4).
     pub code: CloseCode,
+    /// The reason: UTF-8, at most [`MAX_CLOSE_REASON`] bytes (§5.5: a control payload is at most 125 bytes, 2 of them the code).
     pub reason: String,
 }
 
 impl CloseFrame {
+    /// A Close frame with `code` and `reason`.
     pub fn new(code: impl Into<CloseCode>, reason: impl Into<String>) -> Self {
         CloseFrame { code: code.into(), reason: reason.into() }
     }

@@ -4,7 +4,9 @@
 /// and who closes the TCP connection first (§7.1.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
+    /// The end that opened the connection: it masks every frame it sends (§5.3).
     Client,
+    /// The end that accepted it: it never masks, and closes TCP first (§7.1.1).
     Server,
 }
 

@@ -67,19 +67,110 @@ struct OutgoingFragments {
     utf8: Utf8Validator,
 }
 
+/// Where a client's mask keys come from. Already boxed in the connection,
+/// so the size difference between the variants costs nothing more.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Masks {
+    /// A fresh key per frame from a CSPRNG (RFC 6455 §10.3).
+    Random(StdRng),
+    /// The same key on every frame: reproducible traces only.
+    Fixed([u8; 4]),
+}
+
+impl Masks {
+    fn next_key(&mut self) -> [u8; 4] {
+        match self {
+            Masks::Random(rng) => rng.next_u32().to_ne_bytes(),
+            Masks::Fixed(key) => *key,
+        }
+    }
+}
+
 /// One WebSocket connection's protocol state, without I/O.
 ///
-/// ```
-/// use sabai::{Config, Connection, Event, Message};
+/// A `Connection` never reads or writes a socket. You hand it the bytes
+/// that arrived ([`receive`](Self::receive), [`receive_eof`](Self::receive_eof)),
+/// ask it what they meant ([`poll_event`](Self::poll_event)), give it
+/// commands ([`send`](Self::send), [`ping`](Self::ping), [`close`](Self::close)),
+/// and write out what it queued ([`poll_transmit`](Self::poll_transmit)).
+/// Replies the RFC requires (the Pong to a Ping, the echo of a Close) are
+/// queued by the connection itself. A protocol error queues the Close frame
+/// with its code and moves to [`State::Failed`]. The tokio layer
+/// ([`WebSocket`](crate::WebSocket)) is a loop around exactly these calls.
 ///
-/// let mut client = Connection::client(Config::default(), [7; 32]);
+/// A complete exchange, both ends in one test, every byte checked: the
+/// opening handshake of RFC 6455 §1.3, the masked "Hello" of §5.7, a Ping
+/// and its automatic Pong, and the closing handshake of §7.
+///
+/// ```
+/// use sabai::handshake::{ClientHandshake, ClientRequest, HandshakeLimits, ServerHandshake};
+/// use sabai::{Accept, CloseCode, CloseFrame, Config, Connection, Event, Message, State};
+///
+/// // 1. The opening handshake (§4), sans-IO as well. The key is §1.3's
+/// //    sample nonce; a real client draws 16 bytes from a CSPRNG.
+/// let mut asking = ClientHandshake::new(ClientRequest::new("server.example.com", "/chat"), *b"the sample nonce");
+/// let request = asking.request_bytes().unwrap();
+/// assert!(request.starts_with(b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\n"));
+///
+/// let mut answering = ServerHandshake::new(HandshakeLimits::default());
+/// let (parsed, used) = answering.parse(&request).unwrap().expect("the whole head");
+/// assert_eq!(used, request.len()); // bytes after the head would be frames
+/// let response = parsed.accept_response(&Accept::new()).unwrap();
+/// let text = String::from_utf8(response.clone()).unwrap();
+/// assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+/// // base64(SHA-1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")), §1.3:
+/// assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+/// let (_accepted, used) = asking.parse_response(&response).unwrap().expect("the whole head");
+/// assert_eq!(used, response.len());
+///
+/// // 2. One connection per end. The client's mask seed comes from a CSPRNG
+/// //    in real code; the fixed key here reproduces §5.7's bytes.
+/// let mut client = Connection::client(Config::default(), [7; 32]).with_fixed_mask_key([0x37, 0xfa, 0x21, 0x3d]);
 /// let mut server = Connection::server(Config::default());
 ///
-/// client.send(Message::text("hello")).unwrap();
-/// while let Some(bytes) = client.poll_transmit() {
-///     server.receive(&bytes);
-/// }
-/// assert_eq!(server.poll_event(), Ok(Some(Event::Message(Message::text("hello")))));
+/// // 3. A client masks every frame (§5.3): FIN + Text, MASK + length 5,
+/// //    the key, then "Hello" XORed with it.
+/// client.send(Message::text("Hello")).unwrap();
+/// let wire = client.poll_transmit().unwrap();
+/// assert_eq!(wire[..], [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+///
+/// // Bytes arrive in any pieces; half a frame is not an error, just no event yet.
+/// server.receive(&wire[..4]);
+/// assert_eq!(server.poll_event(), Ok(None));
+/// server.receive(&wire[4..]);
+/// assert_eq!(server.poll_event(), Ok(Some(Event::Message(Message::text("Hello")))));
+///
+/// // 4. A server never masks (§5.1).
+/// server.send(Message::text("Hello")).unwrap();
+/// let wire = server.poll_transmit().unwrap();
+/// assert_eq!(wire[..], [0x81, 0x05, b'H', b'e', b'l', b'l', b'o']);
+/// client.receive(&wire);
+/// assert_eq!(client.poll_event(), Ok(Some(Event::Message(Message::text("Hello")))));
+///
+/// // 5. A Ping: the server's Pong is queued by the server itself (§5.5.2).
+/// client.ping(b"hi").unwrap();
+/// server.receive(&client.poll_transmit().unwrap());
+/// assert!(matches!(server.poll_event(), Ok(Some(Event::Ping(p))) if p == "hi"));
+/// let pong = server.poll_transmit().unwrap();
+/// assert_eq!(pong[..], [0x8a, 0x02, b'h', b'i']);
+/// client.receive(&pong);
+/// assert!(matches!(client.poll_event(), Ok(Some(Event::Pong(p))) if p == "hi"));
+///
+/// // 6. The closing handshake (§7): the client's Close, the server's echo.
+/// client.close(CloseCode::NORMAL, "bye").unwrap();
+/// assert_eq!(client.state(), State::CloseSent);
+/// let close = client.poll_transmit().unwrap();
+/// assert_eq!(close[..2], [0x88, 0x85]); // FIN + Close, masked, 2-byte code + "bye"
+/// server.receive(&close);
+/// assert_eq!(server.poll_event(), Ok(Some(Event::Close(Some(CloseFrame::new(CloseCode::NORMAL, "bye"))))));
+/// let echo = server.poll_transmit().unwrap();
+/// assert_eq!(echo[..], [0x88, 0x02, 0x03, 0xe8]); // 1000, big-endian
+/// assert_eq!(server.state(), State::Closed); // the server now closes TCP first (§7.1.1)
+/// client.receive(&echo);
+/// assert_eq!(client.poll_event(), Ok(Some(Event::Close(Some(CloseFrame::new(CloseCode::NORMAL, ""))))));
+/// assert_eq!(client.state(), State::Closed);
+/// assert_eq!(client.send(Message::text("too late")), Err(sabai::SendError::Closed));
 /// ```
 #[derive(Debug)]
 pub struct Connection {
@@ -97,7 +188,7 @@ pub struct Connection {
     transmit: Box<Transmit>,
     sending: Option<OutgoingFragments>,
     /// Mask key source for a client (RFC 6455 §10.3); `None` for a server.
-    masks: Option<Box<StdRng>>,
+    masks: Option<Box<Masks>>,
     /// Boxed: set once per connection, so idle connections stay small.
     peer_close: Option<Box<CloseFrame>>,
     /// permessage-deflate, once agreed: the parameters and our compressor.
@@ -117,10 +208,33 @@ impl Connection {
     /// cryptographic source (for example `rand::random()`). A fixed seed is
     /// only for tests.
     pub fn client(config: Config, mask_seed: [u8; 32]) -> Self {
-        Self::new(Role::Client, config, Some(Box::new(StdRng::from_seed(mask_seed))))
+        Self::new(Role::Client, config, Some(Box::new(Masks::Random(StdRng::from_seed(mask_seed)))))
     }
 
-    fn new(role: Role, config: Config, masks: Option<Box<StdRng>>) -> Self {
+    /// Masks every frame this client sends with the same `key`, so that its
+    /// bytes are the same on every run: for traces and teaching (the
+    /// `sabai` tool's `--mask-key`) and tests. Never on a real connection:
+    /// RFC 6455 §10.3 requires an unpredictable key per frame, so that a
+    /// script cannot choose the bytes an intermediary sees. A server does
+    /// not mask (§5.1), so on a server this changes nothing.
+    ///
+    /// ```
+    /// use sabai::{Config, Connection, Message};
+    ///
+    /// // RFC 6455 §5.7: "Hello" masked with 37 fa 21 3d.
+    /// let mut client = Connection::client(Config::default(), [0; 32]).with_fixed_mask_key([0x37, 0xfa, 0x21, 0x3d]);
+    /// client.send(Message::text("Hello")).unwrap();
+    /// let wire = client.poll_transmit().unwrap();
+    /// assert_eq!(&wire[..], [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+    /// ```
+    pub fn with_fixed_mask_key(mut self, key: [u8; 4]) -> Self {
+        if let Some(masks) = self.masks.as_mut() {
+            **masks = Masks::Fixed(key);
+        }
+        self
+    }
+
+    fn new(role: Role, config: Config, masks: Option<Box<Masks>>) -> Self {
         Connection {
             role,
             config,
@@ -159,14 +273,17 @@ impl Connection {
         self.deflate.as_ref().map(|d| &d.0)
     }
 
+    /// Which end this connection is.
     pub fn role(&self) -> Role {
         self.role
     }
 
+    /// The configuration it was made with.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
+    /// Where it is in its life (open, closing, closed).
     pub fn state(&self) -> State {
         self.state
     }
@@ -526,7 +643,7 @@ impl Connection {
     fn encode_frame_rsv(&mut self, fin: bool, rsv: u8, opcode: OpCode, payload: &[u8]) {
         // RFC 6455 §5.3: a client masks every frame with a fresh key from a
         // strong source of entropy (§10.3); a server never masks.
-        let mask = self.masks.as_mut().map(|rng| rng.next_u32().to_ne_bytes());
+        let mask = self.masks.as_mut().map(|masks| masks.next_key());
         let header = FrameHeader { fin, rsv, opcode, mask, len: payload.len() as u64 };
         let mut head = [0u8; MAX_HEADER_LEN];
         let head_len = header.encode(&mut head);

@@ -42,9 +42,20 @@ pub enum ProtocolError {
     /// §7.4: a Close code that may not be sent on the wire.
     InvalidCloseCode(u16),
     /// §10.4: a frame longer than the configured maximum.
-    FrameTooLarge { len: u64, max: usize },
+    FrameTooLarge {
+        /// The length the frame's header declared.
+        len: u64,
+        /// The configured maximum.
+        max: usize,
+    },
     /// §10.4: a message longer than the configured maximum.
-    MessageTooLarge { len: u64, max: usize },
+    MessageTooLarge {
+        /// The length the message reached, or would reach with the frame
+        /// that broke the limit.
+        len: u64,
+        /// The configured maximum.
+        max: usize,
+    },
     /// §7.1.5, §7.2: the transport ended without a Close frame (code 1006).
     AbnormalClosure,
     /// RFC 7692 §6.1: RSV1 (compressed) on a control frame.

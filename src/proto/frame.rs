@@ -1,19 +1,5 @@
 //! Frame headers: the first 2 to 14 bytes of every frame (RFC 6455 §5.2).
-//!
-//! ```text
-//!  0                   1                   2                   3
-//!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
-//! +-+-+-+-+-------+-+-------------+-------------------------------+
-//! |F|R|R|R| opcode|M| Payload len |    Extended payload length    |
-//! |I|S|S|S|  (4)  |A|     (7)     |             (16/64)           |
-//! |N|V|V|V|       |S|             |   (if payload len==126/127)   |
-//! | |1|2|3|       |K|             |                               |
-//! +-+-+-+-+-------+-+-------------+ - - - - - - - - - - - - - - - +
-//! |     Extended payload length continued, if payload len == 127  |
-//! + - - - - - - - - - - - - - - - +-------------------------------+
-//! |                               |Masking-key, if MASK set to 1  |
-//! +-------------------------------+-------------------------------+
-//! ```
+//! The bit diagram is on [`FrameHeader`], where rustdoc shows it.
 //!
 //! This module only knows the wire format. Rules that depend on the role or on
 //! what came before (masking direction, RSV bits, fragmentation, limits) are
@@ -28,11 +14,17 @@ pub const MAX_HEADER_LEN: usize = 14;
 /// frame carrying one is rejected by [`FrameHeader::parse`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OpCode {
+    /// 0x0: continues a fragmented message (§5.4).
     Continuation = 0x0,
+    /// 0x1: the first frame of a text message (UTF-8, §5.6).
     Text = 0x1,
+    /// 0x2: the first frame of a binary message (§5.6).
     Binary = 0x2,
+    /// 0x8: Close, a control frame (§5.5.1).
     Close = 0x8,
+    /// 0x9: Ping, a control frame (§5.5.2).
     Ping = 0x9,
+    /// 0xA: Pong, a control frame (§5.5.3).
     Pong = 0xA,
 }
 
@@ -57,13 +49,83 @@ impl OpCode {
     }
 }
 
-/// A parsed frame header.
+/// A frame header: the first 2 to 14 bytes of every frame (RFC 6455 §5.2).
+///
+/// ```text
+///  0                   1                   2                   3
+///  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+/// +-+-+-+-+-------+-+-------------+-------------------------------+
+/// |F|R|R|R| opcode|M| Payload len |    Extended payload length    |
+/// |I|S|S|S|  (4)  |A|     (7)     |             (16/64)           |
+/// |N|V|V|V|       |S|             |   (if payload len==126/127)   |
+/// | |1|2|3|       |K|             |                               |
+/// +-+-+-+-+-------+-+-------------+ - - - - - - - - - - - - - - - +
+/// |     Extended payload length continued, if payload len == 127  |
+/// + - - - - - - - - - - - - - - - +-------------------------------+
+/// |                               |Masking-key, if MASK set to 1  |
+/// +-------------------------------+-------------------------------+
+/// | Masking-key (continued)       |          Payload Data         |
+/// +-------------------------------- - - - - - - - - - - - - - - - +
+/// :                     Payload Data continued ...                :
+/// + - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - +
+/// |                     Payload Data continued ...                |
+/// +---------------------------------------------------------------+
+/// ```
+///
+/// Field by field, as this struct holds them:
+///
+/// - **FIN** (1 bit, [`fin`](Self::fin)): this frame ends its message.
+///   A message in one frame has it set; a fragmented one sets it on its last
+///   fragment only (§5.4).
+/// - **RSV1, RSV2, RSV3** (1 bit each, [`rsv`](Self::rsv), RSV1 = `0b100`):
+///   0 unless an agreed extension gives them a meaning. permessage-deflate
+///   (RFC 7692) uses RSV1 for "compressed" on a message's first frame.
+/// - **opcode** (4 bits, [`opcode`](Self::opcode)): 0x0 continuation, 0x1
+///   text, 0x2 binary, 0x8 close, 0x9 ping, 0xA pong. The others are
+///   reserved, and [`parse`](Self::parse) refuses them.
+/// - **MASK** (1 bit) and the **masking key** (4 bytes, [`mask`](Self::mask)):
+///   set on every frame a client sends and on none a server sends (§5.1).
+///   Payload byte *i* is XORed with key byte *i* mod 4 (§5.3). Masking is
+///   not secrecy: the key travels in clear, right here. It stops a script
+///   from choosing the bytes an intermediary sees (§10.3).
+/// - **Payload len** (7 bits, then 0, 2 or 8 more bytes, [`len`](Self::len)):
+///   0–125 is the length itself; 126 means a 16-bit length follows; 127 a
+///   64-bit length whose top bit is 0. The shortest form MUST be used, and
+///   [`parse`](Self::parse) refuses the others
+///   ([`ProtocolError::NonMinimalLength`]).
+///
+/// The header of the RFC's masked "Hello" (§5.7), and the same header
+/// written back:
+///
+/// ```
+/// use sabai::proto::{FrameHeader, OpCode, MAX_HEADER_LEN};
+///
+/// let frame = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+/// let (header, used) = FrameHeader::parse(&frame).unwrap().expect("a whole header");
+/// assert_eq!(
+///     header,
+///     FrameHeader { fin: true, rsv: 0, opcode: OpCode::Text, mask: Some([0x37, 0xfa, 0x21, 0x3d]), len: 5 }
+/// );
+/// assert_eq!(used, 6); // 2 bytes, no extended length, 4 of masking key
+///
+/// let mut out = [0; MAX_HEADER_LEN];
+/// let n = header.encode(&mut out);
+/// assert_eq!(out[..n], frame[..6]);
+///
+/// // A 256-byte payload needs the 16-bit form: 126, then 0x01 0x00.
+/// let big = FrameHeader { fin: true, rsv: 0, opcode: OpCode::Binary, mask: None, len: 256 };
+/// let n = big.encode(&mut out);
+/// assert_eq!(out[..n], [0x82, 0x7e, 0x01, 0x00]);
+/// // Too few bytes yet is not an error.
+/// assert_eq!(FrameHeader::parse(&[0x82, 0x7e, 0x01]), Ok(None));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameHeader {
     /// FIN: this is the final fragment of a message.
     pub fin: bool,
     /// RSV1, RSV2 and RSV3 as the low three bits (RSV1 = 0b100).
     pub rsv: u8,
+    /// The opcode: what the payload is (§5.2).
     pub opcode: OpCode,
     /// The masking key, present exactly when the MASK bit is set.
     pub mask: Option<[u8; 4]>,

@@ -15,14 +15,17 @@ pub enum Message {
 }
 
 impl Message {
+    /// A text message.
     pub fn text(text: impl Into<String>) -> Message {
         Message::Text(text.into())
     }
 
+    /// A binary message.
     pub fn binary(data: impl Into<Bytes>) -> Message {
         Message::Binary(data.into())
     }
 
+    /// Text or binary.
     pub fn kind(&self) -> MessageKind {
         match self {
             Message::Text(_) => MessageKind::Text,
@@ -51,6 +54,7 @@ impl Message {
         self.as_bytes().len()
     }
 
+    /// Whether the payload is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -97,7 +101,9 @@ impl From<&[u8]> for Message {
 /// Text or binary: the type of a data message (RFC 6455 §5.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MessageKind {
+    /// Opcode 0x1: UTF-8 text.
     Text,
+    /// Opcode 0x2: arbitrary bytes.
     Binary,
 }
 

@@ -114,6 +114,7 @@ impl PreparedMessage {
         &self.frame[self.header_len..]
     }
 
+    /// Text or binary.
     pub fn kind(&self) -> MessageKind {
         self.kind
     }

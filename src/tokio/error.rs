@@ -37,7 +37,9 @@ pub enum Error {
 /// Which time limit passed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimeoutKind {
+    /// The opening handshake (TLS included) took longer than its timeout.
     Handshake,
+    /// The peer did not answer our Close in time.
     Close,
 }
 

@@ -140,6 +140,7 @@ impl<S: AsyncRead + AsyncWrite> ReadHalf<S> {
         poll_fn(|cx| self.poll_recv_event(cx)).await
     }
 
+    /// The poll form of [`recv_event`](Self::recv_event), for hand-written futures. Cancel-safe.
     pub fn poll_recv_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Event>, Error>> {
         *lock(&self.shared.wakers.reader) = Some(cx.waker().clone());
         let mut inner = lock(&self.shared.inner);

@@ -59,6 +59,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.core.conn.deflate()
     }
 
+    /// Which end this connection is.
     pub fn role(&self) -> Role {
         self.core.conn.role()
     }

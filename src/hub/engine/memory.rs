@@ -69,6 +69,7 @@ fn new_epoch() -> Arc<str> {
 }
 
 impl MemoryEngine {
+    /// An engine for this node alone, with no rooms yet.
     pub fn new() -> MemoryEngine {
         MemoryEngine::default()
     }

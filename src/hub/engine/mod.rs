@@ -76,11 +76,14 @@ impl HistoryPolicy {
 /// before the first) in the history identified by `epoch`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Position {
+    /// The offset of the room's last publication (0 before the first).
     pub offset: u64,
+    /// Which history the offset counts in; a new epoch means the old history is gone.
     pub epoch: Arc<str>,
 }
 
 impl Position {
+    /// The position `offset` in the history `epoch`.
     pub fn new(offset: u64, epoch: impl Into<Arc<str>>) -> Position {
         Position { offset, epoch: epoch.into() }
     }
@@ -97,13 +100,16 @@ impl fmt::Display for Position {
 /// delivered locally while the engine could not be reached).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
+    /// The room.
     pub room: String,
+    /// The publication's position in that room's history, if it has one.
     pub position: Option<Position>,
 }
 
 /// A publication as the engine hands it to a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Publication {
+    /// What was published, as the publisher gave it.
     pub message: Message,
     /// Every room it went to, in the order the publisher named them.
     pub rooms: Vec<Placement>,
@@ -126,10 +132,12 @@ impl Publication {
 /// A publication handed to [`Engine::publish`].
 #[derive(Clone, Debug)]
 pub struct Outgoing {
+    /// What is published.
     pub message: Message,
     /// The rooms, each with its history policy (`None`: no history for
     /// this publication in that room).
     pub rooms: Vec<(String, Option<HistoryPolicy>)>,
+    /// A connection of this node not to deliver it to (the sender of a typing notice).
     pub except: Option<ConnId>,
     /// The coalescing key, to hand on in the [`Publication`].
     pub coalesce: Option<Arc<str>>,
@@ -165,7 +173,9 @@ impl HistoryRead {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClusterStats {
+    /// Nodes the engine knows of.
     pub nodes: u64,
+    /// Connections on those nodes.
     pub connections: u64,
 }
 
@@ -175,7 +185,12 @@ pub struct ClusterStats {
 pub enum EngineError {
     /// The broker cannot be reached; `delivered_locally` tells whether the
     /// publication still went to this node's members (without offsets).
-    Unavailable { reason: String, delivered_locally: bool },
+    Unavailable {
+        /// What went wrong, in words.
+        reason: String,
+        /// Whether this node's members still got the publication.
+        delivered_locally: bool,
+    },
     /// The broker answered with an error.
     Broker(String),
     /// The hub this engine served is gone.

@@ -74,9 +74,13 @@ impl Default for DeflateConfig {
 /// §5). A window size of `None` was not named and means 15 bits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeflateParams {
+    /// The server starts every message it compresses with an empty window (§7.1.1.1).
     pub server_no_context_takeover: bool,
+    /// The client starts every message it compresses with an empty window (§7.1.1.2).
     pub client_no_context_takeover: bool,
+    /// The server's window is at most 2^bits bytes, 8 to 15 (§7.1.2.1).
     pub server_max_window_bits: Option<u8>,
+    /// The client's window is at most 2^bits bytes, 8 to 15 (§7.1.2.2).
     pub client_max_window_bits: Option<u8>,
 }
 
