@@ -6,7 +6,7 @@
 //!   one of the errors a compressed message can cause (bad DEFLATE data,
 //!   too large, bad UTF-8), each with its close code;
 //! - the outcome does not depend on how the bytes were chunked;
-//! - when a plain decoder (flate2 directly, output capped past the limit)
+//! - when a plain decoder (miniz_oxide, output capped past the limit)
 //!   decodes the payload without reaching a final block, sabai's message
 //!   is exactly that output (or "too large" exactly when it is);
 //! - the input sent as a message through sabai's compressor, with the
@@ -17,8 +17,12 @@
 //! number of fragments.
 #![no_main]
 
-use flate2::{Decompress, FlushDecompress, Status};
 use libfuzzer_sys::fuzz_target;
+use miniz_oxide::inflate::core::inflate_flags::{
+    TINFL_FLAG_HAS_MORE_INPUT, TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
+};
+use miniz_oxide::inflate::core::{decompress, DecompressorOxide};
+use miniz_oxide::inflate::TINFLStatus;
 use sabai::proto::{CloseCode, Connection, Event, FrameHeader, Message, OpCode, ProtocolError};
 use sabai::{Config, DeflateConfig, DeflateParams};
 use sabai_fuzz::{take_plan, Chunks};
@@ -54,23 +58,27 @@ fn run(params: DeflateParams, wire: &[u8], plan: &[u8]) -> Result<Option<Event>,
     Ok(None)
 }
 
-/// flate2 on its own: the inflated bytes (capped at LIMIT + 1), or `None`
-/// if the data is not DEFLATE or contains a final block.
+/// miniz_oxide on its own (an implementation sabai does not use): the
+/// inflated bytes (capped at LIMIT + 1), or `None` if the data is not
+/// DEFLATE or contains a final block. The whole output is one flat buffer,
+/// so a distance reaching before its first byte is an error (RFC 1951
+/// §3.2.5), as it is for sabai.
 fn reference(data: &[u8]) -> Option<Vec<u8>> {
     let mut input = data.to_vec();
     input.extend_from_slice(&[0, 0, 0xff, 0xff]);
-    let mut raw = Decompress::new(false);
-    let mut out = Vec::with_capacity(LIMIT + 1);
-    loop {
-        let before = (raw.total_in(), raw.total_out());
-        let rest = &input[raw.total_in() as usize..];
-        match raw.decompress_vec(rest, &mut out, FlushDecompress::Sync) {
-            Ok(Status::StreamEnd) | Err(_) => return None,
-            Ok(_) => {}
+    let mut out = vec![0; LIMIT + 1];
+    let mut raw = Box::<DecompressorOxide>::default();
+    let flags = TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF | TINFL_FLAG_HAS_MORE_INPUT;
+    let (status, _, made) = decompress(&mut raw, &input, &mut out, 0, flags);
+    match status {
+        // All input used, no final block: the message (a sync flush's end).
+        TINFLStatus::NeedsMoreInput => {
+            out.truncate(made);
+            Some(out)
         }
-        if out.len() == out.capacity() || (raw.total_in(), raw.total_out()) == before {
-            return Some(out);
-        }
+        // LIMIT + 1 bytes made: over the limit.
+        TINFLStatus::HasMoreOutput => Some(out),
+        _ => None,
     }
 }
 
@@ -131,10 +139,12 @@ fuzz_target!(|input: &[u8]| {
             Err(ProtocolError::InvalidUtf8) => assert!(text && std::str::from_utf8(&plain).is_err()),
             _ if plain.len() > LIMIT => {
                 let too_large = matches!(whole, Err(ProtocolError::MessageTooLarge { .. }));
-                assert!(too_large, "flate2 inflated over the limit, sabai gave {}", outline(&whole))
+                assert!(too_large, "miniz_oxide inflated over the limit, sabai gave {}", outline(&whole))
             }
-            Ok(Some(Event::Message(m))) => assert!(m.as_bytes() == plain, "sabai's message differs from flate2's"),
-            other => panic!("flate2 inflated {} bytes, sabai gave {}", plain.len(), outline(other)),
+            Ok(Some(Event::Message(m))) => {
+                assert!(m.as_bytes() == plain, "sabai's message differs from miniz_oxide's")
+            }
+            other => panic!("miniz_oxide inflated {} bytes, sabai gave {}", plain.len(), outline(other)),
         }
     }
 
