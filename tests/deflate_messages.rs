@@ -115,22 +115,145 @@ fn round_trips_with_every_parameter_combination() {
 }
 
 #[test]
-fn rfc_example_hello_on_the_wire() {
-    // RFC 7692 §7.2.3.1: 0xc1 0x07 0xf2 0x48 0xcd 0xc9 0xc9 0x07 0x00, then
-    // §7.2.3.2: the second "Hello" takes the window over.
+fn rfc_example_hello_goes_out_plain_because_it_would_grow() {
+    // RFC 7692 §7.2.3.1 compresses "Hello" to 7 bytes, §7.2.3.2 the second
+    // one to 5 (both checked byte for byte in
+    // src/proto/deflate/compress.rs::tests::rfc_example_hello): neither is
+    // smaller than the 5 bytes it stands for, so both go out uncompressed,
+    // RSV1 clear (§6: each message may be sent compressed or not).
     let mut s = server(DeflateParams::default());
     s.send(Message::text("Hello")).unwrap();
     s.send(Message::text("Hello")).unwrap();
     let frames = frames_of(&mut s);
-    assert_eq!((frames[0].rsv, frames[0].opcode), (0b100, TEXT));
-    assert_eq!(frames[0].payload, [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
-    assert_eq!(frames[1].payload, [0xf2, 0x00, 0x11, 0x00, 0x00]);
-    // With server_no_context_takeover both are the same.
+    for frame in &frames {
+        assert_eq!((frame.rsv, frame.opcode, frame.payload.as_slice()), (0, TEXT, &b"Hello"[..]));
+    }
+    // Longer, it shrinks: compressed, and with server_no_context_takeover
+    // the same message twice is the same payload twice.
+    let hello = "Hello, Hello, Hello, Hello, Hello";
     let mut s = server(DeflateParams { server_no_context_takeover: true, ..DeflateParams::default() });
-    s.send(Message::text("Hello")).unwrap();
-    s.send(Message::text("Hello")).unwrap();
+    s.send(Message::text(hello)).unwrap();
+    s.send(Message::text(hello)).unwrap();
     let frames = frames_of(&mut s);
+    assert_eq!((frames[0].rsv, frames[1].rsv), (0b100, 0b100));
+    assert!(frames[0].payload.len() < hello.len());
     assert_eq!(frames[0].payload, frames[1].payload);
+    assert_eq!(inflate(&mut Decompress::new(false), &frames[0].payload), hello.as_bytes());
+}
+
+/// Bytes that do not compress: xorshift, seeded.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// RFC 7692 §6: the sender chooses per message. sabai never sends a
+/// compressed message that is not smaller than the message: 1 MiB of
+/// random bytes goes out as itself, RSV1 clear. With context takeover its
+/// compressor was reset, so the next compressed message refers to nothing
+/// the receiver's window lacks (the plain message never went through it).
+#[test]
+fn incompressible_messages_go_out_plain_and_the_windows_stay_in_step() {
+    for params in all_params() {
+        let (mut c, mut s) = (client(params), server(params));
+        let random = noise(1 << 20, 7);
+        let json = text(3000, 5);
+        s.send(Message::text(json.clone())).unwrap();
+        s.send(Message::binary(random.clone())).unwrap();
+        s.send(Message::text(json.clone())).unwrap();
+        s.send(Message::binary(random[..5000].to_vec())).unwrap();
+        s.send(Message::text(json.clone())).unwrap();
+        let mut wire = Vec::new();
+        while let Some(b) = s.poll_transmit() {
+            wire.extend_from_slice(&b);
+        }
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while let Some((frame, used)) = Frame::decode(&wire[at..]) {
+            frames.push(frame);
+            at += used;
+        }
+        let rsv: Vec<u8> = frames.iter().map(|f| f.rsv).collect();
+        assert_eq!(rsv, [0b100, 0, 0b100, 0, 0b100], "{params:?}");
+        assert_eq!(frames[1].payload, random, "{params:?}");
+        assert_eq!(frames[3].payload, &random[..5000], "{params:?}");
+        // The library's own client inflates the same bytes.
+        let mut got = Vec::new();
+        for piece in wire.chunks(4096) {
+            c.receive(piece);
+            while let Some(event) = c.poll_event().unwrap() {
+                got.push(event);
+            }
+        }
+        let expected = [
+            Message::text(json.clone()),
+            Message::binary(random.clone()),
+            Message::text(json.clone()),
+            Message::binary(random[..5000].to_vec()),
+            Message::text(json.clone()),
+        ];
+        assert_eq!(got, expected.map(Event::Message), "{params:?}");
+    }
+}
+
+/// RFC 7692 §7.1.2, §7.2.1: with a negotiated window of 2^9 or 2^10
+/// bytes, each side compresses with that window and still takes it over
+/// from message to message; several messages round-trip both ways, and
+/// later ones are shorter for it.
+#[test]
+fn small_windows_keep_context_takeover() {
+    for bits in [9, 10] {
+        let params = DeflateParams {
+            server_max_window_bits: Some(bits),
+            client_max_window_bits: Some(bits),
+            ..DeflateParams::default()
+        };
+        let (mut c, mut s) = (client(params), server(params));
+        // 200 hex digits: shorter than the window, and compressible only
+        // to about half on its own.
+        let line: String = noise(100, bits.into()).iter().map(|b| format!("{b:02x}")).collect();
+        let messages: Vec<Message> = (0..6).map(|_| Message::text(line.clone())).collect();
+        for m in &messages {
+            s.send(m.clone()).unwrap();
+        }
+        let mut wire = Vec::new();
+        while let Some(b) = s.poll_transmit() {
+            wire.extend_from_slice(&b);
+        }
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while let Some((frame, used)) = Frame::decode(&wire[at..]) {
+            frames.push(frame);
+            at += used;
+        }
+        assert!(frames.iter().all(|f| f.rsv == 0b100), "window bits {bits}");
+        // The client takes the same bytes in (later ones refer back).
+        c.receive(&wire);
+        let expected: Vec<Event> = messages.iter().cloned().map(Event::Message).collect();
+        let got: Vec<Event> = std::iter::from_fn(|| c.poll_event().unwrap()).collect();
+        assert_eq!(got, expected, "window bits {bits}");
+        // Context taken over: the repeats refer back into the first one.
+        assert!(frames[1].payload.len() < frames[0].payload.len() / 2, "window bits {bits}");
+        // An independent inflater with only that window (it fails on any
+        // reference further back) and one stream for the whole connection.
+        let mut raw = Decompress::new_with_window_bits(false, bits);
+        for frame in &frames {
+            assert_eq!(inflate(&mut raw, &frame.payload), line.as_bytes(), "window bits {bits}");
+        }
+        for m in &messages {
+            s.send(m.clone()).unwrap();
+            c.send(m.clone()).unwrap();
+        }
+        assert_eq!(deliver(&mut s, &mut c, 7).unwrap(), expected, "window bits {bits}");
+        assert_eq!(deliver(&mut c, &mut s, 7).unwrap(), expected, "window bits {bits}");
+    }
 }
 
 #[test]
@@ -260,7 +383,7 @@ fn results_do_not_depend_on_chunking() {
 fn threshold_leaves_small_messages_uncompressed() {
     let mut s = Connection::server(config(10)).with_deflate(DeflateParams::default());
     s.send(Message::text("short")).unwrap();
-    s.send(Message::text("long enough to compress")).unwrap();
+    s.send(Message::text("long enough to compress, long enough to compress")).unwrap();
     let frames = frames_of(&mut s);
     assert_eq!((frames[0].rsv, frames[0].payload.as_slice()), (0, &b"short"[..]));
     assert_eq!(frames[1].rsv, 0b100);
@@ -471,15 +594,12 @@ fn empty_and_bfinal_messages() {
     );
 }
 
-/// Known gap (SPEC_NOTES.md, "Known gaps"): RFC 7692 §7.2.1 lets a sender
-/// end a message with a BFINAL block (§7.2.3.4) and still take over its
-/// window; §7.2.2 then wants the receiver to inflate the next message with
-/// that window. sabai's inflater starts a new DEFLATE stream after BFINAL
-/// and forgets the window, so the second "Hello" of §7.2.3.2, a reference
-/// back into the first, arrives as "H\0\0\0\0" (see the next gap: the
-/// missing bytes read as zeros rather than failing).
+/// RFC 7692 §7.2.3.4 then §7.2.3.2: a message ending in a block with
+/// BFINAL set, then the second "Hello", a match 5 bytes back into it. The
+/// DEFLATE stream ended, but with context takeover the window did not
+/// (§7.2.2): the inflater starts the next stream with the last bytes it
+/// inflated as its dictionary.
 #[test]
-#[ignore = "known gap: the LZ77 window is lost after a BFINAL block (RFC 7692 §7.2.2, §7.2.3.4)"]
 fn context_takeover_survives_a_bfinal_block() {
     let mut s = server(DeflateParams::default());
     let frames = [
@@ -508,16 +628,78 @@ fn context_takeover_resolves_the_rfcs_second_hello() {
     assert_eq!(events, [Event::Message(Message::text("Hello")), Event::Message(Message::text("Hello"))]);
 }
 
-/// Known gap (SPEC_NOTES.md, "Known gaps"): a DEFLATE back-reference to
-/// bytes before the first one ever inflated is invalid data (RFC 1951
-/// §3.2.5: a distance refers back into the output); zlib calls it "invalid
-/// distance too far back". sabai's inflater (miniz_oxide's) reads zeros
-/// from its empty window instead: this message arrives as "H\0\0\0\0".
+/// A DEFLATE back-reference to bytes before the first one ever inflated
+/// is invalid data (RFC 1951 §3.2.5: a distance refers back into the
+/// output; zlib: "invalid distance too far back"): 1002, not zeros.
 #[test]
-#[ignore = "known gap: a reference before the start of the window inflates to zeros, not 1002"]
 fn a_reference_before_the_first_byte_fails_with_1002() {
     // RFC 7692 §7.2.3.2's second "Hello" on a connection with no first one.
     let frames = [Frame::text([0xf2, 0x00, 0x11, 0x00, 0x00]).rsv(0b100)];
+    assert_eq!(failure(&frames, None), (ProtocolError::InvalidCompressedData, Some(1002)));
+}
+
+/// Raw DEFLATE of `data` from a window holding `dictionary`: flushed and
+/// its tail removed (RFC 7692 §7.2.1), or ended by a BFINAL block
+/// (§7.2.3.4), as a sender that takes its window over across BFINAL would.
+fn deflate_after(dictionary: &[u8], data: &[u8], bfinal: bool) -> Vec<u8> {
+    let mut raw = flate2::Compress::new(flate2::Compression::default(), false);
+    if !dictionary.is_empty() {
+        raw.set_dictionary(dictionary).unwrap();
+    }
+    let mut out = Vec::with_capacity(data.len() + 64);
+    let flush = if bfinal { flate2::FlushCompress::Finish } else { flate2::FlushCompress::Sync };
+    raw.compress_vec(data, &mut out, flush).unwrap();
+    if bfinal {
+        // §7.2.3.4: then 0x00, which the appended 00 00 ff ff makes an
+        // empty stored block.
+        out.push(0x00);
+    } else if out.ends_with(&TAIL) {
+        out.truncate(out.len() - TAIL.len());
+    }
+    out
+}
+
+/// After a peer's first BFINAL the inflater keeps the last 32 KiB it
+/// inflated, so later BFINALs start the next stream with the exact window,
+/// even one that spans several messages.
+#[test]
+fn bfinal_blocks_keep_the_window_across_several_messages() {
+    let mut s = server(DeflateParams::default());
+    let frames = [
+        Frame::text(deflate_after(b"", b"Hello", true)).rsv(0b100),
+        Frame::text(deflate_after(b"Hello", b"World", true)).rsv(0b100),
+        // Distance 10: back into the first message, across the second.
+        Frame::text(deflate_after(b"HelloWorld", b"HelloWorld", false)).rsv(0b100),
+    ];
+    s.receive(&wire(&frames));
+    let events: Vec<Event> = std::iter::from_fn(|| s.poll_event().unwrap()).collect();
+    let expected = ["Hello", "World", "HelloWorld"].map(|t| Event::Message(Message::text(t)));
+    assert_eq!(events, expected);
+}
+
+/// The limit of that (SPEC_NOTES.md, §5, 7.2.3.4): the copy starts at the
+/// peer's first BFINAL, so when that comes after earlier messages and the
+/// message is shorter than 32 KiB, the earlier bytes are not in the new
+/// stream's dictionary. A reference into them fails with 1002; it never
+/// reads the wrong bytes.
+#[test]
+fn a_first_bfinal_after_earlier_messages_cannot_reach_back_past_itself() {
+    let frames = [
+        Frame::text(deflate_after(b"", b"Hello", false)).rsv(0b100),
+        Frame::text(deflate_after(b"Hello", b"World", true)).rsv(0b100),
+        // Distance 5 (into "World"): inside the dictionary.
+        Frame::text(deflate_after(b"HelloWorld", b"World", false)).rsv(0b100),
+    ];
+    let mut s = server(DeflateParams::default());
+    s.receive(&wire(&frames));
+    let events: Vec<Event> = std::iter::from_fn(|| s.poll_event().unwrap()).collect();
+    assert_eq!(events, ["Hello", "World", "World"].map(|t| Event::Message(Message::text(t))));
+    // Distance 10 (into "Hello", before the first BFINAL message).
+    let frames = [
+        frames[0].clone(),
+        frames[1].clone(),
+        Frame::text(deflate_after(b"HelloWorld", b"HelloWorld", false)).rsv(0b100),
+    ];
     assert_eq!(failure(&frames, None), (ProtocolError::InvalidCompressedData, Some(1002)));
 }
 

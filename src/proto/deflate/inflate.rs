@@ -13,6 +13,9 @@ use crate::proto::error::ProtocolError;
 /// Output produced per call into the decompressor.
 const STEP: usize = 8 * 1024;
 
+/// The largest window a peer can refer back into, 32 KiB (RFC 7692 §7.2.1).
+const WINDOW: usize = 1 << super::MAX_WINDOW_BITS;
+
 #[derive(Debug)]
 pub(crate) struct Inflater {
     /// Created on the first compressed message (about 50 KiB with its
@@ -23,11 +26,25 @@ pub(crate) struct Inflater {
     /// so ours may start empty too.
     reset_each_message: bool,
     max_message_size: usize,
+    /// Bytes inflated in earlier messages, since the last reset (so: none,
+    /// or some, the window holds more than this message).
+    earlier: bool,
+    /// A copy of the last [`WINDOW`] bytes inflated, kept only once the
+    /// peer has ended a DEFLATE stream with BFINAL while taking its window
+    /// over (see [`Inflater::restart`]); `None` for every other peer.
+    history: Option<Vec<u8>>,
 }
 
 impl Inflater {
     pub(crate) fn new(reset_each_message: bool, max_message_size: usize) -> Self {
-        Inflater { raw: None, scratch: Vec::new(), reset_each_message, max_message_size }
+        Inflater {
+            raw: None,
+            scratch: Vec::new(),
+            reset_each_message,
+            max_message_size,
+            earlier: false,
+            history: None,
+        }
     }
 
     /// Inflates the next piece of a compressed message, appending to `out`,
@@ -44,22 +61,70 @@ impl Inflater {
             if let Some(raw) = self.raw.as_mut() {
                 raw.reset(false);
             }
+        } else {
+            self.earlier |= !out.is_empty();
+        }
+        Ok(())
+    }
+
+    /// RFC 7692 §7.2.3.4: a block with BFINAL set ended the DEFLATE stream;
+    /// what follows is a new stream, which still refers back into the same
+    /// window (§7.2.2: the next message is inflated with the window of the
+    /// last one). The decompressor cannot go on past the end of a stream
+    /// and has no way to hand its window over, so a fresh one is given the
+    /// last [`WINDOW`] bytes inflated as its dictionary.
+    ///
+    /// Those bytes are this message's so far (`out`), plus, with context
+    /// takeover, earlier messages'. Keeping a copy of the earlier ones for
+    /// every connection would double the inflater's memory for the sake of
+    /// peers that never send BFINAL (sabai, zlib-based and browser peers
+    /// don't), so the copy ([`history`](Self::history)) is started at a
+    /// peer's first BFINAL and kept from then on. At that first one the
+    /// dictionary is exact when this is the peer's first message with any
+    /// bytes, or this message alone fills the window; otherwise it lacks
+    /// the earlier messages' bytes, and a reference into them fails as
+    /// invalid data (1002), never reading the wrong bytes.
+    fn restart(&mut self, out: &[u8]) -> Result<(), ProtocolError> {
+        let tail = |bytes: &[u8]| bytes.len().saturating_sub(WINDOW);
+        let dictionary = if self.reset_each_message {
+            // The peer's window starts empty at each message.
+            &out[tail(out)..]
+        } else {
+            // Exact unless `self.earlier` and this message is shorter than
+            // the window: then the earlier bytes are missing (see above).
+            let history = self.history.get_or_insert_with(|| out[tail(out)..].to_vec());
+            &history[tail(history)..]
+        };
+        if let Some(raw) = self.raw.as_mut() {
+            raw.reset(false);
+            if !dictionary.is_empty() {
+                raw.set_dictionary(dictionary).map_err(|_| ProtocolError::InvalidCompressedData)?;
+            }
         }
         Ok(())
     }
 
     fn run(&mut self, mut input: &[u8], out: &mut BytesMut) -> Result<(), ProtocolError> {
         let max = self.max_message_size;
-        let raw = self.raw.get_or_insert_with(|| Box::new(Decompress::new(false)));
         self.scratch.resize(STEP, 0);
         loop {
+            let raw = self.raw.get_or_insert_with(|| Box::new(Decompress::new(false)));
             let (in_before, out_before) = (raw.total_in(), raw.total_out());
-            // RFC 7692 §7.2.2 step 2: what is not DEFLATE fails the connection.
-            let status = raw
-                .decompress(input, &mut self.scratch, FlushDecompress::Sync)
-                .map_err(|_| ProtocolError::InvalidCompressedData)?;
+            let result = raw.decompress(input, &mut self.scratch, FlushDecompress::Sync);
             let used = (raw.total_in() - in_before) as usize;
             let made = (raw.total_out() - out_before) as usize;
+            // RFC 7692 §7.2.2 step 2: what is not DEFLATE fails the
+            // connection; unless what came before the bad data is already
+            // over the limit, which is then the answer (as it would be with
+            // the output made in smaller steps).
+            let Ok(status) = result else {
+                let len = out.len() + made;
+                return Err(if len > max {
+                    ProtocolError::MessageTooLarge { len: len as u64, max }
+                } else {
+                    ProtocolError::InvalidCompressedData
+                });
+            };
             input = input.get(used..).unwrap_or_default();
             if made > 0 {
                 // RFC 6455 §10.4: the limit is on the inflated message.
@@ -69,12 +134,17 @@ impl Inflater {
                 }
                 grow_capped(out, made, max);
                 out.extend_from_slice(&self.scratch[..made]);
+                if let Some(history) = self.history.as_mut() {
+                    history.extend_from_slice(&self.scratch[..made]);
+                    if history.len() > 2 * WINDOW {
+                        history.drain(..history.len() - WINDOW);
+                    }
+                }
             }
             if status == Status::StreamEnd {
                 // RFC 7692 §7.2.3.4: a block with BFINAL set ends the DEFLATE
-                // stream; what follows starts a new one. (Its window is lost:
-                // a peer doing this cannot also rely on context takeover.)
-                raw.reset(false);
+                // stream; what follows starts a new one, with the same window.
+                self.restart(out)?;
                 if input.is_empty() {
                     return Ok(());
                 }
