@@ -4,19 +4,30 @@
 //! ([`Connection`], [`handshake`]) and, with the default `tokio` feature, an
 //! async layer ([`WebSocket`]) that moves its bytes; with the `rustls`
 //! feature, [`connect`] speaks `wss://` too.
+//!
+//! Every item has one path. The crate root holds the connection and the
+//! types its user names: the sans-IO [`Connection`] with its messages,
+//! events, settings and errors, and the async layer ([`WebSocket`],
+//! [`accept`], [`connect`], [`Error`]). The modules hold the rest:
+//! [`handshake`] (the opening handshake, sans-IO), [`proto`] (frame headers,
+//! masking, UTF-8 validation), `hub` (the room hub, feature `hub`) and
+//! `hyper` (upgrades from hyper and axum, feature `hyper`).
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
 pub mod handshake;
 pub mod proto;
 
-pub use handshake::{Accept, HandshakeError, Reject, Request};
-pub use proto::{
-    CloseCode, CloseFrame, Config, Connection, Event, Message, MessageKind, PreparedMessage, ProtocolError,
-    Role, SendError, State,
-};
+pub use proto::buffers::Buffers;
+pub use proto::close::{CloseCode, CloseFrame};
+pub use proto::config::Config;
+pub use proto::connection::{Connection, Directive, Ending, State};
 #[cfg(feature = "deflate")]
-pub use proto::{DeflateConfig, DeflateParams};
+pub use proto::deflate::{DeflateConfig, DeflateParams};
+pub use proto::error::{ProtocolError, SendError};
+pub use proto::message::{Event, Message, MessageKind};
+pub use proto::prepared::PreparedMessage;
+pub use proto::role::Role;
 
 #[cfg(feature = "tokio")]
 mod tokio;

@@ -37,7 +37,7 @@ fn request_with(name: &str, value: Option<&str>) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn parse(bytes: &[u8]) -> Result<Option<(sabai::Request, usize)>, HandshakeError> {
+fn parse(bytes: &[u8]) -> Result<Option<(sabai::handshake::Request, usize)>, HandshakeError> {
     ServerHandshake::default().parse(bytes)
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use base64::Engine;
 use sabai::handshake::{Accept, ClientHandshake, ClientRequest, HandshakeError, Reject, ServerHandshake};
 use sabai::{
-    CloseCode, CloseFrame, Config, Connection, Event, Message, ProtocolError, State, WebSocket,
+    CloseCode, CloseFrame, Config, Connection, Ending, Event, Message, ProtocolError, State, WebSocket,
     WebSocketConfig,
 };
 use support::*;
@@ -35,7 +35,7 @@ fn request(extra: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn parse(bytes: &[u8]) -> Result<Option<(sabai::Request, usize)>, HandshakeError> {
+fn parse(bytes: &[u8]) -> Result<Option<(sabai::handshake::Request, usize)>, HandshakeError> {
     ServerHandshake::default().parse(bytes)
 }
 
@@ -450,8 +450,8 @@ fn client_reports_abnormal_closure_when_the_transport_ends() {
         conn.receive(partial);
         assert_eq!(conn.poll_event(), Ok(None));
         conn.receive_eof();
-        assert_eq!(conn.poll_event(), Err(ProtocolError::AbnormalClosure));
-        assert_eq!(ProtocolError::AbnormalClosure.close_code(), CloseCode::ABNORMAL);
+        assert_eq!(conn.poll_event(), Ok(None));
+        assert_eq!(conn.ending(), Some(&Ending::Abnormal));
         assert_eq!(conn.state(), State::Closed);
         assert!(conn.poll_transmit().is_none(), "1006 is never sent");
     }
@@ -527,7 +527,7 @@ async fn shuts_down_tcp_when_the_close_timeout_passes() {
     });
     let (stream, _) = listener.accept().await.unwrap();
     let mut config = WebSocketConfig::default();
-    config.close_timeout = Duration::from_millis(200);
+    config.protocol.close_timeout = Duration::from_millis(200);
     let mut ws = sabai::accept_with(stream, &config, |_| Ok(Accept::new())).await.unwrap();
     let outcome = ws.close(CloseCode::NORMAL, "").await;
     assert!(matches!(outcome, Err(sabai::Error::Timeout(sabai::TimeoutKind::Close))), "{outcome:?}");
@@ -582,8 +582,7 @@ async fn batches_replies_to_a_burst_into_one_write() {
     let (server_end, mut client_end) = tokio::io::duplex(1 << 16);
     let writes = Arc::new(AtomicUsize::new(0));
     let io = CountingIo { inner: server_end, writes: writes.clone() };
-    let mut ws =
-        WebSocket::from_connection(io, Connection::server(Config::default()), &WebSocketConfig::default());
+    let mut ws = WebSocket::from_connection(io, Connection::server(Config::default()));
     let burst: Vec<Frame> = (0..10).map(|i| Frame::text(format!("message {i}"))).collect();
     client_end.write_all(&wire(&burst)).await.unwrap();
     for _ in 0..10 {

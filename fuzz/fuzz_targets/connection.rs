@@ -85,7 +85,7 @@ fn drain(conn: &mut Connection, setup: &Setup, out: &mut Outcome) {
                     Event::Close(frame) => {
                         assert_eq!(conn.state(), State::Closed, "state after the peer's Close");
                         assert_eq!(conn.peer_close(), frame.as_ref());
-                        assert_eq!(conn.buffered_input(), 0, "input kept after the Close");
+                        assert_eq!(conn.buffers().buffered_input(), 0, "input kept after the Close");
                     }
                 }
                 if !matches!(event, Event::Close(_)) {
@@ -100,7 +100,7 @@ fn drain(conn: &mut Connection, setup: &Setup, out: &mut Outcome) {
                 let expected_state =
                     if error == ProtocolError::AbnormalClosure { State::Closed } else { State::Failed };
                 assert_eq!(conn.state(), expected_state, "state after {error:?}");
-                assert_eq!(conn.buffered_input(), 0, "input kept after {error:?}");
+                assert_eq!(conn.buffers().buffered_input(), 0, "input kept after {error:?}");
                 out.error = Some(error);
                 return;
             }
@@ -113,7 +113,7 @@ fn take_transmit(conn: &mut Connection, out: &mut Outcome) {
         assert!(!bytes.is_empty(), "poll_transmit gave an empty buffer");
         out.transmit.extend_from_slice(&bytes);
     }
-    assert_eq!(conn.pending_transmit(), 0);
+    assert_eq!(conn.buffers().pending_transmit(), 0);
 }
 
 fn run<'a>(setup: &Setup, chunks: impl Iterator<Item = &'a [u8]>) -> Outcome {
@@ -123,18 +123,18 @@ fn run<'a>(setup: &Setup, chunks: impl Iterator<Item = &'a [u8]>) -> Outcome {
     take_transmit(&mut conn, &mut out);
     for chunk in chunks {
         if setup.use_read_buffer && is_reading(conn.state()) {
-            conn.read_buffer().extend_from_slice(chunk);
+            conn.buffers_mut().read_buffer().extend_from_slice(chunk);
         } else {
             conn.receive(chunk);
         }
-        let buffered = conn.buffered_input();
+        let buffered = conn.buffers().buffered_input();
         assert!(
             buffered <= max_frame.saturating_add(14 + chunk.len()),
             "{buffered} bytes buffered (max_frame_size {max_frame}, chunk {})",
             chunk.len()
         );
         drain(&mut conn, setup, &mut out);
-        let buffered = conn.buffered_input();
+        let buffered = conn.buffers().buffered_input();
         assert!(buffered <= max_frame.saturating_add(14), "{buffered} bytes buffered after polling");
         if !is_reading(conn.state()) {
             assert_eq!(buffered, 0, "input kept in state {:?}", conn.state());
@@ -154,7 +154,7 @@ fn run<'a>(setup: &Setup, chunks: impl Iterator<Item = &'a [u8]>) -> Outcome {
     // And stays over.
     conn.receive(b"\x89\x80\x00\x00\x00\x00\x81\x00");
     assert_eq!(conn.poll_event(), Ok(None));
-    assert_eq!(conn.buffered_input(), 0);
+    assert_eq!(conn.buffers().buffered_input(), 0);
     assert_eq!(conn.poll_transmit(), None);
     // A closed or failed connection refuses to send.
     assert!(conn.send(sabai::Message::text("x")).is_err());

@@ -80,7 +80,7 @@ impl Side {
             self.conn.send(message.clone())
         } else {
             let how = input.byte()?;
-            let before = self.conn.pending_transmit();
+            let before = self.conn.buffers().pending_transmit();
             let result = match how % 3 {
                 0 => self.conn.send(message.clone()),
                 1 => self.conn.send_prepared(&PreparedMessage::new(&message)),
@@ -91,7 +91,7 @@ impl Side {
                     self.conn.send_prepared(&PreparedMessage::with_deflate(&message, &config))
                 }
             };
-            self.largest = self.largest.max(self.conn.pending_transmit() - before);
+            self.largest = self.largest.max(self.conn.buffers().pending_transmit() - before);
             result
         };
         self.check(result, Some(Event::Message(message)));
@@ -99,7 +99,7 @@ impl Side {
     }
 
     fn collect(&mut self) {
-        let pending = self.conn.pending_transmit();
+        let pending = self.conn.buffers().pending_transmit();
         let before = self.wire.len();
         while let Some(bytes) = self.conn.poll_transmit() {
             assert!(!bytes.is_empty());
@@ -131,7 +131,7 @@ fn deliver(from: &mut Side, to: &mut Side, n: usize, via_buffer: bool) {
     let chunk: Vec<u8> = from.wire.drain(..n).collect();
     let reading = matches!(to.conn.state(), State::Open | State::CloseSent);
     if via_buffer && reading {
-        to.conn.read_buffer().extend_from_slice(&chunk);
+        to.conn.buffers_mut().read_buffer().extend_from_slice(&chunk);
     } else {
         to.conn.receive(&chunk);
     }
@@ -158,7 +158,7 @@ fn deliver(from: &mut Side, to: &mut Side, n: usize, via_buffer: bool) {
             _ => {}
         }
     }
-    let buffered = to.conn.buffered_input();
+    let buffered = to.conn.buffers().buffered_input();
     assert!(buffered <= from.largest + 14, "{buffered} bytes buffered, largest payload {}", from.largest);
 }
 
@@ -266,14 +266,14 @@ fn step(sides: &mut [Side; 2], input: &mut Input) -> Option<()> {
         9 => {
             // A partial write: the transport took only a prefix, in place.
             let n = input.byte()? as usize;
-            let front = me.conn.transmit_buffer();
+            let front = me.conn.buffers().transmit_front();
             let n = n.min(front.len());
             me.wire.extend_from_slice(&front[..n]);
-            let before = me.conn.pending_transmit();
-            me.conn.advance_transmit(n);
-            assert_eq!(me.conn.pending_transmit(), before - n);
+            let before = me.conn.buffers().pending_transmit();
+            me.conn.buffers_mut().advance_transmit(n);
+            assert_eq!(me.conn.buffers().pending_transmit(), before - n);
         }
-        _ => me.conn.release_idle_buffers(),
+        _ => me.conn.buffers_mut().release_idle(),
     }
     Some(())
 }
@@ -302,15 +302,15 @@ fuzz_target!(|data: &[u8]| {
         deliver(b, a, usize::MAX, false);
         if a.wire.is_empty()
             && b.wire.is_empty()
-            && a.conn.pending_transmit() == 0
-            && b.conn.pending_transmit() == 0
+            && a.conn.buffers().pending_transmit() == 0
+            && b.conn.buffers().pending_transmit() == 0
         {
             break;
         }
     }
     for side in &sides {
         assert!(side.expected.is_empty(), "{:?}'s peer never saw {:?}", side.conn.role(), side.expected);
-        assert_eq!(side.conn.buffered_input(), 0);
+        assert_eq!(side.conn.buffers().buffered_input(), 0);
     }
     let closed = sides.iter().any(|s| s.conn.state() != State::Open);
     if closed {

@@ -64,8 +64,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::handshake::Reject;
-use crate::proto::{CloseCode, Message, PreparedMessage};
 use crate::WebSocketConfig;
+use crate::{CloseCode, Message, PreparedMessage};
 
 pub use attach::{Attached, Taken};
 pub use config::{codes, ConnId, HubConfig, HubError, HubEvent, Render, RoomValidator, SlowConsumer};
@@ -161,7 +161,7 @@ impl Hub {
         let mut config = WebSocketConfig::default();
         config.protocol.max_message_size = self.shared.config.max_message_size;
         config.protocol.max_frame_size = self.shared.config.max_message_size;
-        config.close_timeout = self.shared.config.close_timeout;
+        config.protocol.close_timeout = self.shared.config.close_timeout;
         #[cfg(feature = "deflate")]
         if let Some(deflate) = &self.shared.config.deflate {
             let mut deflate = deflate.clone();

@@ -15,7 +15,8 @@ use tokio::sync::Notify;
 
 use super::config::{codes, SlowConsumer};
 use super::engine::Placement;
-use crate::proto::{CloseCode, PreparedMessage, MAX_CLOSE_REASON};
+use crate::proto::MAX_CLOSE_REASON;
+use crate::{CloseCode, PreparedMessage};
 
 /// One message queued for a connection: the frame, encoded once for every
 /// recipient, and for a publication the rooms it went to with its offsets.
@@ -336,7 +337,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::Message;
+    use crate::Message;
 
     fn frame(i: usize) -> Delivery {
         Delivery::new(PreparedMessage::new(&Message::text(i.to_string())), None)

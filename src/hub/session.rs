@@ -15,8 +15,8 @@ use super::outbox::{Next, Outbox};
 use super::stats::Counters;
 use super::Hub;
 use crate::handshake::{Accept, HandshakeError, Reject, Request};
-use crate::proto::{CloseCode, Event, Message, ProtocolError};
 use crate::tokio::{ReadHalf, WriteHalf};
+use crate::{CloseCode, Event, Message};
 use crate::{Error, WebSocket};
 
 /// Frames, and bytes, moved from the queue into the socket per write: the
@@ -278,7 +278,7 @@ impl Hub {
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => return,
-                Err(Error::Protocol(ProtocolError::AbnormalClosure)) | Err(Error::Io(_)) => return,
+                Err(Error::AbnormalClosure) | Err(Error::Io(_)) => return,
                 Err(Error::Protocol(error)) => {
                     timers.first_code(error.close_code());
                     return;
@@ -313,7 +313,7 @@ impl Hub {
                         for frame in &frames {
                             // Compressed here, once for all recipients, if
                             // it is the first writer to take it.
-                            match write.feed_prepared_len(frame.message()) {
+                            match write.feed_prepared(frame.message()) {
                                 Ok(len) => bytes += len as u64,
                                 Err(_) => return self.linger().await,
                             }

@@ -33,7 +33,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::proto::Message;
+use crate::Message;
 
 use super::config::ConnId;
 
