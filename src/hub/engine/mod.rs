@@ -253,7 +253,7 @@ pub trait Engine: Send + Sync + 'static {
 /// does not keep a dropped hub alive.
 #[derive(Clone)]
 pub struct Node {
-    pub(crate) hub: Weak<super::Shared>,
+    pub(crate) hub: Weak<super::HubState>,
 }
 
 impl fmt::Debug for Node {
