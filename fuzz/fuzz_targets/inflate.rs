@@ -19,8 +19,8 @@
 
 use flate2::{Decompress, FlushDecompress, Status};
 use libfuzzer_sys::fuzz_target;
-use sabai::proto::{CloseCode, Connection, Event, FrameHeader, Message, OpCode, ProtocolError};
-use sabai::{Config, DeflateConfig, DeflateParams};
+use sabai::proto::{FrameHeader, OpCode};
+use sabai::{CloseCode, Config, Connection, DeflateConfig, DeflateParams, Event, Message, ProtocolError};
 use sabai_fuzz::{take_plan, Chunks};
 
 const LIMIT: usize = 64 * 1024;
@@ -133,7 +133,9 @@ fuzz_target!(|input: &[u8]| {
                 let too_large = matches!(whole, Err(ProtocolError::MessageTooLarge { .. }));
                 assert!(too_large, "flate2 inflated over the limit, sabai gave {}", outline(&whole))
             }
-            Ok(Some(Event::Message(m))) => assert!(m.as_bytes() == plain, "sabai's message differs from flate2's"),
+            Ok(Some(Event::Message(m))) => {
+                assert!(m.as_bytes() == plain, "sabai's message differs from flate2's")
+            }
             other => panic!("flate2 inflated {} bytes, sabai gave {}", plain.len(), outline(other)),
         }
     }
