@@ -13,21 +13,6 @@ fn client() -> Connection {
     Connection::client(Config::default(), [9; 32])
 }
 
-fn frames_sent(conn: &mut Connection) -> Vec<Frame> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = conn.poll_transmit() {
-        bytes.extend_from_slice(&chunk);
-    }
-    let mut frames = Vec::new();
-    let mut at = 0;
-    while let Some((frame, used)) = Frame::decode(&bytes[at..]) {
-        frames.push(frame);
-        at += used;
-    }
-    assert_eq!(at, bytes.len(), "partial frame queued");
-    frames
-}
-
 // §5.3: a client masks every frame, with a fresh key each time.
 #[test]
 fn client_masks_every_frame_with_fresh_keys() {

@@ -39,22 +39,6 @@ fn parse(bytes: &[u8]) -> Result<Option<(sabai::handshake::Request, usize)>, Han
     ServerHandshake::default().parse(bytes)
 }
 
-/// Everything a connection has queued, decoded into frames.
-fn frames_sent(conn: &mut Connection) -> Vec<Frame> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = conn.poll_transmit() {
-        bytes.extend_from_slice(&chunk);
-    }
-    let mut frames = Vec::new();
-    let mut at = 0;
-    while let Some((frame, used)) = Frame::decode(&bytes[at..]) {
-        frames.push(frame);
-        at += used;
-    }
-    assert_eq!(at, bytes.len(), "partial frame queued");
-    frames
-}
-
 /// Everything a connection has queued, as raw bytes.
 fn bytes_sent(conn: &mut Connection) -> Vec<u8> {
     let mut bytes = Vec::new();
@@ -463,24 +447,15 @@ fn client_reports_abnormal_closure_when_the_transport_ends() {
 // the close into a reset.
 #[test]
 fn server_closes_tcp_first_and_drains_until_the_client_eof() {
-    let (port_tx, port_rx) = mpsc::channel();
-    let (done_tx, done_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            port_tx.send(listener.local_addr().unwrap().port()).unwrap();
-            let (stream, _) = listener.accept().await.unwrap();
-            let result = async {
-                let mut ws = sabai::accept(stream).await?;
-                while ws.recv().await?.is_some() {}
-                Ok::<_, sabai::Error>(())
-            }
-            .await;
-            let _ = done_tx.send(result.map_err(|e| e.to_string()));
-        });
+    let (port, done_rx) = serve_once(|stream| async {
+        let result = async {
+            let mut ws = sabai::accept(stream).await?;
+            while ws.recv().await?.is_some() {}
+            Ok::<_, sabai::Error>(())
+        }
+        .await;
+        result.map_err(|e| e.to_string())
     });
-    let port = port_rx.recv_timeout(TIMEOUT).unwrap();
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
     stream.write_all(&handshake_request("/")).unwrap();

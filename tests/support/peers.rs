@@ -2,6 +2,7 @@
 //! in-memory core ([`MemoryPeer`]) and a real tokio server on loopback TCP
 //! ([`TcpPeer`]). Scenarios are written once against [`Peer`].
 
+use std::future::Future;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::mpsc;
@@ -186,27 +187,13 @@ impl TcpPeer {
     }
 
     pub fn with_config(config: WebSocketConfig) -> Self {
-        let (port_tx, port_rx) = mpsc::channel();
-        let (outcome_tx, ended) = mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                port_tx.send(listener.local_addr().unwrap().port()).unwrap();
-                let (stream, _) = listener.accept().await.unwrap();
-                let result = async {
-                    let mut ws =
-                        sabai::accept_with(stream, &config, |_| Ok(sabai::handshake::Accept::new())).await?;
-                    while let Some(message) = ws.recv().await? {
-                        ws.send(message).await?;
-                    }
-                    Ok(())
-                }
-                .await;
-                let _ = outcome_tx.send(result);
-            });
+        let (port, ended) = serve_once(move |stream| async move {
+            let mut ws = sabai::accept_with(stream, &config, |_| Ok(sabai::handshake::Accept::new())).await?;
+            while let Some(message) = ws.recv().await? {
+                ws.send(message).await?;
+            }
+            Ok(())
         });
-        let port = port_rx.recv_timeout(TIMEOUT).expect("server did not start");
         let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
@@ -304,4 +291,27 @@ impl Peer for TcpPeer {
 pub fn each_peer(scenario: impl Fn(&mut dyn Peer)) {
     scenario(&mut MemoryPeer::server());
     scenario(&mut TcpPeer::server());
+}
+
+/// Runs `serve` on the first connection to a fresh 127.0.0.1 port, on a
+/// current-thread runtime in a thread of its own. Returns the port and
+/// where `serve`'s result arrives.
+pub fn serve_once<T, F, Fut>(serve: F) -> (u16, mpsc::Receiver<T>)
+where
+    F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+    T: Send + 'static,
+{
+    let (port_tx, port_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+            let (stream, _) = listener.accept().await.unwrap();
+            let _ = done_tx.send(serve(stream).await);
+        });
+    });
+    (port_rx.recv_timeout(TIMEOUT).expect("server did not start"), done_rx)
 }
