@@ -195,25 +195,30 @@ impl<S: AsyncRead + AsyncWrite> WriteHalf<S> {
 
     /// Sends one fragment of a message (see
     /// [`Connection::send_fragment`](crate::Connection::send_fragment)).
+    /// Cancel safety: as [`send`](Self::send).
     pub async fn send_fragment(&mut self, kind: MessageKind, data: &[u8], fin: bool) -> Result<(), Error> {
         self.queue(|conn| conn.send_fragment(kind, data, fin))?;
         self.flush().await
     }
 
     /// Sends a Ping; its Pong arrives at the read half as [`Event::Pong`].
+    /// Cancel safety: as [`send`](Self::send).
     pub async fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
         self.queue(|conn| conn.ping(payload))?;
         self.flush().await
     }
 
     /// Sends an unsolicited Pong, a one-way heartbeat (RFC 6455 §5.5.3).
+    /// Cancel safety: as [`send`](Self::send).
     pub async fn pong(&mut self, payload: &[u8]) -> Result<(), Error> {
         self.queue(|conn| conn.pong(payload))?;
         self.flush().await
     }
 
     /// Sends a Close frame. The read half then receives the peer's Close,
-    /// closes the transport, and returns `Ok(None)`.
+    /// closes the transport, and returns `Ok(None)`. Cancel safety: the
+    /// first poll queues the Close; if cancelled after that, it goes out
+    /// with the next write of either half.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
         self.queue(|conn| conn.close(code, reason))?;
         // Wake the reader: the connection's close timer starts at its next
