@@ -250,7 +250,7 @@ impl Cell<'_> {
             let mut expected = messages.iter();
             let t = Instant::now();
             for chunk in black_box(&wire).chunks(READ_SIZE) {
-                receiver.read_buffer().extend_from_slice(chunk);
+                receiver.buffers_mut().read_buffer().extend_from_slice(chunk);
                 while let Some(event) = receiver.poll_event().unwrap() {
                     let Event::Message(message) = event else { panic!("{name}: unexpected {event:?}") };
                     let sent = expected.next().unwrap_or_else(|| panic!("{name}: a message too many"));
@@ -262,7 +262,7 @@ impl Cell<'_> {
             // Every message arrived, nothing is left over, and every pass put
             // the same number of bytes on the wire.
             assert!(expected.next().is_none(), "{name}: messages lost");
-            assert_eq!(receiver.buffered_input(), 0, "{name}: bytes left over");
+            assert_eq!(receiver.buffers().buffered_input(), 0, "{name}: bytes left over");
             assert_eq!(*self.wire.get_or_insert(wire.len()), wire.len(), "{name}: wire size varies");
         }
     }

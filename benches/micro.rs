@@ -193,7 +193,7 @@ Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
     });
     b.time("handshake: parse and build the 101", || {
         let (request, _) = ServerHandshake::default().parse(black_box(request)).unwrap().unwrap();
-        black_box(request.accept_response(&sabai::Accept::new()).unwrap());
+        black_box(request.accept_response(&sabai::handshake::Accept::new()).unwrap());
     });
 }
 
@@ -206,7 +206,7 @@ fn message_decode(b: &Bench) {
         let wire: Vec<u8> = std::iter::from_fn(|| client.poll_transmit()).flatten().collect();
         let mut server = Connection::server(Config::default());
         b.rate(&format!("decode one {len} B binary message (server)"), len, || {
-            server.read_buffer().extend_from_slice(black_box(&wire));
+            server.buffers_mut().read_buffer().extend_from_slice(black_box(&wire));
             match server.poll_event() {
                 Ok(Some(Event::Message(m))) => {
                     black_box(m);

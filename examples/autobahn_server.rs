@@ -23,7 +23,7 @@ async fn main() -> std::io::Result<()> {
         stream.set_nodelay(true)?;
         let config = config.clone();
         tokio::spawn(async move {
-            let accept = |_: &sabai::Request| Ok(sabai::Accept::new());
+            let accept = |_: &sabai::handshake::Request| Ok(sabai::handshake::Accept::new());
             let Ok(mut ws) = sabai::accept_with(stream, &config, accept).await else { return };
             // Errors are the point of many cases; the protocol layer has
             // already answered them with the right close code.

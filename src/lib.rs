@@ -35,7 +35,7 @@
 //!    Pong, close) with every byte checked.
 //! 3. [`handshake`]: [`handshake::ClientHandshake`] and
 //!    [`handshake::ServerHandshake`], the opening handshake as a pure
-//!    function of the bytes; [`HandshakeError`] says which §4 rule failed.
+//!    function of the bytes; [`handshake::HandshakeError`] says which §4 rule failed.
 //! 4. [`ProtocolError`]: one variant per rule a peer can break, each with
 //!    its section and its close code (1002, 1007, 1009).
 //! 5. [`WebSocket`] (feature `tokio`): the same [`Connection`] driven by a
@@ -54,6 +54,16 @@
 //! - `rustls`: `wss://` in [`connect`], through rustls with `ring`.
 //! - `hyper`: upgrades from hyper 1.x and axum servers (`sabai::hyper`).
 //! - `hub`: rooms and fan-out for many connections (`sabai::hub`).
+//!
+//! ## Where each item lives
+//!
+//! Every item has one path. The crate root holds the connection and the
+//! types its user names: the sans-IO [`Connection`] with its messages,
+//! events, settings and errors, and the async layer ([`WebSocket`],
+//! [`accept`], [`connect`], [`Error`]). The modules hold the rest:
+//! [`handshake`] (the opening handshake, sans-IO), [`proto`] (frame headers,
+//! masking, UTF-8 validation), `hub` (the room hub, feature `hub`) and
+//! `hyper` (upgrades from hyper and axum, feature `hyper`).
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 #![warn(missing_docs)]
@@ -61,13 +71,16 @@
 pub mod handshake;
 pub mod proto;
 
-pub use handshake::{Accept, HandshakeError, Reject, Request};
-pub use proto::{
-    CloseCode, CloseFrame, Config, Connection, Event, Message, MessageKind, PreparedMessage, ProtocolError,
-    Role, SendError, State,
-};
+pub use proto::buffers::Buffers;
+pub use proto::close::{CloseCode, CloseFrame};
+pub use proto::config::Config;
+pub use proto::connection::{Connection, Directive, Ending, State};
 #[cfg(feature = "deflate")]
-pub use proto::{DeflateConfig, DeflateParams};
+pub use proto::deflate::{DeflateConfig, DeflateParams};
+pub use proto::error::{ProtocolError, SendError};
+pub use proto::message::{Event, Message, MessageKind};
+pub use proto::prepared::PreparedMessage;
+pub use proto::role::Role;
 
 #[cfg(feature = "tokio")]
 mod tokio;

@@ -110,7 +110,7 @@ conformance!(transport_ending_without_close_is_abnormal, |peer| {
     peer.expect(Frame::text("last words").unmasked());
     peer.shutdown();
     assert_eq!(peer.recv(), None);
-    assert_eq!(peer.protocol_error(), Some(ProtocolError::AbnormalClosure));
+    assert_eq!(peer.outcome(), Outcome::Abnormal);
 });
 
 // Everything that arrived before the transport ended is still delivered.

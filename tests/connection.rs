@@ -13,21 +13,6 @@ fn client() -> Connection {
     Connection::client(Config::default(), [9; 32])
 }
 
-fn frames_sent(conn: &mut Connection) -> Vec<Frame> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = conn.poll_transmit() {
-        bytes.extend_from_slice(&chunk);
-    }
-    let mut frames = Vec::new();
-    let mut at = 0;
-    while let Some((frame, used)) = Frame::decode(&bytes[at..]) {
-        frames.push(frame);
-        at += used;
-    }
-    assert_eq!(at, bytes.len(), "partial frame queued");
-    frames
-}
-
 // §5.3: a client masks every frame, with a fresh key each time.
 #[test]
 fn client_masks_every_frame_with_fresh_keys() {
@@ -150,7 +135,7 @@ fn failed_connection_discards_input() {
     assert_eq!(conn.poll_event(), Ok(None));
     conn.receive(&Frame::ping("more").encode());
     assert_eq!(conn.poll_event(), Ok(None));
-    assert_eq!(conn.buffered_input(), 0);
+    assert_eq!(conn.buffers().buffered_input(), 0);
     let sent = frames_sent(&mut conn);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].close_code(), Some(1002));
@@ -237,7 +222,7 @@ fn input_after_close_is_not_buffered() {
     conn.receive(&Frame::close(1000, "").encode());
     conn.poll_event().unwrap();
     conn.receive(&vec![0u8; 1 << 20]);
-    assert_eq!(conn.buffered_input(), 0);
+    assert_eq!(conn.buffers().buffered_input(), 0);
 }
 
 // The same through `read_buffer`, which appends without the connection
@@ -247,9 +232,9 @@ fn input_appended_through_read_buffer_after_failure_is_dropped() {
     let mut conn = Connection::server(Config::default());
     conn.receive(&Frame::new(0x3, "").encode());
     assert_eq!(conn.poll_event(), Err(ProtocolError::ReservedOpcode(3)));
-    conn.read_buffer().extend_from_slice(&vec![0u8; 1 << 20]);
+    conn.buffers_mut().read_buffer().extend_from_slice(&vec![0u8; 1 << 20]);
     assert_eq!(conn.poll_event(), Ok(None));
-    assert_eq!(conn.buffered_input(), 0);
+    assert_eq!(conn.buffers().buffered_input(), 0);
 }
 
 // Writing in place: `transmit_buffer` + `advance_transmit` give the same
@@ -264,33 +249,33 @@ fn transmit_buffer_can_be_written_in_pieces() {
     }
     let whole = a.poll_transmit().unwrap();
     let mut pieces = Vec::new();
-    while !b.transmit_buffer().is_empty() {
-        let n = b.transmit_buffer().len().min(100);
-        pieces.extend_from_slice(&b.transmit_buffer()[..n]);
-        b.advance_transmit(n);
-        assert_eq!(b.pending_transmit(), whole.len() - pieces.len());
+    while !b.buffers().transmit_front().is_empty() {
+        let n = b.buffers().transmit_front().len().min(100);
+        pieces.extend_from_slice(&b.buffers().transmit_front()[..n]);
+        b.buffers_mut().advance_transmit(n);
+        assert_eq!(b.buffers().pending_transmit(), whole.len() - pieces.len());
     }
     assert_eq!(pieces, whole);
     // Advancing past the end is clamped.
     b.ping(b"q").unwrap();
-    b.advance_transmit(usize::MAX);
-    assert_eq!(b.pending_transmit(), 0);
+    b.buffers_mut().advance_transmit(usize::MAX);
+    assert_eq!(b.buffers().pending_transmit(), 0);
 }
 
 // An idle connection gives its buffers back; a partial frame keeps its bytes.
 #[test]
 fn idle_buffers_are_released_but_partial_input_is_kept() {
     let mut conn = Connection::server(Config::default());
-    conn.read_buffer().reserve(16 * 1024);
+    conn.buffers_mut().read_buffer().reserve(16 * 1024);
     conn.send(Message::text("x")).unwrap();
-    conn.advance_transmit(usize::MAX);
-    conn.release_idle_buffers();
-    assert_eq!(conn.read_buffer().capacity(), 0);
+    conn.buffers_mut().advance_transmit(usize::MAX);
+    conn.buffers_mut().release_idle();
+    assert_eq!(conn.buffers_mut().read_buffer().capacity(), 0);
 
     let frame = Frame::text("hello").encode();
     conn.receive(&frame[..frame.len() - 2]);
     assert_eq!(conn.poll_event(), Ok(None));
-    conn.release_idle_buffers();
+    conn.buffers_mut().release_idle();
     conn.receive(&frame[frame.len() - 2..]);
     assert_eq!(conn.poll_event(), Ok(Some(Event::Message(Message::text("hello")))));
 }
@@ -313,11 +298,11 @@ fn large_payloads_go_out_intact_in_order() {
     queue(&mut by_pop);
     let mut by_slices = Connection::server(Config::default());
     queue(&mut by_slices);
-    let total = by_slices.pending_transmit();
+    let total = by_slices.buffers().pending_transmit();
     let mut wire = Vec::new();
-    while by_slices.pending_transmit() > 0 {
+    while by_slices.buffers().pending_transmit() > 0 {
         let mut slices = [std::io::IoSlice::new(&[]); 3];
-        let n = by_slices.transmit_chunks(&mut slices);
+        let n = by_slices.buffers().transmit_chunks(&mut slices);
         assert!(n > 0);
         // A short write: at most 7000 bytes of the first slices.
         let mut budget = 7000;
@@ -327,7 +312,7 @@ fn large_payloads_go_out_intact_in_order() {
             wire.extend_from_slice(&s[..take]);
             (budget, wrote) = (budget - take, wrote + take);
         }
-        by_slices.advance_transmit(wrote);
+        by_slices.buffers_mut().advance_transmit(wrote);
     }
     assert_eq!(wire.len(), total);
     let popped: Vec<u8> = std::iter::from_fn(|| by_pop.poll_transmit()).flatten().collect();
@@ -372,14 +357,14 @@ fn large_payloads_fragment_without_copies() {
 #[test]
 fn input_needed_is_the_rest_of_the_frame() {
     let mut conn = Connection::server(Config::default());
-    assert_eq!(conn.input_needed(), 0);
+    assert_eq!(conn.buffers().input_needed(), 0);
     let frame = Frame::binary(vec![5u8; 70_000]).encode();
     conn.receive(&frame[..1000]);
     assert_eq!(conn.poll_event(), Ok(None));
-    assert_eq!(conn.input_needed(), frame.len() - 1000);
+    assert_eq!(conn.buffers().input_needed(), frame.len() - 1000);
     conn.receive(&frame[1000..]);
     assert!(matches!(conn.poll_event(), Ok(Some(Event::Message(_)))));
-    assert_eq!(conn.input_needed(), 0);
+    assert_eq!(conn.buffers().input_needed(), 0);
 }
 
 // Read sizing between frames: the size of the last frame plus a header,
@@ -387,30 +372,30 @@ fn input_needed_is_the_rest_of_the_frame() {
 #[test]
 fn read_hint_expects_a_frame_like_the_last_one() {
     let mut conn = Connection::server(Config::default());
-    assert_eq!(conn.read_hint(), 0, "nothing known before the first frame");
+    assert_eq!(conn.buffers().read_hint(), 0, "nothing known before the first frame");
     let frame = Frame::binary(vec![5u8; 70_000]).encode();
     conn.receive(&frame[..1000]);
     assert_eq!(conn.poll_event(), Ok(None));
-    assert_eq!(conn.read_hint(), conn.input_needed());
+    assert_eq!(conn.buffers().read_hint(), conn.buffers().input_needed());
     conn.receive(&frame[1000..]);
     assert!(matches!(conn.poll_event(), Ok(Some(Event::Message(_)))));
-    assert_eq!(conn.input_needed(), 0);
-    assert_eq!(conn.read_hint(), 70_000 + 14);
+    assert_eq!(conn.buffers().input_needed(), 0);
+    assert_eq!(conn.buffers().read_hint(), 70_000 + 14);
     conn.receive(&frame[..2]); // the next header, in part
     assert_eq!(conn.poll_event(), Ok(None));
-    assert_eq!(conn.read_hint(), 70_000 + 14 - 2);
+    assert_eq!(conn.buffers().read_hint(), 70_000 + 14 - 2);
     // A small frame makes the next guess small.
     conn.receive(&frame[2..]);
     assert!(matches!(conn.poll_event(), Ok(Some(Event::Message(_)))));
     conn.receive(&Frame::binary(b"hi").encode());
     assert!(matches!(conn.poll_event(), Ok(Some(Event::Message(_)))));
-    assert_eq!(conn.read_hint(), 2 + 14);
+    assert_eq!(conn.buffers().read_hint(), 2 + 14);
     // A Ping between large frames leaves the guess at the data frame's size.
     conn.receive(&frame);
     assert!(matches!(conn.poll_event(), Ok(Some(Event::Message(_)))));
     conn.receive(&Frame::ping(b"are you there").encode());
     assert!(matches!(conn.poll_event(), Ok(Some(Event::Ping(_)))));
-    assert_eq!(conn.read_hint(), 70_000 + 14);
+    assert_eq!(conn.buffers().read_hint(), 70_000 + 14);
 }
 
 #[test]

@@ -45,22 +45,6 @@ fn deliver(from: &mut Connection, to: &mut Connection, chunk: usize) -> Result<V
     Ok(events)
 }
 
-/// Frames `conn` has queued, decoded by the harness.
-fn frames_of(conn: &mut Connection) -> Vec<Frame> {
-    let mut bytes = Vec::new();
-    while let Some(b) = conn.poll_transmit() {
-        bytes.extend_from_slice(&b);
-    }
-    let mut frames = Vec::new();
-    let mut at = 0;
-    while let Some((frame, used)) = Frame::decode(&bytes[at..]) {
-        frames.push(frame);
-        at += used;
-    }
-    assert_eq!(at, bytes.len());
-    frames
-}
-
 /// Independent inflater: one DEFLATE stream per message, or shared.
 fn inflate(raw: &mut Decompress, payload: &[u8]) -> Vec<u8> {
     let mut input = payload.to_vec();
@@ -124,7 +108,7 @@ fn rfc_example_hello_goes_out_plain_because_it_would_grow() {
     let mut s = server(DeflateParams::default());
     s.send(Message::text("Hello")).unwrap();
     s.send(Message::text("Hello")).unwrap();
-    let frames = frames_of(&mut s);
+    let frames = frames_sent(&mut s);
     for frame in &frames {
         assert_eq!((frame.rsv, frame.opcode, frame.payload.as_slice()), (0, TEXT, &b"Hello"[..]));
     }
@@ -134,7 +118,7 @@ fn rfc_example_hello_goes_out_plain_because_it_would_grow() {
     let mut s = server(DeflateParams { server_no_context_takeover: true, ..DeflateParams::default() });
     s.send(Message::text(hello)).unwrap();
     s.send(Message::text(hello)).unwrap();
-    let frames = frames_of(&mut s);
+    let frames = frames_sent(&mut s);
     assert_eq!((frames[0].rsv, frames[1].rsv), (0b100, 0b100));
     assert!(frames[0].payload.len() < hello.len());
     assert_eq!(frames[0].payload, frames[1].payload);
@@ -263,7 +247,7 @@ fn context_takeover_output_inflates_with_one_shared_window() {
     for i in 0..20 {
         let m = text(200, i % 3 + 1);
         s.send(Message::text(m.clone())).unwrap();
-        let frames = frames_of(&mut s);
+        let frames = frames_sent(&mut s);
         assert_eq!(inflate(&mut raw, &frames[0].payload), m.as_bytes());
     }
 }
@@ -277,7 +261,7 @@ fn window_bits_8_output_inflates_and_stays_in_the_window() {
     let mut s = server(params);
     let m = text(500, 5);
     s.send(Message::text(m.clone())).unwrap();
-    let payload = frames_of(&mut s).remove(0).payload;
+    let payload = frames_sent(&mut s).remove(0).payload;
     assert_eq!(inflate(&mut Decompress::new(false), &payload), m.as_bytes());
     let pieces: Vec<&[u8]> = payload.split_inclusive_tail();
     assert_eq!(pieces.len(), m.len().div_ceil(256));
@@ -319,7 +303,7 @@ fn fragmented_compressed_messages_carry_rsv1_on_the_first_frame_only() {
     let mut s = Connection::server(cfg).with_deflate(DeflateParams::default());
     let m = text(100, 7);
     s.send(Message::text(m.clone())).unwrap();
-    let frames = frames_of(&mut s);
+    let frames = frames_sent(&mut s);
     assert!(frames.len() > 2);
     assert_eq!((frames[0].rsv, frames[0].opcode, frames[0].fin), (0b100, TEXT, false));
     for f in &frames[1..] {
@@ -384,7 +368,7 @@ fn threshold_leaves_small_messages_uncompressed() {
     let mut s = Connection::server(config(10)).with_deflate(DeflateParams::default());
     s.send(Message::text("short")).unwrap();
     s.send(Message::text("long enough to compress, long enough to compress")).unwrap();
-    let frames = frames_of(&mut s);
+    let frames = frames_sent(&mut s);
     assert_eq!((frames[0].rsv, frames[0].payload.as_slice()), (0, &b"short"[..]));
     assert_eq!(frames[1].rsv, 0b100);
     // Uncompressed messages between compressed ones do not touch the window
@@ -431,7 +415,7 @@ fn failure(frames: &[Frame], max_message: Option<usize>) -> (ProtocolError, Opti
             Err(error) => break error,
         }
     };
-    let close = frames_of(&mut s).last().and_then(Frame::close_code);
+    let close = frames_sent(&mut s).last().and_then(Frame::close_code);
     (error, close)
 }
 
@@ -480,7 +464,7 @@ fn inflated_text_must_be_utf8_and_fails_fast() {
     let mut s = server(DeflateParams::default());
     s.receive(&Frame::text(&bad).rsv(0b100).fin(false).encode());
     assert_eq!(s.poll_event(), Err(ProtocolError::InvalidUtf8));
-    assert_eq!(frames_of(&mut s).last().and_then(Frame::close_code), Some(1007));
+    assert_eq!(frames_sent(&mut s).last().and_then(Frame::close_code), Some(1007));
 }
 
 /// A raw DEFLATE bomb: one fixed-Huffman block holding a literal 0 and then

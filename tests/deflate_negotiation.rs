@@ -10,7 +10,7 @@ use sabai::{DeflateConfig, DeflateParams};
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
-fn request(extensions: &[&str]) -> Result<sabai::Request, HandshakeError> {
+fn request(extensions: &[&str]) -> Result<sabai::handshake::Request, HandshakeError> {
     let mut head = format!(
         "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"

@@ -37,7 +37,7 @@ fn request_with(name: &str, value: Option<&str>) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn parse(bytes: &[u8]) -> Result<Option<(sabai::Request, usize)>, HandshakeError> {
+fn parse(bytes: &[u8]) -> Result<Option<(sabai::handshake::Request, usize)>, HandshakeError> {
     ServerHandshake::default().parse(bytes)
 }
 
@@ -347,40 +347,30 @@ fn client_rejects_bad_responses() {
 fn hooked_server(
     config: WebSocketConfig,
 ) -> (u16, std::sync::mpsc::Receiver<Result<Option<String>, sabai::Error>>) {
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            port_tx.send(listener.local_addr().unwrap().port()).unwrap();
-            let (stream, _) = listener.accept().await.unwrap();
-            let result = sabai::accept_with(stream, &config, |request| {
-                if request.origin() != Some("http://allowed.example") {
-                    return Err(Reject::forbidden().body("origin not allowed"));
+    serve_once(move |stream| async move {
+        let result = sabai::accept_with(stream, &config, |request| {
+            if request.origin() != Some("http://allowed.example") {
+                return Err(Reject::forbidden().body("origin not allowed"));
+            }
+            if request.query() != Some("token=secret") {
+                return Err(Reject::unauthorized());
+            }
+            let chosen = request.protocols().iter().find(|p| *p == "chat.v1");
+            Ok(chosen.map_or_else(Accept::new, |p| Accept::new().protocol(p.as_str())))
+        })
+        .await;
+        match result {
+            Ok(mut ws) => {
+                let protocol = ws.protocol().map(str::to_owned);
+                if let Ok(Some(message)) = ws.recv().await {
+                    let _ = ws.send(message).await;
                 }
-                if request.query() != Some("token=secret") {
-                    return Err(Reject::unauthorized());
-                }
-                let chosen = request.protocols().iter().find(|p| *p == "chat.v1");
-                Ok(chosen.map_or_else(Accept::new, |p| Accept::new().protocol(p.as_str())))
-            })
-            .await;
-            let outcome = match result {
-                Ok(mut ws) => {
-                    let protocol = ws.protocol().map(str::to_owned);
-                    if let Ok(Some(message)) = ws.recv().await {
-                        let _ = ws.send(message).await;
-                    }
-                    let _ = ws.close(sabai::CloseCode::NORMAL, "").await;
-                    Ok(protocol)
-                }
-                Err(error) => Err(error),
-            };
-            let _ = done_tx.send(outcome);
-        });
-    });
-    (port_rx.recv().unwrap(), done_rx)
+                let _ = ws.close(sabai::CloseCode::NORMAL, "").await;
+                Ok(protocol)
+            }
+            Err(error) => Err(error),
+        }
+    })
 }
 
 fn raw_exchange(port: u16, request: &[u8]) -> String {

@@ -7,8 +7,9 @@
 mod counting;
 
 use counting::{measure_thread, serial, Counting};
+use sabai::handshake::HandshakeError;
 use sabai::handshake::{ClientHandshake, ClientRequest, HandshakeLimits, ServerHandshake};
-use sabai::{Config, Connection, Event, HandshakeError, Message, ProtocolError};
+use sabai::{Config, Connection, Ending, Event, Message, ProtocolError};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -131,7 +132,8 @@ fn hostile_extension_and_protocol_values_cost_linear_memory() {
     let (result, usage) = measure_thread(|| ServerHandshake::new(limits()).parse(head.as_bytes()));
     let (request, used) = result.unwrap().unwrap();
     assert_eq!(used, head.len());
-    let response = String::from_utf8(request.accept_response(&sabai::Accept::new()).unwrap()).unwrap();
+    let response =
+        String::from_utf8(request.accept_response(&sabai::handshake::Accept::new()).unwrap()).unwrap();
     assert!(response.starts_with("HTTP/1.1 101 "));
     assert!(!response.contains("Sec-WebSocket-Extensions"), "{response}");
     // Owned copies of the headers and httparse's slots: a few times the head.
@@ -161,7 +163,7 @@ fn huge_declared_lengths_allocate_nothing() {
         let (event, usage) = measure_thread(|| {
             let mut conn = Connection::server(Config::default());
             conn.receive(&input);
-            (conn.poll_event(), conn.pending_transmit())
+            (conn.poll_event(), conn.buffers().pending_transmit())
         });
         let (error, queued) = event;
         let error = error.unwrap_err();
@@ -172,12 +174,12 @@ fn huge_declared_lengths_allocate_nothing() {
             let mut conn = Connection::server(unlimited());
             conn.receive(&input);
             let first = conn.poll_event();
-            let buffered = conn.buffered_input();
+            let buffered = conn.buffers().buffered_input();
             conn.receive_eof();
-            (first, buffered, conn.poll_event())
+            (first, buffered, conn.poll_event(), conn.ending().cloned())
         });
         // The header is consumed; only the ten payload bytes wait.
-        assert_eq!(outcome, (Ok(None), 10, Err(ProtocolError::AbnormalClosure)), "len {len}");
+        assert_eq!(outcome, (Ok(None), 10, Ok(None), Some(Ending::Abnormal)), "len {len}");
         assert!(usage.peak < 16 * 1024, "len {len}: {usage:?}");
     }
     for len in [1u64 << 63, u64::MAX] {
@@ -197,7 +199,7 @@ fn feed(conn: &mut Connection, input: &[u8]) -> (Vec<Event>, usize) {
         while let Some(event) = conn.poll_event().unwrap() {
             events.push(event);
         }
-        most = most.max(conn.buffered_input());
+        most = most.max(conn.buffers().buffered_input());
     }
     (events, most)
 }
@@ -256,6 +258,6 @@ fn fragment_flood_over_the_message_limit_fails_with_1009() {
         Ok(None::<Event>)
     });
     assert_eq!(result, Err(ProtocolError::MessageTooLarge { len: 1001, max: 1000 }));
-    assert_eq!(conn.buffered_input(), 0);
+    assert_eq!(conn.buffers().buffered_input(), 0);
     assert!(usage.peak < 16 * 1024, "{usage:?}");
 }

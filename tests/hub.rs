@@ -4,8 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sabai::handshake::HandshakeError;
 use sabai::hub::{codes, ConnId, Hub, HubConfig, HubEvent, RateLimit, SlowConsumer, Transport};
-use sabai::{CloseCode, Error, HandshakeError, Message, WebSocket};
+use sabai::{CloseCode, Error, Message, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::{sleep, timeout, Instant};
@@ -22,7 +23,7 @@ async fn start(config: HubConfig) -> (Hub, String) {
         while let Ok((stream, _)) = listener.accept().await {
             let hub = server.clone();
             tokio::spawn(async move {
-                let hook = |request: &sabai::Request| {
+                let hook = |request: &sabai::handshake::Request| {
                     Ok(request.query().and_then(|q| q.strip_prefix("user=")).map(str::to_owned))
                 };
                 let Ok(accepted) = hub.accept(stream, hook).await else { return };

@@ -72,7 +72,7 @@ fn echo(upgrading: sabai::hyper::Upgrading) {
 /// with this configuration and hook.
 async fn echo_server<F>(config: WebSocketConfig, hook: F) -> SocketAddr
 where
-    F: Fn(&sabai::Request) -> Result<Accept, Reject> + Send + Sync + 'static,
+    F: Fn(&sabai::handshake::Request) -> Result<Accept, Reject> + Send + Sync + 'static,
 {
     let hook = Arc::new(hook);
     serve(move |request| {

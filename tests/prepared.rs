@@ -1,14 +1,12 @@
 //! Prepared messages over the tokio layer: the same encoded frame sent to
 //! many server connections arrives as the original message at each client.
 
-use sabai::{Config, Connection, Message, PreparedMessage, WebSocket, WebSocketConfig};
+use sabai::{Config, Connection, Message, PreparedMessage, WebSocket};
 
 fn pair() -> (WebSocket<tokio::io::DuplexStream>, WebSocket<tokio::io::DuplexStream>) {
     let (a, b) = tokio::io::duplex(1 << 16);
-    let config = WebSocketConfig::default();
-    let server = WebSocket::from_connection(a, Connection::server(Config::default()), &config);
-    let client =
-        WebSocket::from_connection(b, Connection::client(Config::default(), rand::random()), &config);
+    let server = WebSocket::from_connection(a, Connection::server(Config::default()));
+    let client = WebSocket::from_connection(b, Connection::client(Config::default(), rand::random()));
     (server, client)
 }
 

@@ -13,15 +13,11 @@ use support::*;
 use tokio::io::AsyncWriteExt;
 
 fn server_over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(io: S) -> WebSocket<S> {
-    WebSocket::from_connection(io, Connection::server(Config::default()), &WebSocketConfig::default())
+    WebSocket::from_connection(io, Connection::server(Config::default()))
 }
 
 fn client_over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(io: S) -> WebSocket<S> {
-    WebSocket::from_connection(
-        io,
-        Connection::client(Config::default(), rand::random()),
-        &WebSocketConfig::default(),
-    )
+    WebSocket::from_connection(io, Connection::client(Config::default(), rand::random()))
 }
 
 // recv() dropped at every await point inside select! loses nothing.
@@ -178,7 +174,7 @@ async fn client_close_times_out_when_the_server_never_answers() {
         std::thread::sleep(Duration::from_secs(2));
     });
     let mut config = WebSocketConfig::default();
-    config.close_timeout = Duration::from_millis(200);
+    config.protocol.close_timeout = Duration::from_millis(200);
     let mut ws = sabai::connect_with(&format!("ws://127.0.0.1:{port}/"), &config, |r| r).await.unwrap();
     let started = Instant::now();
     let error = ws.close(CloseCode::NORMAL, "").await.unwrap_err();

@@ -4,7 +4,7 @@
 
 pub use sabai::handshake::{accept_key, ClientHandshake, ClientRequest, HandshakeError, WEBSOCKET_GUID};
 pub use sabai::proto::{apply_mask, FrameHeader, OpCode};
-pub use sabai::{CloseCode, Config, Connection, DeflateParams, Event, Message, ProtocolError, Role};
+pub use sabai::{CloseCode, Config, Connection, DeflateParams, Ending, Event, Message, ProtocolError, Role};
 
 /// A connection for `role`; a client's masks come from `seed`, or are all
 /// `fixed` (`--mask-key`, for reproducible traces).

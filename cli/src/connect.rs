@@ -115,7 +115,7 @@ fn websocket(
         conn = conn.with_deflate(params);
     }
     conn.receive(rest);
-    WebSocket::from_connection(stream, conn, config)
+    WebSocket::from_connection(stream, conn)
 }
 
 /// The message for a non-101 answer, with its status line and body (read
@@ -226,7 +226,8 @@ async fn session(mut ws: Ws, opts: &Options) -> Result<(), String> {
                         eprintln!("pong after {:.3} ms", at.elapsed().as_secs_f64() * 1000.0);
                     }
                 }
-                Some(Event::Ping(_) | Event::Close(_)) => {}
+                // Pings are answered by the core; a Close ends the loop with None next.
+                Some(_) => {}
                 None => break,
             }
         }
@@ -320,7 +321,7 @@ fn closed(ws: &Ws, we_closed: bool) -> Result<(), String> {
 /// An error of an open connection, in words.
 fn failure(e: Error) -> String {
     match e {
-        Error::Protocol(e) if e.close_code() == CloseCode::ABNORMAL => {
+        Error::AbnormalClosure => {
             format!("the server ended the connection without a Close frame (1006): {e}")
         }
         Error::Protocol(e) => {

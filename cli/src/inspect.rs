@@ -4,7 +4,7 @@
 //! code) is the one a sabai endpoint would reach.
 
 use crate::adapter::{
-    connection, Config, Connection, DeflateParams, Event, Message, OpCode, ProtocolError, Role,
+    connection, Config, Connection, DeflateParams, Ending, Event, Message, OpCode, ProtocolError, Role,
 };
 use crate::decode::{Decoder, Item, PREVIEW};
 use crate::{explain, hex};
@@ -95,12 +95,15 @@ pub fn run(bytes: &[u8], from: Option<Role>, deflate: bool) -> String {
     }
     if !conn_done(&conn) {
         conn.receive_eof();
-        if let Err(e) = conn.poll_event() {
-            out.push_str(&format!(
-                "\nend of the bytes with no Close: if the connection ended here, the application would see {} \
-                 ({e}), a code that is never sent\n",
-                e.close_code().0
-            ));
+        match conn.poll_event() {
+            Err(e) => failed(&mut conn, reader, e, &mut out),
+            // The transport ending without a Close is no rule broken: the
+            // core ends the connection Abnormal, reported as 1006.
+            Ok(_) if matches!(conn.ending(), Some(Ending::Abnormal)) => out.push_str(
+                "\nend of the bytes with no Close: if the connection ended here, the application would see 1006 \
+                 (connection closed without a close frame (RFC 6455 §7.1.5)), a code that is never sent\n",
+            ),
+            Ok(_) => {}
         }
     }
     out
@@ -154,6 +157,8 @@ fn verdict(conn: &mut Connection, reader: Role, fin: bool, opcode: OpCode, out: 
                     format!("→ Close, {what}: the {} echoes {echo} (§5.5.1)", who(reader))
                 }
             }
+            // Event is non-exhaustive: a kind added later is still shown.
+            Ok(Some(other)) => format!("→ {other:?}"),
             Err(e) => {
                 failed(conn, reader, e, out);
                 return false;

@@ -21,8 +21,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sabai::{CloseCode, Config, Connection, Event, ProtocolError, Role, State};
-use sabai_fuzz::{model, take_plan, Chunks};
+use sabai::{CloseCode, Config, Connection, Ending, Event, Role, State};
+use sabai_fuzz::model::{self, End};
+use sabai_fuzz::{take_plan, Chunks};
 
 const MASK_SEED: [u8; 32] = [7; 32];
 const OUR_CLOSE_REASON: &str = "bye";
@@ -51,7 +52,7 @@ impl Setup {
 #[derive(Debug, PartialEq)]
 struct Outcome {
     events: Vec<Event>,
-    error: Option<ProtocolError>,
+    error: Option<End>,
     state: State,
     transmit: Vec<u8>,
 }
@@ -85,23 +86,33 @@ fn drain(conn: &mut Connection, setup: &Setup, out: &mut Outcome) {
                     Event::Close(frame) => {
                         assert_eq!(conn.state(), State::Closed, "state after the peer's Close");
                         assert_eq!(conn.peer_close(), frame.as_ref());
-                        assert_eq!(conn.buffered_input(), 0, "input kept after the Close");
+                        assert_eq!(conn.buffers().buffered_input(), 0, "input kept after the Close");
                     }
+                    other => panic!("an event this target does not know: {other:?}"),
                 }
                 if !matches!(event, Event::Close(_)) {
                     assert_eq!(conn.state(), before, "state changed by {event:?}");
                 }
                 out.events.push(event);
             }
-            Ok(None) => return,
+            Ok(None) => {
+                // The transport's end is no error: the connection ends
+                // abnormally (RFC 6455 §7.1.5) and says so in its ending.
+                if is_reading(before) && conn.ending() == Some(&Ending::Abnormal) {
+                    assert!(out.error.is_none(), "abnormal end after {:?}", out.error);
+                    assert_eq!(conn.state(), State::Closed, "state after the abnormal end");
+                    assert_eq!(conn.buffers().buffered_input(), 0, "input kept after the abnormal end");
+                    out.error = Some(End::Abnormal);
+                }
+                return;
+            }
             Err(error) => {
                 assert!(out.error.is_none(), "second error {error:?} after {:?}", out.error);
                 assert!(is_reading(before), "error {error:?} in state {before:?}");
-                let expected_state =
-                    if error == ProtocolError::AbnormalClosure { State::Closed } else { State::Failed };
-                assert_eq!(conn.state(), expected_state, "state after {error:?}");
-                assert_eq!(conn.buffered_input(), 0, "input kept after {error:?}");
-                out.error = Some(error);
+                assert_eq!(conn.state(), State::Failed, "state after {error:?}");
+                assert_eq!(conn.ending(), Some(&Ending::Failed(error)), "ending after {error:?}");
+                assert_eq!(conn.buffers().buffered_input(), 0, "input kept after {error:?}");
+                out.error = Some(End::Failed(error));
                 return;
             }
         }
@@ -113,7 +124,7 @@ fn take_transmit(conn: &mut Connection, out: &mut Outcome) {
         assert!(!bytes.is_empty(), "poll_transmit gave an empty buffer");
         out.transmit.extend_from_slice(&bytes);
     }
-    assert_eq!(conn.pending_transmit(), 0);
+    assert_eq!(conn.buffers().pending_transmit(), 0);
 }
 
 fn run<'a>(setup: &Setup, chunks: impl Iterator<Item = &'a [u8]>) -> Outcome {
@@ -123,18 +134,18 @@ fn run<'a>(setup: &Setup, chunks: impl Iterator<Item = &'a [u8]>) -> Outcome {
     take_transmit(&mut conn, &mut out);
     for chunk in chunks {
         if setup.use_read_buffer && is_reading(conn.state()) {
-            conn.read_buffer().extend_from_slice(chunk);
+            conn.buffers_mut().read_buffer().extend_from_slice(chunk);
         } else {
             conn.receive(chunk);
         }
-        let buffered = conn.buffered_input();
+        let buffered = conn.buffers().buffered_input();
         assert!(
             buffered <= max_frame.saturating_add(14 + chunk.len()),
             "{buffered} bytes buffered (max_frame_size {max_frame}, chunk {})",
             chunk.len()
         );
         drain(&mut conn, setup, &mut out);
-        let buffered = conn.buffered_input();
+        let buffered = conn.buffers().buffered_input();
         assert!(buffered <= max_frame.saturating_add(14), "{buffered} bytes buffered after polling");
         if !is_reading(conn.state()) {
             assert_eq!(buffered, 0, "input kept in state {:?}", conn.state());
@@ -154,7 +165,7 @@ fn run<'a>(setup: &Setup, chunks: impl Iterator<Item = &'a [u8]>) -> Outcome {
     // And stays over.
     conn.receive(b"\x89\x80\x00\x00\x00\x00\x81\x00");
     assert_eq!(conn.poll_event(), Ok(None));
-    assert_eq!(conn.buffered_input(), 0);
+    assert_eq!(conn.buffers().buffered_input(), 0);
     assert_eq!(conn.poll_transmit(), None);
     // A closed or failed connection refuses to send.
     assert!(conn.send(sabai::Message::text("x")).is_err());
@@ -227,12 +238,12 @@ fn check_transmit(setup: &Setup, out: &Outcome) {
                 let payload = frame.as_ref().map_or(Vec::new(), |f| f.code.0.to_be_bytes().to_vec());
                 assert_eq!(sent.next(), Some(Sent { opcode: 0x8, payload }), "Close echo");
             }
-            Event::Message(_) | Event::Pong(_) => {}
+            _ => {}
         }
     }
     match out.error {
-        None | Some(ProtocolError::AbnormalClosure) => {}
-        Some(error) => {
+        None | Some(End::Abnormal) => {}
+        Some(End::Failed(error)) => {
             let close = sent.next().unwrap_or_else(|| panic!("no Close sent after {error:?}"));
             assert_eq!(close.opcode, 0x8, "frame sent on {error:?} is not a Close");
             assert!(close.payload.len() >= 2 && close.payload.len() <= 125);

@@ -87,9 +87,7 @@ fuzz_target!(|input: &[u8]| {
         }
         // RFC 7692 §7.1.2.2: only answered when offered.
         if params.client_max_window_bits.is_some() {
-            assert!(extensions
-                .iter()
-                .any(|e| e.params.iter().any(|p| p.name == "client_max_window_bits")));
+            assert!(extensions.iter().any(|e| e.params.iter().any(|p| p.name == "client_max_window_bits")));
         }
     }
 });

@@ -17,10 +17,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use sabai::handshake::Request;
 use sabai::handshake::{
     Accept, ClientHandshake, ClientRequest, HandshakeError, HandshakeLimits, ServerHandshake,
 };
-use sabai::Request;
 use sabai_fuzz::{check_error_response, decode_key, head_end, take_plan, Chunks};
 
 type Parsed = Result<Option<(Request, usize)>, HandshakeError>;

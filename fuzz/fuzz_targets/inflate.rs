@@ -23,8 +23,8 @@ use miniz_oxide::inflate::core::inflate_flags::{
 };
 use miniz_oxide::inflate::core::{decompress, DecompressorOxide};
 use miniz_oxide::inflate::TINFLStatus;
-use sabai::proto::{CloseCode, Connection, Event, FrameHeader, Message, OpCode, ProtocolError};
-use sabai::{Config, DeflateConfig, DeflateParams};
+use sabai::proto::{FrameHeader, OpCode};
+use sabai::{CloseCode, Config, Connection, DeflateConfig, DeflateParams, Event, Message, ProtocolError};
 use sabai_fuzz::{take_plan, Chunks};
 
 const LIMIT: usize = 64 * 1024;

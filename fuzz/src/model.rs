@@ -16,7 +16,16 @@ use sabai::{CloseCode, CloseFrame, Event, Message, ProtocolError, Role};
 #[derive(Debug)]
 pub struct Expected {
     pub events: Vec<Event>,
-    pub error: Option<ProtocolError>,
+    pub error: Option<End>,
+}
+
+/// How reading ended without the peer's Close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The peer broke a rule: the connection failed.
+    Failed(ProtocolError),
+    /// The input ended first (RFC 6455 §7.1.5: 1006, never sent).
+    Abnormal,
 }
 
 /// Whether `bytes` could still be the start of valid UTF-8.
@@ -92,7 +101,7 @@ fn run(
     max_message: usize,
     data: &[u8],
     events: &mut Vec<Event>,
-) -> Option<ProtocolError> {
+) -> Option<End> {
     use ProtocolError as E;
     let mut at = 0usize;
     let mut assembly: Option<Assembly> = None;
@@ -100,38 +109,38 @@ fn run(
         let rest = &data[at..];
         // --- header (RFC 6455 §5.2) ---
         if rest.len() < 2 {
-            return Some(E::AbnormalClosure);
+            return Some(End::Abnormal);
         }
         let (b0, b1) = (rest[0], rest[1]);
         let fin = b0 & 0x80 != 0;
         let rsv = (b0 >> 4) & 7;
         let opcode = b0 & 0x0F;
         if !matches!(opcode, 0x0 | 0x1 | 0x2 | 0x8 | 0x9 | 0xA) {
-            return Some(E::ReservedOpcode(opcode));
+            return Some(End::Failed(E::ReservedOpcode(opcode)));
         }
         let mut header_len = 2;
         let len: u64 = match b1 & 0x7F {
             126 => {
                 if rest.len() < 4 {
-                    return Some(E::AbnormalClosure);
+                    return Some(End::Abnormal);
                 }
                 let l = u16::from_be_bytes([rest[2], rest[3]]) as u64;
                 if l < 126 {
-                    return Some(E::NonMinimalLength);
+                    return Some(End::Failed(E::NonMinimalLength));
                 }
                 header_len = 4;
                 l
             }
             127 => {
                 if rest.len() < 10 {
-                    return Some(E::AbnormalClosure);
+                    return Some(End::Abnormal);
                 }
                 let l = u64::from_be_bytes(rest[2..10].try_into().unwrap());
                 if l & (1 << 63) != 0 {
-                    return Some(E::LengthMsbSet);
+                    return Some(End::Failed(E::LengthMsbSet));
                 }
                 if l < 0x1_0000 {
-                    return Some(E::NonMinimalLength);
+                    return Some(End::Failed(E::NonMinimalLength));
                 }
                 header_len = 10;
                 l
@@ -140,7 +149,7 @@ fn run(
         };
         let mask = if b1 & 0x80 != 0 {
             if rest.len() < header_len + 4 {
-                return Some(E::AbnormalClosure);
+                return Some(End::Abnormal);
             }
             let key = [rest[header_len], rest[header_len + 1], rest[header_len + 2], rest[header_len + 3]];
             header_len += 4;
@@ -151,33 +160,33 @@ fn run(
         // --- rules on the header, in sabai's order ---
         let control = opcode & 0x8 != 0;
         if rsv != 0 {
-            return Some(E::ReservedBits(rsv));
+            return Some(End::Failed(E::ReservedBits(rsv)));
         }
         if control && !fin {
-            return Some(E::FragmentedControlFrame);
+            return Some(End::Failed(E::FragmentedControlFrame));
         }
         if control && len > 125 {
-            return Some(E::ControlFrameTooLong(len));
+            return Some(End::Failed(E::ControlFrameTooLong(len)));
         }
         match (role, mask.is_some()) {
-            (Role::Server, false) => return Some(E::UnmaskedFrame),
-            (Role::Client, true) => return Some(E::MaskedFrame),
+            (Role::Server, false) => return Some(End::Failed(E::UnmaskedFrame)),
+            (Role::Client, true) => return Some(End::Failed(E::MaskedFrame)),
             _ => {}
         }
         if len > max_frame as u64 {
-            return Some(E::FrameTooLarge { len, max: max_frame });
+            return Some(End::Failed(E::FrameTooLarge { len, max: max_frame }));
         }
         let so_far = match (opcode, &assembly) {
-            (0x0, None) => return Some(E::UnexpectedContinuation),
+            (0x0, None) => return Some(End::Failed(E::UnexpectedContinuation)),
             (0x0, Some(Assembly::Text(t))) => Some(t.data.len() as u64),
             (0x0, Some(Assembly::Binary(b))) => Some(b.len() as u64),
-            (0x1 | 0x2, Some(_)) => return Some(E::ExpectedContinuation),
+            (0x1 | 0x2, Some(_)) => return Some(End::Failed(E::ExpectedContinuation)),
             (0x1 | 0x2, None) => Some(0),
             _ => None,
         };
         if let Some(so_far) = so_far {
             if so_far + len > max_message as u64 {
-                return Some(E::MessageTooLarge { len: so_far + len, max: max_message });
+                return Some(End::Failed(E::MessageTooLarge { len: so_far + len, max: max_message }));
             }
         }
         // --- payload ---
@@ -194,10 +203,10 @@ fn run(
                     _ => utf8_prefix_ok(&arrived),
                 };
                 if !ok {
-                    return Some(E::InvalidUtf8);
+                    return Some(End::Failed(E::InvalidUtf8));
                 }
             }
-            return Some(E::AbnormalClosure);
+            return Some(End::Abnormal);
         }
         let len = len as usize;
         let mut payload = body[..len].to_vec();
@@ -209,15 +218,15 @@ fn run(
             0x8 => {
                 let frame = match payload.as_slice() {
                     [] => None,
-                    [_] => return Some(E::CloseBodyTooShort),
+                    [_] => return Some(End::Failed(E::CloseBodyTooShort)),
                     [hi, lo, reason @ ..] => {
                         let code = u16::from_be_bytes([*hi, *lo]);
                         // RFC 6455 §7.4.1, §7.4.2: codes allowed on the wire.
                         if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
-                            return Some(E::InvalidCloseCode(code));
+                            return Some(End::Failed(E::InvalidCloseCode(code)));
                         }
                         let Ok(reason) = std::str::from_utf8(reason) else {
-                            return Some(E::InvalidUtf8);
+                            return Some(End::Failed(E::InvalidUtf8));
                         };
                         Some(CloseFrame::new(CloseCode(code), reason))
                     }
@@ -235,7 +244,7 @@ fn run(
                 match &mut current {
                     Assembly::Text(t) => {
                         if !t.push(&payload) || (fin && !t.complete()) {
-                            return Some(E::InvalidUtf8);
+                            return Some(End::Failed(E::InvalidUtf8));
                         }
                     }
                     Assembly::Binary(b) => b.extend_from_slice(&payload),

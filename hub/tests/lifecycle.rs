@@ -89,7 +89,9 @@ async fn origin_status(node: &Node, origin: &str) -> Result<(), u16> {
     let config = sabai::WebSocketConfig::default();
     match sabai::connect_with(&node.ws_url(), &config, |r| r.header("Origin", origin)).await {
         Ok(_) => Ok(()),
-        Err(sabai::Error::Handshake(sabai::HandshakeError::UnexpectedStatus(status))) => Err(status),
+        Err(sabai::Error::Handshake(sabai::handshake::HandshakeError::UnexpectedStatus(status))) => {
+            Err(status)
+        }
         Err(other) => panic!("{other:?}"),
     }
 }

@@ -8,7 +8,7 @@ use super::head::{
 };
 use super::{accept_key, encode_key};
 #[cfg(feature = "deflate")]
-use crate::proto::{DeflateConfig, DeflateParams};
+use crate::{DeflateConfig, DeflateParams};
 
 /// What the client asks for: where, and with which subprotocols and headers.
 #[derive(Clone, Debug, PartialEq, Eq)]

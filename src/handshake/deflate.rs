@@ -3,10 +3,12 @@
 //! writes its offer and checks the answer.
 
 use super::extensions::{Extension, ExtensionError, Param};
-use crate::proto::{DeflateConfig, DeflateParams, MAX_WINDOW_BITS, MIN_WINDOW_BITS};
+use crate::proto::deflate::{extension_header, EXTENSION_NAME};
+use crate::proto::{MAX_WINDOW_BITS, MIN_WINDOW_BITS};
+use crate::{DeflateConfig, DeflateParams};
 
 /// RFC 7692 §7: the registered extension name.
-pub const PERMESSAGE_DEFLATE: &str = "permessage-deflate";
+pub const PERMESSAGE_DEFLATE: &str = EXTENSION_NAME;
 
 /// The four parameters as one side sent them; a window of `Some(None)` is
 /// `client_max_window_bits` without a value (RFC 7692 §7.1.2.2).
@@ -94,22 +96,13 @@ pub fn negotiate(offers: &[Extension], config: &DeflateConfig) -> Option<Deflate
 /// Client side: the offer for `Sec-WebSocket-Extensions`. It always names
 /// `client_max_window_bits`, since we can compress with any window.
 pub fn offer(config: &DeflateConfig) -> String {
-    let mut out = String::from(PERMESSAGE_DEFLATE);
-    if config.server_no_context_takeover {
-        out.push_str("; server_no_context_takeover");
-    }
-    if config.client_no_context_takeover {
-        out.push_str("; client_no_context_takeover");
-    }
-    if let Some(bits) = config.server_max_window_bits {
-        out.push_str(&format!("; server_max_window_bits={}", bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS)));
-    }
-    match config.client_max_window_bits {
-        Some(bits) => out
-            .push_str(&format!("; client_max_window_bits={}", bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS))),
-        None => out.push_str("; client_max_window_bits"),
-    }
-    out
+    let clamp = |bits: u8| bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS);
+    extension_header(
+        config.server_no_context_takeover,
+        config.client_no_context_takeover,
+        config.server_max_window_bits.map(clamp),
+        Some(config.client_max_window_bits.map(clamp)),
+    )
 }
 
 /// Client side: checks the server's answer to [`offer`] (RFC 7692 §5, §7).

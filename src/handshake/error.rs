@@ -9,6 +9,7 @@ use std::fmt;
 /// and [`response`](Self::response) renders the whole rejection. On the
 /// client, the error says what was wrong with the server's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// RFC 6455 §10.4: the head is longer than the configured limit (431).
     HeadTooLarge,

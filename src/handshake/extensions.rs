@@ -41,6 +41,7 @@ pub struct Param {
 
 /// Why an extension header or a negotiated extension was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ExtensionError {
     /// RFC 6455 §9.1: the header does not follow the grammar.
     Malformed,

@@ -14,7 +14,7 @@ use super::head::{
 };
 use super::{accept_key, decode_key};
 #[cfg(feature = "deflate")]
-use crate::proto::{DeflateConfig, DeflateParams};
+use crate::{DeflateConfig, DeflateParams};
 
 /// A checked WebSocket upgrade request.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use super::outbox::{Delivery, Next, Outbox};
 use super::session::Slot;
 use super::stats::Counters;
 use super::Hub;
-use crate::proto::CloseCode;
+use crate::CloseCode;
 
 /// What an attached member gets next.
 #[derive(Debug)]

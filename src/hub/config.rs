@@ -7,13 +7,13 @@ use std::time::Duration;
 use super::engine::{EngineError, HistoryPolicy, Position, Publication};
 use super::limit::RateLimit;
 #[cfg(feature = "deflate")]
-use crate::proto::DeflateConfig;
-use crate::proto::{CloseCode, Message};
+use crate::DeflateConfig;
+use crate::{CloseCode, Message};
 
 /// Close codes the hub sends besides the RFC's (RFC 6455 §7.4.2 leaves
 /// 4000–4999 to applications).
 pub mod codes {
-    use crate::proto::CloseCode;
+    use crate::CloseCode;
 
     /// No message from the client within the idle timeout.
     pub const IDLE_TIMEOUT: CloseCode = CloseCode(4000);

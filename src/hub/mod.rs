@@ -64,8 +64,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::handshake::Reject;
-use crate::proto::{CloseCode, Message, PreparedMessage};
 use crate::WebSocketConfig;
+use crate::{CloseCode, Message, PreparedMessage};
 
 pub use attach::{Attached, Taken};
 pub use config::{codes, ConnId, HubConfig, HubError, HubEvent, Render, RoomValidator, SlowConsumer};
@@ -91,10 +91,10 @@ type EventHandler = Arc<dyn Fn(&Hub, &HubEvent) + Send + Sync>;
 /// same hub.
 #[derive(Clone)]
 pub struct Hub {
-    shared: Arc<Shared>,
+    shared: Arc<HubState>,
 }
 
-pub(crate) struct Shared {
+pub(crate) struct HubState {
     config: HubConfig,
     engine: Arc<dyn Engine>,
     registry: Mutex<Registry>,
@@ -127,7 +127,7 @@ impl Hub {
     /// `engine` (for example one shared by several nodes).
     pub fn with_engine(config: HubConfig, engine: Arc<dyn Engine>) -> Hub {
         let hub = Hub {
-            shared: Arc::new(Shared {
+            shared: Arc::new(HubState {
                 config,
                 engine,
                 registry: Mutex::new(Registry::default()),
@@ -162,7 +162,7 @@ impl Hub {
         let mut config = WebSocketConfig::default();
         config.protocol.max_message_size = self.shared.config.max_message_size;
         config.protocol.max_frame_size = self.shared.config.max_message_size;
-        config.close_timeout = self.shared.config.close_timeout;
+        config.protocol.close_timeout = self.shared.config.close_timeout;
         #[cfg(feature = "deflate")]
         if let Some(deflate) = &self.shared.config.deflate {
             let mut deflate = deflate.clone();
@@ -234,7 +234,15 @@ impl Hub {
             self.shared.slots.fetch_sub(1, SeqCst);
             return refuse("Too many connections");
         }
-        Ok(Slot::new(self.clone()))
+        let id = ConnId(self.shared.next_id.fetch_add(1, SeqCst));
+        Ok(Slot::new(self.clone(), id))
+    }
+
+    /// Gives back the room [`reserve`](Self::reserve) took: its [`Slot`]
+    /// was dropped.
+    fn release_slot(&self) {
+        self.shared.slots.fetch_sub(1, SeqCst);
+        self.shared.gone.notify_waiters();
     }
 
     // ----- rooms ------------------------------------------------------------

@@ -8,6 +8,7 @@
 //! most one delivery per key.
 
 use std::collections::{HashMap, VecDeque};
+use std::mem;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -15,7 +16,8 @@ use tokio::sync::Notify;
 
 use super::config::{codes, SlowConsumer};
 use super::engine::Placement;
-use crate::proto::{CloseCode, PreparedMessage, MAX_CLOSE_REASON};
+use crate::proto::close::fit_reason;
+use crate::{CloseCode, PreparedMessage};
 
 /// One message queued for a connection: the frame, encoded once for every
 /// recipient, and for a publication the rooms it went to with its offsets.
@@ -101,12 +103,27 @@ struct State {
     next_seq: u64,
     /// Coalescing keys of queued live items, and their `seq`.
     keyed: HashMap<Arc<str>, u64>,
-    /// A close was requested and not yet taken by the writer.
-    close: Option<(CloseCode, String)>,
-    /// No more frames are accepted.
-    closing: bool,
-    /// The close goes out before what is queued, which is dropped.
-    abort: bool,
+    /// Where the outbox is in its life: its one state beside the queue.
+    life: Life,
+}
+
+/// Where an outbox is in its life. Only `Outbox::request` and `Outbox::next`
+/// change it.
+#[derive(Debug, Default)]
+enum Life {
+    /// Deliveries are accepted.
+    #[default]
+    Open,
+    /// A close was asked for: nothing more is accepted, and the Close goes
+    /// out once what was queued has been taken.
+    Closing(CloseCode, String),
+    /// An abort was asked for: the queue was emptied and the Close goes out
+    /// next.
+    Aborting(CloseCode, String),
+    /// The writer took the Close of a graceful close.
+    Closed,
+    /// The writer took the Close of an abort, or an abort came after it.
+    Aborted,
 }
 
 impl State {
@@ -180,7 +197,7 @@ impl Outbox {
 
     fn push_item(&self, delivery: Delivery, replay: bool) -> Pushed {
         let mut state = self.lock();
-        if state.closing {
+        if !matches!(state.life, Life::Open) {
             return Pushed::Closing;
         }
         if let Some(key) = delivery.coalesce.as_ref().filter(|_| !replay) {
@@ -248,25 +265,26 @@ impl Outbox {
     fn request(&self, code: CloseCode, reason: &str, abort: bool) -> bool {
         // RFC 6455 §5.5: a Close frame's reason is at most 123 bytes; a
         // longer one would make the writer fail to send the Close at all.
-        let mut end = reason.len().min(MAX_CLOSE_REASON);
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        let reason = &reason[..end];
+        let reason = fit_reason(reason);
         let mut state = self.lock();
-        let first = !state.closing;
-        if first {
-            state.closing = true;
-            state.close = Some((code, reason.to_owned()));
-        }
-        if abort && !state.abort {
-            state.abort = true;
+        // The first request's code wins; an abort after a graceful close
+        // still drops the backlog and wakes `aborted`.
+        let (life, first) = match (mem::take(&mut state.life), abort) {
+            (Life::Open, false) => (Life::Closing(code, reason.to_owned()), true),
+            (Life::Open, true) => (Life::Aborting(code, reason.to_owned()), true),
+            (Life::Closing(code, reason), true) => (Life::Aborting(code, reason), false),
+            (Life::Closed, true) => (Life::Aborted, false),
+            (life, _) => {
+                state.life = life;
+                return false;
+            }
+        };
+        if abort {
             state.frames.clear();
             state.keyed.clear();
             state.replayed = 0;
-        } else if !first {
-            return false;
         }
+        state.life = life;
         drop(state);
         // Both waiters may be parked: `next` and `aborted`.
         self.notify.notify_waiters();
@@ -275,7 +293,7 @@ impl Outbox {
     }
 
     pub(crate) fn is_closing(&self) -> bool {
-        self.lock().closing
+        !matches!(self.lock().life, Life::Open)
     }
 
     /// Deliveries queued now.
@@ -292,8 +310,16 @@ impl Outbox {
             {
                 let mut state = self.lock();
                 if state.frames.is_empty() {
-                    if let Some((code, reason)) = state.close.take() {
-                        return Next::Close(code, reason);
+                    match mem::take(&mut state.life) {
+                        Life::Closing(code, reason) => {
+                            state.life = Life::Closed;
+                            return Next::Close(code, reason);
+                        }
+                        Life::Aborting(code, reason) => {
+                            state.life = Life::Aborted;
+                            return Next::Close(code, reason);
+                        }
+                        life => state.life = life,
                     }
                 }
                 if !state.frames.is_empty() {
@@ -325,7 +351,7 @@ impl Outbox {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.lock().abort {
+            if matches!(self.lock().life, Life::Aborting(..) | Life::Aborted) {
                 return;
             }
             notified.await;
@@ -336,7 +362,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::Message;
+    use crate::Message;
 
     fn frame(i: usize) -> Delivery {
         Delivery::new(PreparedMessage::new(&Message::text(i.to_string())), None)

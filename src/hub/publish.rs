@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use super::config::{ConnId, HubError};
 use super::engine::{BoxFuture, EngineError, Placement};
-use crate::proto::Message;
+use crate::Message;
 
 /// A publication to one or more rooms, for [`Hub::publish_with`](super::Hub::publish_with).
 ///

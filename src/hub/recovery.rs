@@ -19,7 +19,7 @@ use super::outbox::Delivery;
 use super::registry::Joined;
 use super::stats::Counters;
 use super::Hub;
-use crate::proto::Message;
+use crate::Message;
 
 /// A room to join, and where the client's copy of it stands.
 #[derive(Clone, Debug, PartialEq, Eq)]

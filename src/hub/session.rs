@@ -2,7 +2,6 @@
 //! heartbeat and idle timers, and the cleanup of every index at the end.
 
 use std::future::Future;
-use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -15,8 +14,8 @@ use super::outbox::{Next, Outbox};
 use super::stats::Counters;
 use super::Hub;
 use crate::handshake::{Accept, HandshakeError, Reject, Request};
-use crate::proto::{CloseCode, Event, Message, ProtocolError};
 use crate::tokio::{ReadHalf, WriteHalf};
+use crate::{CloseCode, Event, Message};
 use crate::{Error, WebSocket};
 
 /// Frames, and bytes, moved from the queue into the socket per write: the
@@ -33,8 +32,7 @@ pub struct Slot {
 }
 
 impl Slot {
-    pub(super) fn new(hub: Hub) -> Slot {
-        let id = ConnId(hub.shared.next_id.fetch_add(1, SeqCst));
+    pub(super) fn new(hub: Hub, id: ConnId) -> Slot {
         Slot { hub, id }
     }
 
@@ -47,8 +45,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.hub.shared.slots.fetch_sub(1, SeqCst);
-        self.hub.shared.gone.notify_waiters();
+        self.hub.release_slot();
     }
 }
 
@@ -217,9 +214,9 @@ impl Hub {
     {
         let (read, write) = ws.split();
         let timers = Timers {
-            seen: Shared::new(Instant::now()),
-            spoke: Shared::new(Instant::now()),
-            code: Shared::new(None),
+            seen: SyncCell::new(Instant::now()),
+            spoke: SyncCell::new(Instant::now()),
+            code: SyncCell::new(None),
         };
         tokio::select! {
             () = self.read_loop(id, read, outbox, &timers, handler) => {}
@@ -280,7 +277,7 @@ impl Hub {
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => return,
-                Err(Error::Protocol(ProtocolError::AbnormalClosure)) | Err(Error::Io(_)) => return,
+                Err(Error::AbnormalClosure) | Err(Error::Io(_)) => return,
                 Err(Error::Protocol(error)) => {
                     timers.first_code(error.close_code());
                     return;
@@ -315,7 +312,7 @@ impl Hub {
                         for frame in &frames {
                             // Compressed here, once for all recipients, if
                             // it is the first writer to take it.
-                            match write.feed_prepared_len(frame.message()) {
+                            match write.feed_prepared(frame.message()) {
                                 Ok(len) => bytes += len as u64,
                                 Err(_) => return self.linger().await,
                             }
@@ -383,10 +380,10 @@ impl Drop for Registered<'_> {
 /// plain `Cell` would do, but the task must stay `Send`.
 struct Timers {
     /// Last frame of any kind from the peer (heartbeat).
-    seen: Shared<Instant>,
+    seen: SyncCell<Instant>,
     /// Last data message from the peer (idle timeout).
-    spoke: Shared<Instant>,
-    code: Shared<Option<CloseCode>>,
+    spoke: SyncCell<Instant>,
+    code: SyncCell<Option<CloseCode>>,
 }
 
 impl Timers {
@@ -396,12 +393,13 @@ impl Timers {
     }
 }
 
-/// A `Copy` value behind a lock that is never held across an await.
-struct Shared<T>(Mutex<T>);
+/// A `Copy` value behind a lock that is never held across an await: a
+/// `Cell` the task can share between its two loops and still be `Send`.
+struct SyncCell<T>(Mutex<T>);
 
-impl<T: Copy> Shared<T> {
+impl<T: Copy> SyncCell<T> {
     fn new(value: T) -> Self {
-        Shared(Mutex::new(value))
+        SyncCell(Mutex::new(value))
     }
     fn get(&self) -> T {
         *self.0.lock().unwrap_or_else(|p| p.into_inner())

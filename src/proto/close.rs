@@ -1,9 +1,8 @@
-//! Close codes and Close frame payloads (RFC 6455 §5.5.1, §7.4).
+//! Close codes and Close frames (RFC 6455 §5.5.1, §7.4). A received Close
+//! payload is read in `receive` (`read_close`), with the other rules on
+//! received frames.
 
 use std::fmt;
-
-use super::error::ProtocolError;
-use super::utf8::Utf8Validator;
 
 /// A close status code (RFC 6455 §7.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,6 +72,16 @@ impl fmt::Display for CloseCode {
 /// most 125 bytes (RFC 6455 §5.5), two of which are the code.
 pub const MAX_CLOSE_REASON: usize = 123;
 
+/// The longest prefix of `reason` that fits a Close frame
+/// ([`MAX_CLOSE_REASON`] bytes), cut on a character boundary.
+pub(crate) fn fit_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_CLOSE_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
 /// A Close frame's code and reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloseFrame {
@@ -86,27 +95,6 @@ impl CloseFrame {
     /// A Close frame with `code` and `reason`.
     pub fn new(code: impl Into<CloseCode>, reason: impl Into<String>) -> Self {
         CloseFrame { code: code.into(), reason: reason.into() }
-    }
-
-    /// Parses a received Close payload (RFC 6455 §5.5.1): empty, or a
-    /// 2-byte code followed by a UTF-8 reason.
-    pub fn parse(payload: &[u8]) -> Result<Option<CloseFrame>, ProtocolError> {
-        match payload {
-            [] => Ok(None),
-            // RFC 6455 §5.5.1: if there is a body, its first two bytes are a code.
-            [_] => Err(ProtocolError::CloseBodyTooShort),
-            [hi, lo, reason @ ..] => {
-                let code = CloseCode(u16::from_be_bytes([*hi, *lo]));
-                // RFC 6455 §7.4: codes not allowed on the wire fail the connection.
-                if !code.is_valid() {
-                    return Err(ProtocolError::InvalidCloseCode(code.0));
-                }
-                // RFC 6455 §5.5.1, §8.1: the reason is UTF-8.
-                Utf8Validator::new().finish(reason).map_err(|_| ProtocolError::InvalidUtf8)?;
-                let reason = String::from_utf8_lossy(reason).into_owned();
-                Ok(Some(CloseFrame { code, reason }))
-            }
-        }
     }
 }
 
@@ -133,30 +121,10 @@ mod tests {
     }
 
     #[test]
-    fn parses_empty_and_code_and_reason() {
-        assert_eq!(CloseFrame::parse(b""), Ok(None));
-        assert_eq!(CloseFrame::parse(&[0x03, 0xE8]), Ok(Some(CloseFrame::new(1000, ""))));
-        let mut p = vec![0x0F, 0xA0]; // 4000
-        p.extend_from_slice("bye ✓".as_bytes());
-        assert_eq!(CloseFrame::parse(&p), Ok(Some(CloseFrame::new(4000, "bye ✓"))));
-    }
-
-    #[test]
-    fn rejects_one_byte_body() {
-        assert_eq!(CloseFrame::parse(&[0x03]), Err(ProtocolError::CloseBodyTooShort));
-    }
-
-    #[test]
-    fn rejects_invalid_codes() {
-        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
-            let p = code.to_be_bytes();
-            assert_eq!(CloseFrame::parse(&p), Err(ProtocolError::InvalidCloseCode(code)));
-        }
-    }
-
-    #[test]
-    fn rejects_invalid_utf8_reason() {
-        assert_eq!(CloseFrame::parse(&[0x03, 0xE8, 0xCE, 0xBA, 0xFF]), Err(ProtocolError::InvalidUtf8));
-        assert_eq!(CloseFrame::parse(&[0x03, 0xE8, 0xCE]), Err(ProtocolError::InvalidUtf8));
+    fn a_long_reason_is_cut_on_a_character_boundary() {
+        assert_eq!(fit_reason("bye"), "bye");
+        // 61 two-byte characters (122 bytes), then one more: 124 bytes.
+        assert_eq!(fit_reason(&"é".repeat(62)), "é".repeat(61));
+        assert_eq!(fit_reason(&"x".repeat(200)).len(), MAX_CLOSE_REASON);
     }
 }

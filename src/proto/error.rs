@@ -7,13 +7,19 @@
 //!
 //! [`SendError`]: the local application asked for something the protocol does
 //! not allow. Nothing was queued.
+//!
+//! A transport that ends without a Close frame is neither: it is how the
+//! connection ended ([`Ending::Abnormal`](super::Ending::Abnormal), close
+//! code 1006), not a rule anyone broke.
 
 use std::fmt;
 
 use super::close::CloseCode;
 
-/// The peer violated RFC 6455.
+/// The peer violated RFC 6455. New rules may be added: a `match` needs a
+/// `_` arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// §5.2: an RSV bit is set but no extension defines it.
     ReservedBits(u8),
@@ -56,8 +62,6 @@ pub enum ProtocolError {
         /// The configured maximum.
         max: usize,
     },
-    /// §7.1.5, §7.2: the transport ended without a Close frame (code 1006).
-    AbnormalClosure,
     /// RFC 7692 §6.1: RSV1 (compressed) on a control frame.
     CompressedControlFrame,
     /// RFC 7692 §6.1: RSV1 (compressed) on a continuation frame; only a
@@ -68,15 +72,13 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    /// The close code this error sends (RFC 6455 §7.4.1). `AbnormalClosure`
-    /// gives 1006, which is only reported: the transport is already gone.
+    /// The close code this error sends (RFC 6455 §7.4.1).
     pub fn close_code(self) -> CloseCode {
         match self {
             ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
             ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. } => {
                 CloseCode::MESSAGE_TOO_BIG
             }
-            ProtocolError::AbnormalClosure => CloseCode::ABNORMAL,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -118,9 +120,6 @@ impl fmt::Display for ProtocolError {
             ProtocolError::MessageTooLarge { len, max } => {
                 write!(f, "message of at least {len} bytes exceeds the {max}-byte limit")
             }
-            ProtocolError::AbnormalClosure => {
-                f.write_str("connection closed without a close frame (RFC 6455 §7.1.5)")
-            }
             ProtocolError::CompressedControlFrame => {
                 f.write_str("RSV1 set on a control frame (RFC 7692 §6.1)")
             }
@@ -138,6 +137,7 @@ impl std::error::Error for ProtocolError {}
 
 /// The application asked for something RFC 6455 forbids; nothing was sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendError {
     /// §5.5.1: a Close frame was already sent (or the connection failed), so
     /// no more frames may follow.

@@ -3,7 +3,9 @@
 //!
 //! This module only knows the wire format. Rules that depend on the role or on
 //! what came before (masking direction, RSV bits, fragmentation, limits) are
-//! checked by [`Connection`](super::Connection).
+//! checked by [`Connection`](crate::Connection).
+
+use bytes::{Bytes, BytesMut};
 
 use super::error::ProtocolError;
 
@@ -211,6 +213,19 @@ impl FrameHeader {
             at += 4;
         }
         at
+    }
+
+    /// One whole unmasked frame with FIN set, encoded (RFC 6455 §5.1: a
+    /// server does not mask), and the length of its header: what a
+    /// prepared message shares among connections.
+    pub(crate) fn server_frame(rsv: u8, opcode: OpCode, payload: &[u8]) -> (Bytes, usize) {
+        let header = FrameHeader { fin: true, rsv, opcode, mask: None, len: payload.len() as u64 };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let header_len = header.encode(&mut head);
+        let mut frame = BytesMut::with_capacity(header_len + payload.len());
+        frame.extend_from_slice(&head[..header_len]);
+        frame.extend_from_slice(payload);
+        (frame.freeze(), header_len)
     }
 
     /// The header's size on the wire.

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use super::close::CloseFrame;
+use super::frame::OpCode;
 
 /// A complete data message (RFC 6455 §5.6): text or binary, however many
 /// frames it arrived in.
@@ -107,9 +108,32 @@ pub enum MessageKind {
     Binary,
 }
 
+impl MessageKind {
+    /// The opcode of a message's first frame (RFC 6455 §5.6): the one
+    /// mapping from kind to opcode, for sending.
+    pub(crate) fn opcode(self) -> OpCode {
+        match self {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        }
+    }
+
+    /// The kind a first frame's opcode starts, for receiving; `None` for a
+    /// continuation or control frame.
+    pub(crate) fn of(opcode: OpCode) -> Option<MessageKind> {
+        match opcode {
+            OpCode::Text => Some(MessageKind::Text),
+            OpCode::Binary => Some(MessageKind::Binary),
+            _ => None,
+        }
+    }
+}
+
 /// Something the peer sent, as reported by
-/// [`Connection::poll_event`](super::Connection::poll_event).
+/// [`Connection::poll_event`](crate::Connection::poll_event). New kinds may
+/// be added: a `match` needs a `_` arm.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// A complete data message.
     Message(Message),

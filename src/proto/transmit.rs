@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 /// Payloads at least this long are queued by reference rather than copied.
 /// Below it, a copy is cheaper than an extra slice in the write.
-pub(super) const ZERO_COPY_MIN: usize = 8 * 1024;
+const ZERO_COPY_MIN: usize = 8 * 1024;
 /// The first allocation of the output buffer (freed again when idle).
 const TAIL_MIN: usize = 4 * 1024;
 
@@ -37,8 +37,25 @@ impl Transmit {
         &mut self.tail
     }
 
+    /// Queues a frame whose payload the connection may keep: its encoded
+    /// header (possibly empty, for a frame encoded whole), then the
+    /// payload. The one place that decides between copying and sharing: a
+    /// large payload is queued as it is (shared with whoever else holds it,
+    /// never copied); a small one is copied into the buffer with its
+    /// header, cheaper than an extra slice in the write.
+    pub(super) fn push_frame(&mut self, head: &[u8], payload: Bytes) {
+        if payload.len() >= ZERO_COPY_MIN {
+            self.tail(head.len()).extend_from_slice(head);
+            self.push_shared(payload);
+        } else {
+            let out = self.tail(head.len() + payload.len());
+            out.extend_from_slice(head);
+            out.extend_from_slice(&payload);
+        }
+    }
+
     /// Queues `payload` after everything encoded so far, without copying it.
-    pub(super) fn push_shared(&mut self, payload: Bytes) {
+    fn push_shared(&mut self, payload: Bytes) {
         if payload.is_empty() {
             return;
         }
@@ -53,7 +70,7 @@ impl Transmit {
         self.queue.iter().flat_map(|q| q.iter()).map(Bytes::len).sum::<usize>() + self.tail.len()
     }
 
-    pub(super) fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.queue.is_none() && self.tail.is_empty()
     }
 

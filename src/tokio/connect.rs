@@ -7,12 +7,13 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use super::config::WebSocketConfig;
 use super::error::{Error, TimeoutKind};
 use super::handshake::client_handshake;
 use super::stream::MaybeTlsStream;
 #[cfg(feature = "rustls")]
 use super::tls::{self, refused_late};
-use super::{WebSocket, WebSocketConfig};
+use super::WebSocket;
 use crate::handshake::ClientRequest;
 
 /// Connects to a `ws://` or `wss://` URL, with the default configuration.

@@ -3,7 +3,7 @@
 use std::{fmt, io};
 
 use crate::handshake::HandshakeError;
-use crate::proto::{ProtocolError, SendError};
+use crate::{ProtocolError, SendError};
 
 /// Everything that can go wrong on a [`WebSocket`](super::WebSocket).
 #[derive(Debug)]
@@ -12,6 +12,10 @@ pub enum Error {
     /// The peer broke RFC 6455. Our Close frame with the matching code was
     /// sent (or at least attempted) and the transport closed.
     Protocol(ProtocolError),
+    /// The transport ended before the peer's Close frame (RFC 6455 §7.1.5:
+    /// close code 1006, which is only reported). Not a rule the peer broke:
+    /// the connection was lost, or the peer went away without closing.
+    AbnormalClosure,
     /// The application asked for something the protocol forbids, or sent
     /// after the connection closed. Nothing was sent.
     Send(SendError),
@@ -36,6 +40,7 @@ pub enum Error {
 
 /// Which time limit passed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TimeoutKind {
     /// The opening handshake (TLS included) took longer than its timeout.
     Handshake,
@@ -47,6 +52,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Protocol(e) => write!(f, "protocol error: {e}"),
+            Error::AbnormalClosure => {
+                f.write_str("connection closed without a close frame (RFC 6455 §7.1.5)")
+            }
             Error::Send(e) => write!(f, "cannot send: {e}"),
             Error::Handshake(e) => write!(f, "handshake failed: {e}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),

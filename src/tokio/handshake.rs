@@ -6,13 +6,14 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 
-use super::core::poll_read_into;
+use super::config::WebSocketConfig;
 use super::error::{Error, TimeoutKind};
-use super::{WebSocket, WebSocketConfig};
+use super::pump::poll_read_into;
+use super::WebSocket;
 use crate::handshake::{
     Accept, ClientHandshake, ClientRequest, HandshakeError, Reject, Request, Response, ServerHandshake,
 };
-use crate::proto::Connection;
+use crate::Connection;
 
 /// Accepts a WebSocket on `stream` with the default configuration, any
 /// path, any Origin and no subprotocol.
@@ -84,10 +85,7 @@ where
             Ok(None) => {}
             Err(error) => return Err(refuse(&mut stream, error.response(), error).await),
         }
-        reserve_for_head(&mut buf);
-        if std::future::poll_fn(|cx| poll_read_into(&mut stream, cx, &mut buf)).await? == 0 {
-            return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
-        }
+        read_head(&mut stream, &mut buf).await?;
     };
     let (request, head_len) = parsed;
     let accept = match hook(&request) {
@@ -102,11 +100,8 @@ where
         Err(error) => return Err(refuse(&mut stream, error.response(), error).await),
     };
     stream.write_all(&response).await?;
-    let mut conn = server_connection(&accept, config);
     // Bytes after the request's blank line are the client's first frames.
-    conn.receive(&buf[head_len..]);
-    let protocol = accept.selected_protocol().map(str::to_owned);
-    Ok(WebSocket::from_connection(stream, conn, config).with_protocol(protocol))
+    Ok(Agreed::by_server(&accept).open(stream, None, config, &buf[head_len..]))
 }
 
 /// What the server agrees to beyond the hook's answer: permessage-deflate,
@@ -124,17 +119,72 @@ pub(super) fn negotiate(request: &Request, accept: Accept, config: &WebSocketCon
     accept
 }
 
-/// The server's connection once the 101 has gone out with `accept`.
-pub(super) fn server_connection(accept: &Accept, config: &WebSocketConfig) -> Connection {
-    let conn = Connection::server(config.protocol.clone());
-    // RFC 7692 §5: once agreed in the handshake, the extension is on.
+/// What the opening handshake agreed: the subprotocol and, with
+/// permessage-deflate, its parameters.
+#[derive(Debug)]
+pub(super) struct Agreed {
+    protocol: Option<String>,
     #[cfg(feature = "deflate")]
-    if let Some(params) = accept.selected_deflate() {
-        return conn.with_deflate(params);
+    deflate: Option<crate::DeflateParams>,
+}
+
+impl Agreed {
+    /// What a server's `accept` agreed to.
+    pub(super) fn by_server(accept: &Accept) -> Agreed {
+        Agreed {
+            protocol: accept.selected_protocol().map(str::to_owned),
+            #[cfg(feature = "deflate")]
+            deflate: accept.selected_deflate(),
+        }
     }
-    #[cfg(not(feature = "deflate"))]
-    let _ = accept;
-    conn
+
+    /// What the server's response agreed to.
+    fn by_client(response: &Response) -> Agreed {
+        Agreed {
+            protocol: response.protocol().map(str::to_owned),
+            #[cfg(feature = "deflate")]
+            deflate: response.deflate(),
+        }
+    }
+
+    /// The WebSocket over `stream` once the handshake is done, for either
+    /// side (`mask_seed` for a client): its connection set up for what was
+    /// agreed, and `early`, the bytes that came after the head (the peer's
+    /// first frames), already in it.
+    pub(super) fn open<S>(
+        self,
+        stream: S,
+        mask_seed: Option<[u8; 32]>,
+        config: &WebSocketConfig,
+        early: &[u8],
+    ) -> WebSocket<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let protocol = config.protocol.clone();
+        #[allow(unused_mut)]
+        let mut conn = match mask_seed {
+            None => Connection::server(protocol),
+            Some(seed) => Connection::client(protocol, seed),
+        };
+        // RFC 7692 §5: once agreed in the handshake, the extension is on.
+        #[cfg(feature = "deflate")]
+        if let Some(params) = self.deflate {
+            conn = conn.with_deflate(params);
+        }
+        conn.receive(early);
+        WebSocket::from_connection(stream, conn).with_protocol(self.protocol.as_deref())
+    }
+}
+
+/// Reads more of an HTTP head into `buf`; the transport ending first is
+/// an error.
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> Result<(), Error> {
+    reserve_for_head(buf);
+    if std::future::poll_fn(|cx| poll_read_into(stream, cx, buf)).await? == 0 {
+        return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(())
 }
 
 /// Room for the next read of an HTTP head: a browser's request is well under
@@ -193,17 +243,8 @@ where
         if let Some(parsed) = handshake.parse_response(&buf)? {
             break parsed;
         }
-        reserve_for_head(&mut buf);
-        if std::future::poll_fn(|cx| poll_read_into(&mut stream, cx, &mut buf)).await? == 0 {
-            return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
-        }
+        read_head(&mut stream, &mut buf).await?;
     };
-    let mut conn = Connection::client(config.protocol.clone(), rand::random());
-    #[cfg(feature = "deflate")]
-    if let Some(params) = response.deflate() {
-        conn = conn.with_deflate(params);
-    }
-    conn.receive(&buf[head_len..]);
-    let protocol = response.protocol().map(str::to_owned);
-    Ok((WebSocket::from_connection(stream, conn, config).with_protocol(protocol), response))
+    let ws = Agreed::by_client(&response).open(stream, Some(rand::random()), config, &buf[head_len..]);
+    Ok((ws, response))
 }

@@ -74,10 +74,10 @@ use ::hyper::{Request as HttpRequest, Response, StatusCode, Version};
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 
-use super::handshake::{negotiate, server_connection};
-use super::{Error, WebSocket, WebSocketConfig};
+use super::config::WebSocketConfig;
+use super::handshake::{negotiate, Agreed};
+use super::{Error, WebSocket};
 use crate::handshake::{check_head, Accept, HandshakeError, Refusal, Reject, Request};
-use crate::proto::Connection;
 
 /// The connection under a [`WebSocket`] made by this module: hyper's
 /// upgraded connection as a tokio `AsyncRead + AsyncWrite`. Bytes the
@@ -214,11 +214,7 @@ impl Upgrade {
         };
         let upgrading = Upgrading {
             on_upgrade: self.on_upgrade,
-            ready: Some(Ready {
-                conn: server_connection(&accept, &self.config),
-                protocol: accept.selected_protocol().map(str::to_owned),
-                config: self.config,
-            }),
+            ready: Some(Ready { agreed: Agreed::by_server(&accept), config: self.config }),
         };
         Ok((response, upgrading))
     }
@@ -282,8 +278,7 @@ pub struct Upgrading {
 
 #[derive(Debug)]
 struct Ready {
-    conn: Connection,
-    protocol: Option<String>,
+    agreed: Agreed,
     config: WebSocketConfig,
 }
 
@@ -297,10 +292,10 @@ impl Future for Upgrading {
             return Poll::Ready(Err(completed()));
         }
         let upgraded = ready!(Pin::new(&mut this.on_upgrade).poll(cx));
-        let Ready { conn, protocol, config } = this.ready.take().ok_or_else(completed)?;
+        let Ready { agreed, config } = this.ready.take().ok_or_else(completed)?;
         let upgraded = upgraded.map_err(|e| Error::Io(io::Error::other(e)))?;
-        Poll::Ready(Ok(
-            WebSocket::from_connection(TokioIo::new(upgraded), conn, &config).with_protocol(protocol)
-        ))
+        // hyper keeps the bytes that followed the request: they are read
+        // from the upgraded connection first.
+        Poll::Ready(Ok(agreed.open(TokioIo::new(upgraded), None, &config, &[])))
     }
 }

@@ -1,15 +1,17 @@
 //! Splitting a [`WebSocket`](super::WebSocket) into halves for two tasks.
 //!
-//! The halves share the protocol state behind a mutex that is only held
+//! The halves share the connection behind a mutex that is only held
 //! inside a poll, never across an await. Only the read half reads the
-//! transport. Both halves write it: the write half its messages, the read
-//! half the Pongs and Close echo the protocol requires.
+//! transport and drives the connection's lifecycle (its directives and its
+//! close timer). Both halves write it: the write half its messages, the
+//! read half the Pongs, the Close echo and the closing steps the protocol
+//! requires.
 //!
 //! The pitfall (tokio-websockets #92, #106): a socket keeps one waker per
 //! direction, so when both halves wait to write, the second registration
 //! replaces the first and that task is never woken. Here every write-side
-//! poll goes through one shared waker that wakes both halves; a half woken
-//! for nothing just polls again.
+//! poll goes through one waker that wakes both halves; a half woken for
+//! nothing just polls again.
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -19,18 +21,18 @@ use std::task::{Context, Poll, Wake, Waker};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::core::{poll_read_into, Core, ReadIo, WriteIo};
 use super::error::Error;
-use crate::proto::{CloseCode, Event, Message, MessageKind, PreparedMessage};
+use super::pump::{poll_read_into, Pump, ReadIo, WriteIo};
+use crate::{CloseCode, Connection, Event, Message, MessageKind, PreparedMessage, SendError};
 
 /// The wakers of the two halves, woken together on write readiness.
 #[derive(Debug, Default)]
-struct Wakers {
+struct HalfWakers {
     reader: Mutex<Option<Waker>>,
     writer: Mutex<Option<Waker>>,
 }
 
-impl Wake for Wakers {
+impl Wake for HalfWakers {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
@@ -43,17 +45,19 @@ impl Wake for Wakers {
     }
 }
 
+/// What the two halves share.
 #[derive(Debug)]
-struct Shared<S> {
-    inner: Mutex<Inner<S>>,
-    wakers: Arc<Wakers>,
-    /// Wakes both halves; the context for every write-side poll.
-    fanout: Waker,
+struct Halves<S> {
+    locked: Mutex<Locked<S>>,
+    wakers: Arc<HalfWakers>,
+    /// Wakes both halves: the context of every write-side poll.
+    wake_both: Waker,
 }
 
+/// The connection and the transport's write side, used under one lock.
 #[derive(Debug)]
-struct Inner<S> {
-    core: Core,
+struct Locked<S> {
+    pump: Pump,
     write: tokio::io::WriteHalf<S>,
 }
 
@@ -63,30 +67,30 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-pub(super) fn split<S: AsyncRead + AsyncWrite + Unpin>(io: S, core: Core) -> (ReadHalf<S>, WriteHalf<S>) {
+pub(super) fn split<S: AsyncRead + AsyncWrite + Unpin>(io: S, pump: Pump) -> (ReadHalf<S>, WriteHalf<S>) {
     let (read, write) = tokio::io::split(io);
-    let wakers = Arc::new(Wakers::default());
-    let fanout = Waker::from(wakers.clone());
-    let shared = Arc::new(Shared { inner: Mutex::new(Inner { core, write }), wakers, fanout });
-    (ReadHalf { shared: shared.clone(), read }, WriteHalf { shared })
+    let wakers = Arc::new(HalfWakers::default());
+    let wake_both = Waker::from(wakers.clone());
+    let halves = Arc::new(Halves { locked: Mutex::new(Locked { pump, write }), wakers, wake_both });
+    (ReadHalf { halves: halves.clone(), read }, WriteHalf { halves })
 }
 
-/// Writes through the shared waker after recording the caller's.
+/// Writes through the waker of both halves after recording the caller's.
 struct SharedWriter<'a, S> {
     write: &'a mut tokio::io::WriteHalf<S>,
-    fanout: &'a Waker,
+    wake_both: &'a Waker,
 }
 
 impl<S: AsyncWrite> WriteIo for SharedWriter<'_, S> {
     fn poll_write_vectored(&mut self, _: &mut Context<'_>, data: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        let cx = &mut Context::from_waker(self.fanout);
+        let cx = &mut Context::from_waker(self.wake_both);
         std::pin::Pin::new(&mut *self.write).poll_write_vectored(cx, data)
     }
     fn poll_flush(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut *self.write).poll_flush(&mut Context::from_waker(self.fanout))
+        std::pin::Pin::new(&mut *self.write).poll_flush(&mut Context::from_waker(self.wake_both))
     }
     fn poll_shutdown(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut *self.write).poll_shutdown(&mut Context::from_waker(self.fanout))
+        std::pin::Pin::new(&mut *self.write).poll_shutdown(&mut Context::from_waker(self.wake_both))
     }
 }
 
@@ -115,11 +119,12 @@ impl<S: AsyncWrite> WriteIo for ReaderIo<'_, S> {
 }
 
 /// The receiving half of a split [`WebSocket`](super::WebSocket). It also
-/// answers Pings and echoes the Close, and closes the transport at the end:
-/// keep calling [`recv`](Self::recv) until `Ok(None)`.
+/// answers Pings, echoes the Close, and closes the transport at the end as
+/// the connection directs: keep calling [`recv`](Self::recv) until
+/// `Ok(None)`.
 #[derive(Debug)]
 pub struct ReadHalf<S> {
-    shared: Arc<Shared<S>>,
+    halves: Arc<Halves<S>>,
     read: tokio::io::ReadHalf<S>,
 }
 
@@ -142,96 +147,100 @@ impl<S: AsyncRead + AsyncWrite> ReadHalf<S> {
 
     /// The poll form of [`recv_event`](Self::recv_event), for hand-written futures. Cancel-safe.
     pub fn poll_recv_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Event>, Error>> {
-        *lock(&self.shared.wakers.reader) = Some(cx.waker().clone());
-        let mut inner = lock(&self.shared.inner);
-        let Inner { core, write } = &mut *inner;
-        let mut io =
-            ReaderIo { read: &mut self.read, writer: SharedWriter { write, fanout: &self.shared.fanout } };
-        core.poll_recv_event(cx, &mut io)
+        *lock(&self.halves.wakers.reader) = Some(cx.waker().clone());
+        let mut locked = lock(&self.halves.locked);
+        let Locked { pump, write } = &mut *locked;
+        let writer = SharedWriter { write, wake_both: &self.halves.wake_both };
+        pump.poll_recv_event(cx, &mut ReaderIo { read: &mut self.read, writer })
     }
 }
 
-/// The sending half of a split [`WebSocket`](super::WebSocket). Every send
-/// writes at once (no batching: the write half cannot know when the read
-/// half will next wait).
+/// The sending half of a split [`WebSocket`](super::WebSocket), with the
+/// same sending verbs. Its sends write at once (no batching: the write
+/// half cannot know when the read half will next wait); `feed` only
+/// queues, and `flush` writes what was fed.
 #[derive(Debug)]
 pub struct WriteHalf<S> {
-    shared: Arc<Shared<S>>,
+    halves: Arc<Halves<S>>,
 }
 
 impl<S: AsyncRead + AsyncWrite> WriteHalf<S> {
     /// Sends a message. Cancel safety: if cancelled, the message may still
     /// be sent, in full, by a later call; never partly.
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
-        self.queue(|core| Ok(core.conn.send(message)?))?;
+        self.feed(message)?;
         self.flush().await
+    }
+
+    /// Queues a message without writing; [`flush`](Self::flush) sends it.
+    /// Queue a batch, then flush once.
+    pub fn feed(&mut self, message: Message) -> Result<(), Error> {
+        self.queue(|conn| conn.send(message))
     }
 
     /// Sends a message framed once for many connections (see
-    /// [`PreparedMessage`]). Cancel safety: as [`send`](Self::send).
-    pub async fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
-        self.feed_prepared(message)?;
-        self.flush().await
+    /// [`PreparedMessage`]); returns the bytes queued. Cancel safety: as
+    /// [`send`](Self::send).
+    pub async fn send_prepared(&mut self, message: &PreparedMessage) -> Result<usize, Error> {
+        let queued = self.feed_prepared(message)?;
+        self.flush().await?;
+        Ok(queued)
     }
 
-    /// Queues a prepared message without writing; [`flush`](Self::flush)
-    /// sends it. Queue a batch, then flush once.
-    pub fn feed_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
-        self.feed_prepared_len(message).map(drop)
-    }
-
-    /// [`feed_prepared`](Self::feed_prepared), returning how many bytes it
-    /// queued (fewer than the plain frame when it went out compressed).
-    pub(crate) fn feed_prepared_len(&mut self, message: &PreparedMessage) -> Result<usize, Error> {
-        let mut len = 0;
-        self.queue(|core| {
-            len = core.conn.send_prepared_len(message)?;
-            Ok(())
-        })?;
-        Ok(len)
+    /// Queues a prepared message without writing, like [`feed`](Self::feed);
+    /// returns the bytes queued (fewer than the plain frame when it goes
+    /// out compressed).
+    pub fn feed_prepared(&mut self, message: &PreparedMessage) -> Result<usize, Error> {
+        self.queue(|conn| conn.send_prepared(message))
     }
 
     /// Sends one fragment of a message (see
     /// [`Connection::send_fragment`](crate::Connection::send_fragment)).
+    /// Cancel safety: as [`send`](Self::send).
     pub async fn send_fragment(&mut self, kind: MessageKind, data: &[u8], fin: bool) -> Result<(), Error> {
-        self.queue(|core| Ok(core.conn.send_fragment(kind, data, fin)?))?;
+        self.queue(|conn| conn.send_fragment(kind, data, fin))?;
         self.flush().await
     }
 
     /// Sends a Ping; its Pong arrives at the read half as [`Event::Pong`].
+    /// Cancel safety: as [`send`](Self::send).
     pub async fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
-        self.queue(|core| Ok(core.conn.ping(payload)?))?;
+        self.queue(|conn| conn.ping(payload))?;
+        self.flush().await
+    }
+
+    /// Sends an unsolicited Pong, a one-way heartbeat (RFC 6455 §5.5.3).
+    /// Cancel safety: as [`send`](Self::send).
+    pub async fn pong(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.queue(|conn| conn.pong(payload))?;
         self.flush().await
     }
 
     /// Sends a Close frame. The read half then receives the peer's Close,
-    /// closes the transport, and returns `Ok(None)`.
+    /// closes the transport, and returns `Ok(None)`. Cancel safety: the
+    /// first poll queues the Close; if cancelled after that, it goes out
+    /// with the next write of either half.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        self.queue(|core| {
-            core.conn.close(code, reason)?;
-            core.after_protocol_step();
-            Ok(())
-        })?;
-        // Wake the reader so it arms the close deadline even if idle.
-        self.shared.wakers.wake_by_ref();
+        self.queue(|conn| conn.close(code, reason))?;
+        // Wake the reader: the connection's close timer starts at its next
+        // poll, even if it is idle.
+        self.halves.wakers.wake_by_ref();
         self.flush().await
     }
 
     /// Writes everything queued. Cancel-safe.
     pub async fn flush(&mut self) -> Result<(), Error> {
         poll_fn(|cx| {
-            *lock(&self.shared.wakers.writer) = Some(cx.waker().clone());
-            let mut inner = lock(&self.shared.inner);
-            let Inner { core, write } = &mut *inner;
-            core.poll_write_out(cx, &mut SharedWriter { write, fanout: &self.shared.fanout })
+            *lock(&self.halves.wakers.writer) = Some(cx.waker().clone());
+            let mut locked = lock(&self.halves.locked);
+            let Locked { pump, write } = &mut *locked;
+            pump.poll_write_out(cx, &mut SharedWriter { write, wake_both: &self.halves.wake_both })
         })
         .await
         .map_err(Error::Io)
     }
 
-    fn queue(&self, f: impl FnOnce(&mut Core) -> Result<(), Error>) -> Result<(), Error> {
-        let mut inner = lock(&self.shared.inner);
-        inner.core.check_sendable()?;
-        f(&mut inner.core)
+    fn queue<T>(&self, queue: impl FnOnce(&mut Connection) -> Result<T, SendError>) -> Result<T, Error> {
+        Ok(queue(&mut lock(&self.halves.locked).pump.conn)?)
     }
 }

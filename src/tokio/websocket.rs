@@ -5,12 +5,11 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::core::{Core, FLUSH_THRESHOLD};
 use super::error::Error;
+use super::pump::{Pump, FLUSH_THRESHOLD};
 use super::split::{self, ReadHalf, WriteHalf};
-use super::WebSocketConfig;
-use crate::proto::{
-    CloseCode, CloseFrame, Connection, Event, Message, MessageKind, PreparedMessage, Role, State,
+use crate::{
+    CloseCode, CloseFrame, Connection, Event, Message, MessageKind, PreparedMessage, Role, SendError, State,
 };
 
 /// A WebSocket over any `AsyncRead + AsyncWrite` transport, after the
@@ -26,12 +25,15 @@ use crate::proto::{
 /// # Ok(()) }
 /// ```
 ///
-/// Pings are answered and Close frames echoed by the connection itself;
-/// writes are batched (see [`send`](Self::send)).
+/// Pings are answered and Close frames echoed by the connection itself,
+/// which also decides every step of closing; writes are batched (see
+/// [`send`](Self::send)). The sending verbs are the same here and on a
+/// [`WriteHalf`]: `send`, `feed`, `flush`, `ping`, `pong`, `close` (and
+/// `send_prepared`, `feed_prepared`, `send_fragment`).
 #[derive(Debug)]
 pub struct WebSocket<S> {
     io: S,
-    core: Core,
+    pump: Pump,
     protocol: Option<Box<str>>,
 }
 
@@ -39,12 +41,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a transport whose handshake is done. Bytes that arrived after
     /// the handshake must already be in the connection
     /// ([`Connection::receive`]).
-    pub fn from_connection(io: S, conn: Connection, config: &WebSocketConfig) -> Self {
-        WebSocket { io, core: Core::new(conn, config.close_timeout), protocol: None }
+    pub fn from_connection(io: S, conn: Connection) -> Self {
+        WebSocket { io, pump: Pump::new(conn), protocol: None }
     }
 
-    pub(crate) fn with_protocol(mut self, protocol: Option<String>) -> Self {
-        self.protocol = protocol.map(String::into_boxed_str);
+    pub(crate) fn with_protocol(mut self, protocol: Option<&str>) -> Self {
+        self.protocol = protocol.map(Box::from);
         self
     }
 
@@ -55,23 +57,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// The permessage-deflate parameters agreed in the handshake, if any.
     #[cfg(feature = "deflate")]
-    pub fn deflate(&self) -> Option<&crate::proto::DeflateParams> {
-        self.core.conn.deflate()
+    pub fn deflate(&self) -> Option<&crate::DeflateParams> {
+        self.pump.conn.deflate()
     }
 
     /// Which end this connection is.
     pub fn role(&self) -> Role {
-        self.core.conn.role()
+        self.pump.conn.role()
     }
 
     /// The protocol state (see [`State`]).
     pub fn state(&self) -> State {
-        self.core.conn.state()
+        self.pump.conn.state()
     }
 
     /// The peer's Close frame, once it arrived.
     pub fn close_frame(&self) -> Option<&CloseFrame> {
-        self.core.conn.peer_close()
+        self.pump.conn.peer_close()
     }
 
     /// The transport, for socket options or addresses.
@@ -79,13 +81,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         &self.io
     }
 
+    // ----- receiving ----------------------------------------------------------
+
     /// The next message. Pings and Pongs are handled on the way (use
     /// [`recv_event`](Self::recv_event) to see them). Returns `Ok(None)`
     /// once the closing handshake completed and the transport is closed,
     /// and on every call after that.
     ///
     /// On `Err(Error::Protocol(_))` the peer broke a rule: the Close frame
-    /// with the matching code was sent and the transport closed.
+    /// with the matching code was sent and the transport closed. The
+    /// other endings are [`Error::AbnormalClosure`] (no Close before the
+    /// transport ended) and [`Error::Timeout`] (our Close unanswered); each
+    /// is returned once, then `Ok(None)`.
     ///
     /// Cancel safety: cancel-safe. It can be a `select!` branch: if another
     /// branch wins, no data is lost.
@@ -113,8 +120,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Poll form of [`recv_event`](Self::recv_event).
     pub fn poll_recv_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Event>, Error>> {
-        self.core.poll_recv_event(cx, &mut self.io)
+        self.pump.poll_recv_event(cx, &mut self.io)
     }
+
+    // ----- sending --------------------------------------------------------------
 
     /// Sends a message, split into frames if
     /// [`Config::max_send_frame_size`](crate::Config::max_send_frame_size) is set.
@@ -129,37 +138,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Cancel safety: if cancelled, the message may still be sent, in full,
     /// by a later call; never partly.
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
-        self.core.check_sendable()?;
-        self.core.conn.send(message)?;
-        if self.batching() {
-            return Ok(());
-        }
-        poll_fn(|cx| self.poll_flush(cx)).await
+        self.write(|conn| conn.send(message)).await
     }
 
     /// Queues a message without writing; it goes out with the next write.
     pub fn feed(&mut self, message: Message) -> Result<(), Error> {
-        self.core.check_sendable()?;
-        Ok(self.core.conn.send(message)?)
+        Ok(self.pump.conn.send(message)?)
     }
 
     /// Sends a message framed once for many connections (see
     /// [`PreparedMessage`]): on a server the shared frame bytes are queued
-    /// without re-encoding. Batched like [`send`](Self::send).
+    /// without re-encoding. Returns the bytes queued. Batched like
+    /// [`send`](Self::send).
     ///
     /// Cancel safety: as [`send`](Self::send).
-    pub async fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
-        self.feed_prepared(message)?;
-        if self.batching() {
-            return Ok(());
-        }
-        poll_fn(|cx| self.poll_flush(cx)).await
+    pub async fn send_prepared(&mut self, message: &PreparedMessage) -> Result<usize, Error> {
+        self.write(|conn| conn.send_prepared(message)).await
     }
 
-    /// Queues a prepared message without writing, like [`feed`](Self::feed).
-    pub fn feed_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
-        self.core.check_sendable()?;
-        Ok(self.core.conn.send_prepared(message)?)
+    /// Queues a prepared message without writing, like [`feed`](Self::feed);
+    /// returns the bytes queued.
+    pub fn feed_prepared(&mut self, message: &PreparedMessage) -> Result<usize, Error> {
+        Ok(self.pump.conn.send_prepared(message)?)
     }
 
     /// Sends one fragment of a message (RFC 6455 §5.4): the first call
@@ -168,22 +168,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     ///
     /// Cancel safety: as [`send`](Self::send).
     pub async fn send_fragment(&mut self, kind: MessageKind, data: &[u8], fin: bool) -> Result<(), Error> {
-        self.core.check_sendable()?;
-        self.core.conn.send_fragment(kind, data, fin)?;
-        if self.batching() {
-            return Ok(());
-        }
-        poll_fn(|cx| self.poll_flush(cx)).await
+        self.write(|conn| conn.send_fragment(kind, data, fin)).await
     }
 
     /// Sends a Ping (at most 125 bytes of payload). Its Pong arrives as
-    /// [`Event::Pong`] from [`recv_event`](Self::recv_event).
+    /// [`Event::Pong`] from [`recv_event`](Self::recv_event). Batched like
+    /// [`send`](Self::send).
     ///
     /// Cancel safety: as [`send`](Self::send).
     pub async fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
-        self.core.check_sendable()?;
-        self.core.conn.ping(payload)?;
-        poll_fn(|cx| self.poll_flush(cx)).await
+        self.write(|conn| conn.ping(payload)).await
+    }
+
+    /// Sends an unsolicited Pong, a one-way heartbeat (RFC 6455 §5.5.3).
+    /// Batched like [`send`](Self::send).
+    ///
+    /// Cancel safety: as [`send`](Self::send).
+    pub async fn pong(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.write(|conn| conn.pong(payload)).await
     }
 
     /// Writes everything queued.
@@ -194,14 +196,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.core.poll_write_out(cx, &mut self.io).map_err(Error::Io)
+        self.pump.poll_write_out(cx, &mut self.io).map_err(Error::Io)
     }
+
+    /// Queues with `queue`, then writes unless batching (see
+    /// [`send`](Self::send)): the one path of every sending verb.
+    async fn write<T>(
+        &mut self,
+        queue: impl FnOnce(&mut Connection) -> Result<T, SendError>,
+    ) -> Result<T, Error> {
+        let queued = queue(&mut self.pump.conn)?;
+        if !self.batching() {
+            poll_fn(|cx| self.poll_flush(cx)).await?;
+        }
+        Ok(queued)
+    }
+
+    /// Whether a send may leave its frame queued: more input is buffered,
+    /// so the caller will call `recv` again, and that flushes.
+    fn batching(&self) -> bool {
+        let buffers = self.pump.conn.buffers();
+        buffers.buffered_input() > 0 && buffers.pending_transmit() < FLUSH_THRESHOLD
+    }
+
+    // ----- closing ----------------------------------------------------------------
 
     /// Closes the connection: sends a Close frame, waits (up to the close
     /// timeout) for the peer's Close, discarding data messages that arrive
     /// meanwhile, and closes the transport. To read the messages that
-    /// arrive after your Close, use [`Connection::close`] through
-    /// [`start_close`](Self::start_close) and keep calling `recv`.
+    /// arrive after your Close, use [`start_close`](Self::start_close) and
+    /// keep calling `recv`.
     ///
     /// Cancel safety: cancel-safe; calling `recv` or `close` again resumes.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
@@ -215,21 +239,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Queues a Close frame without waiting: keep calling `recv` to read
     /// what the peer still sends, until it returns `Ok(None)`.
     pub fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        self.core.check_sendable()?;
-        self.core.conn.close(code, reason)?;
-        self.core.after_protocol_step();
-        Ok(())
+        Ok(self.pump.conn.close(code, reason)?)
     }
 
     /// Splits into a read half and a write half that can be moved to two
     /// tasks. See [`ReadHalf`] and [`WriteHalf`].
     pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
-        split::split(self.io, self.core)
-    }
-
-    /// Whether a send may leave its frame queued: more input is buffered,
-    /// so the caller will call `recv` again, and that flushes.
-    fn batching(&self) -> bool {
-        self.core.conn.buffered_input() > 0 && self.core.pending_output() < FLUSH_THRESHOLD
+        split::split(self.io, self.pump)
     }
 }

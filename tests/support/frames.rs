@@ -126,3 +126,19 @@ impl Frame {
 pub fn wire(frames: &[Frame]) -> Vec<u8> {
     frames.iter().flat_map(Frame::encode).collect()
 }
+
+/// Everything a connection has queued, taken and decoded into frames.
+pub fn frames_sent(conn: &mut sabai::Connection) -> Vec<Frame> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = conn.poll_transmit() {
+        bytes.extend_from_slice(&chunk);
+    }
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while let Some((frame, used)) = Frame::decode(&bytes[at..]) {
+        frames.push(frame);
+        at += used;
+    }
+    assert_eq!(at, bytes.len(), "partial frame queued");
+    frames
+}

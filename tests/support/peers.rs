@@ -2,12 +2,13 @@
 //! in-memory core ([`MemoryPeer`]) and a real tokio server on loopback TCP
 //! ([`TcpPeer`]). Scenarios are written once against [`Peer`].
 
+use std::future::Future;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use sabai::{Config, Connection, Event, ProtocolError, State, WebSocketConfig};
+use sabai::{Config, Connection, Ending, Event, ProtocolError, State, WebSocketConfig};
 
 use super::frames::{wire, Frame, CLOSE};
 
@@ -22,9 +23,17 @@ pub trait Peer {
     fn recv(&mut self) -> Option<Frame>;
     /// Ends our sending direction (TCP FIN; `receive_eof` in memory).
     fn shutdown(&mut self);
+    /// How sabai told its application the connection ended, once it is over.
+    fn outcome(&mut self) -> Outcome;
+
     /// The protocol error sabai reported to its application, once the
     /// connection is over.
-    fn protocol_error(&mut self) -> Option<ProtocolError>;
+    fn protocol_error(&mut self) -> Option<ProtocolError> {
+        match self.outcome() {
+            Outcome::Protocol(error) => Some(error),
+            _ => None,
+        }
+    }
 
     fn send_frames(&mut self, frames: &[Frame]) {
         self.send(&wire(frames));
@@ -62,8 +71,19 @@ pub trait Peer {
     fn close_cleanly(&mut self) {
         self.send_frames(&[Frame::close(1000, "")]);
         self.expect_close(Some(1000));
-        assert_eq!(self.protocol_error(), None);
+        assert_eq!(self.outcome(), Outcome::Clean);
     }
+}
+
+/// How a connection ended, as sabai reported it to its application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The closing handshake completed.
+    Clean,
+    /// The peer broke a rule.
+    Protocol(ProtocolError),
+    /// The transport ended before the peer's Close (1006).
+    Abnormal,
 }
 
 /// The sans-IO core as the server, with an application that echoes every
@@ -139,8 +159,16 @@ impl Peer for MemoryPeer {
         self.pump();
     }
 
-    fn protocol_error(&mut self) -> Option<ProtocolError> {
-        self.error
+    fn outcome(&mut self) -> Outcome {
+        match self.conn.ending() {
+            Some(Ending::Clean(_)) => Outcome::Clean,
+            Some(Ending::Failed(error)) => {
+                assert_eq!(self.error, Some(*error), "poll_event reported the failure");
+                Outcome::Protocol(*error)
+            }
+            Some(Ending::Abnormal) => Outcome::Abnormal,
+            other => panic!("the connection is not over as expected: {other:?}"),
+        }
     }
 }
 
@@ -149,8 +177,8 @@ impl Peer for MemoryPeer {
 pub struct TcpPeer {
     stream: TcpStream,
     from_sabai: Vec<u8>,
-    outcome: mpsc::Receiver<Result<(), sabai::Error>>,
-    error: Option<Option<ProtocolError>>,
+    ended: mpsc::Receiver<Result<(), sabai::Error>>,
+    outcome: Option<Outcome>,
 }
 
 impl TcpPeer {
@@ -159,31 +187,18 @@ impl TcpPeer {
     }
 
     pub fn with_config(config: WebSocketConfig) -> Self {
-        let (port_tx, port_rx) = mpsc::channel();
-        let (outcome_tx, outcome) = mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                port_tx.send(listener.local_addr().unwrap().port()).unwrap();
-                let (stream, _) = listener.accept().await.unwrap();
-                let result = async {
-                    let mut ws = sabai::accept_with(stream, &config, |_| Ok(sabai::Accept::new())).await?;
-                    while let Some(message) = ws.recv().await? {
-                        ws.send(message).await?;
-                    }
-                    Ok(())
-                }
-                .await;
-                let _ = outcome_tx.send(result);
-            });
+        let (port, ended) = serve_once(move |stream| async move {
+            let mut ws = sabai::accept_with(stream, &config, |_| Ok(sabai::handshake::Accept::new())).await?;
+            while let Some(message) = ws.recv().await? {
+                ws.send(message).await?;
+            }
+            Ok(())
         });
-        let port = port_rx.recv_timeout(TIMEOUT).expect("server did not start");
         let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
         stream.write_all(&handshake_request("/")).unwrap();
-        let mut peer = TcpPeer { stream, from_sabai: Vec::new(), outcome, error: None };
+        let mut peer = TcpPeer { stream, from_sabai: Vec::new(), ended, outcome: None };
         let head = peer.read_head();
         assert!(head.starts_with("HTTP/1.1 101 "), "handshake refused: {head}");
         peer
@@ -255,18 +270,19 @@ impl Peer for TcpPeer {
         self.stream.shutdown(std::net::Shutdown::Write).unwrap();
     }
 
-    fn protocol_error(&mut self) -> Option<ProtocolError> {
-        if self.error.is_none() {
+    fn outcome(&mut self) -> Outcome {
+        if self.outcome.is_none() {
             // The server task ends after closing the transport.
             self.stream.shutdown(std::net::Shutdown::Write).ok();
-            let outcome = self.outcome.recv_timeout(TIMEOUT).expect("server did not finish");
-            self.error = Some(match outcome {
-                Ok(()) => None,
-                Err(sabai::Error::Protocol(e)) => Some(e),
-                Err(other) => panic!("server ended with a non-protocol error: {other}"),
+            let ended = self.ended.recv_timeout(TIMEOUT).expect("server did not finish");
+            self.outcome = Some(match ended {
+                Ok(()) => Outcome::Clean,
+                Err(sabai::Error::Protocol(e)) => Outcome::Protocol(e),
+                Err(sabai::Error::AbnormalClosure) => Outcome::Abnormal,
+                Err(other) => panic!("server ended with an unexpected error: {other}"),
             });
         }
-        self.error.unwrap()
+        self.outcome.unwrap()
     }
 }
 
@@ -275,4 +291,27 @@ impl Peer for TcpPeer {
 pub fn each_peer(scenario: impl Fn(&mut dyn Peer)) {
     scenario(&mut MemoryPeer::server());
     scenario(&mut TcpPeer::server());
+}
+
+/// Runs `serve` on the first connection to a fresh 127.0.0.1 port, on a
+/// current-thread runtime in a thread of its own. Returns the port and
+/// where `serve`'s result arrives.
+pub fn serve_once<T, F, Fut>(serve: F) -> (u16, mpsc::Receiver<T>)
+where
+    F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+    T: Send + 'static,
+{
+    let (port_tx, port_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+            let (stream, _) = listener.accept().await.unwrap();
+            let _ = done_tx.send(serve(stream).await);
+        });
+    });
+    (port_rx.recv_timeout(TIMEOUT).expect("server did not start"), done_rx)
 }

@@ -37,7 +37,9 @@ async fn status_with(addr: &str, query: &str, header: Option<(&str, String)>) ->
     .await;
     match result {
         Ok(_) => Ok(()),
-        Err(sabai::Error::Handshake(sabai::HandshakeError::UnexpectedStatus(status))) => Err(status),
+        Err(sabai::Error::Handshake(sabai::handshake::HandshakeError::UnexpectedStatus(status))) => {
+            Err(status)
+        }
         Err(other) => panic!("{other:?}"),
     }
 }

@@ -73,7 +73,9 @@ async fn one_address_past_its_limits_gets_429_or_a_closed_connection_and_holds_a
     for _ in 0..1000 {
         match timeout(Duration::from_secs(5), sabai::connect(&url)).await.expect("a handshake hung") {
             Ok(ws) => open.push(ws),
-            Err(sabai::Error::Handshake(sabai::HandshakeError::UnexpectedStatus(429))) => refused += 1,
+            Err(sabai::Error::Handshake(sabai::handshake::HandshakeError::UnexpectedStatus(429))) => {
+                refused += 1
+            }
             Err(_) => dropped += 1, // closed at accept: over --ip-max-open
         }
     }
@@ -106,7 +108,9 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
             let config = sabai::WebSocketConfig::default();
             match sabai::connect_with(&url, &config, |r| r.header("X-Forwarded-For", ip)).await {
                 Ok(ws) => Ok(ws),
-                Err(sabai::Error::Handshake(sabai::HandshakeError::UnexpectedStatus(status))) => Err(status),
+                Err(sabai::Error::Handshake(sabai::handshake::HandshakeError::UnexpectedStatus(status))) => {
+                    Err(status)
+                }
                 Err(other) => panic!("{other:?}"),
             }
         }

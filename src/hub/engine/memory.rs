@@ -211,7 +211,7 @@ impl Engine for MemoryEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::Message;
+    use crate::Message;
 
     fn outgoing(text: &str, rooms: &[(&str, Option<HistoryPolicy>)]) -> Outgoing {
         Outgoing {

@@ -33,7 +33,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::proto::Message;
+use crate::Message;
 
 use super::config::ConnId;
 
@@ -268,7 +268,7 @@ pub trait Engine: Send + Sync + 'static {
 /// does not keep a dropped hub alive.
 #[derive(Clone)]
 pub struct Node {
-    pub(crate) hub: Weak<super::Shared>,
+    pub(crate) hub: Weak<super::HubState>,
 }
 
 impl fmt::Debug for Node {

@@ -5,7 +5,7 @@
 //!
 //! Negotiation lives in [`handshake`](crate::handshake); its result,
 //! [`DeflateParams`], is handed to
-//! [`Connection::with_deflate`](super::Connection::with_deflate).
+//! [`Connection::with_deflate`](crate::Connection::with_deflate).
 
 mod compress;
 mod inflate;
@@ -13,11 +13,14 @@ mod inflate;
 pub(crate) use compress::{compress_alone, Compressor};
 pub(crate) use inflate::Inflater;
 
-use super::config::Role;
+use super::role::Role;
 
 /// RFC 7692 §7.2.1: the empty stored block a sync flush ends with, which the
 /// sender removes and the receiver appends.
 pub(crate) const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// RFC 7692 §7: the registered extension name.
+pub(crate) const EXTENSION_NAME: &str = "permessage-deflate";
 
 /// The largest LZ77 window, 32 KiB (RFC 7692 §7.2.1).
 pub const MAX_WINDOW_BITS: u8 = 15;
@@ -25,7 +28,7 @@ pub const MAX_WINDOW_BITS: u8 = 15;
 pub const MIN_WINDOW_BITS: u8 = 8;
 
 /// What this endpoint offers (client) or insists on (server) for
-/// permessage-deflate. Set it as [`Config::deflate`](super::Config::deflate).
+/// permessage-deflate. Set it as [`Config::deflate`](crate::Config::deflate).
 ///
 /// ```
 /// let mut config = sabai::Config::default();
@@ -87,20 +90,12 @@ pub struct DeflateParams {
 impl DeflateParams {
     /// The `Sec-WebSocket-Extensions` value that states these parameters.
     pub fn header_value(&self) -> String {
-        let mut out = String::from("permessage-deflate");
-        if self.server_no_context_takeover {
-            out.push_str("; server_no_context_takeover");
-        }
-        if self.client_no_context_takeover {
-            out.push_str("; client_no_context_takeover");
-        }
-        if let Some(bits) = self.server_max_window_bits {
-            out.push_str(&format!("; server_max_window_bits={bits}"));
-        }
-        if let Some(bits) = self.client_max_window_bits {
-            out.push_str(&format!("; client_max_window_bits={bits}"));
-        }
-        out
+        extension_header(
+            self.server_no_context_takeover,
+            self.client_no_context_takeover,
+            self.server_max_window_bits,
+            self.client_max_window_bits.map(Some),
+        )
     }
 
     /// How `role` compresses what it sends: (no context takeover, window bits).
@@ -120,6 +115,35 @@ impl DeflateParams {
             Role::Client => self.server_no_context_takeover,
         }
     }
+}
+
+/// A permessage-deflate element for `Sec-WebSocket-Extensions` (RFC 7692
+/// §7.1): the name, then each parameter that is set. A window of
+/// `Some(None)` is `client_max_window_bits` without a value, which only an
+/// offer may carry (§7.1.2.2). The one writer of the header, for the
+/// client's offer and the server's answer alike.
+pub(crate) fn extension_header(
+    server_no_context_takeover: bool,
+    client_no_context_takeover: bool,
+    server_max_window_bits: Option<u8>,
+    client_max_window_bits: Option<Option<u8>>,
+) -> String {
+    let mut out = String::from(EXTENSION_NAME);
+    if server_no_context_takeover {
+        out.push_str("; server_no_context_takeover");
+    }
+    if client_no_context_takeover {
+        out.push_str("; client_no_context_takeover");
+    }
+    if let Some(bits) = server_max_window_bits {
+        out.push_str(&format!("; server_max_window_bits={bits}"));
+    }
+    match client_max_window_bits {
+        Some(Some(bits)) => out.push_str(&format!("; client_max_window_bits={bits}")),
+        Some(None) => out.push_str("; client_max_window_bits"),
+        None => {}
+    }
+    out
 }
 
 #[cfg(test)]

@@ -9,25 +9,29 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::config::{Config, Role};
+use super::close::CloseCode;
+use super::close::CloseFrame;
+use super::config::Settings;
 use super::error::ProtocolError;
 use super::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use super::mask::apply_mask_at;
 use super::message::{Message, MessageKind};
+use super::role::Role;
 use super::utf8::Utf8Validator;
 
 // permessage-deflate's receiving side: compressed frames in, inflated
 // messages out (RFC 7692 §6.2).
 #[cfg(feature = "deflate")]
-#[path = "receive_deflate.rs"]
-mod compressed;
+mod deflate;
 
 /// A complete unit the connection must act on.
 #[derive(Debug)]
 pub(super) enum Incoming {
     Message(Message),
-    /// A Close, Ping or Pong frame and its (unmasked) payload.
-    Control(OpCode, Bytes),
+    Ping(Bytes),
+    Pong(Bytes),
+    /// The peer's Close, read and checked (`None`: it carried no code).
+    Close(Option<CloseFrame>),
 }
 
 /// A frame whose header has been parsed and whose payload is arriving.
@@ -73,7 +77,7 @@ pub(super) struct Receiver {
 impl Receiver {
     /// Produces the next complete message or control frame, `None` when more
     /// input is needed.
-    pub(super) fn poll(&mut self, role: Role, config: &Config) -> Result<Option<Incoming>, ProtocolError> {
+    pub(super) fn poll(&mut self, role: Role, limits: &Settings) -> Result<Option<Incoming>, ProtocolError> {
         loop {
             let frame = match self.frame {
                 Some(frame) => frame,
@@ -81,7 +85,7 @@ impl Receiver {
                     let Some((header, header_len)) = FrameHeader::parse(&self.buf)? else {
                         return Ok(None);
                     };
-                    self.check_header(&header, role, config)?;
+                    self.check_header(&header, role, limits)?;
                     if !header.opcode.is_control() {
                         self.last_len = header.len.min(u32::MAX as u64) as u32;
                     }
@@ -113,7 +117,7 @@ impl Receiver {
 
     /// The per-frame rules that do not need the payload. Checked before any
     /// payload is buffered, so an oversized frame is refused on its header.
-    fn check_header(&self, h: &FrameHeader, role: Role, config: &Config) -> Result<(), ProtocolError> {
+    fn check_header(&self, h: &FrameHeader, role: Role, limits: &Settings) -> Result<(), ProtocolError> {
         // RFC 6455 §5.2: RSV bits MUST be 0 unless an extension defines them.
         if h.rsv != 0 {
             self.check_rsv(h)?;
@@ -136,8 +140,8 @@ impl Receiver {
             _ => {}
         }
         // RFC 6455 §10.4: limits on frame and message size.
-        if h.len > config.max_frame_size as u64 {
-            return Err(ProtocolError::FrameTooLarge { len: h.len, max: config.max_frame_size });
+        if h.len > limits.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooLarge { len: h.len, max: limits.max_frame_size });
         }
         let so_far = match (h.opcode, &self.assembly) {
             // RFC 6455 §5.4: a continuation frame needs a message to continue.
@@ -153,8 +157,8 @@ impl Receiver {
             (OpCode::Text | OpCode::Binary, None) => 0,
             _ => return Ok(()),
         };
-        if so_far + h.len > config.max_message_size as u64 {
-            return Err(ProtocolError::MessageTooLarge { len: so_far + h.len, max: config.max_message_size });
+        if so_far + h.len > limits.max_message_size as u64 {
+            return Err(ProtocolError::MessageTooLarge { len: so_far + h.len, max: limits.max_message_size });
         }
         Ok(())
     }
@@ -213,8 +217,11 @@ impl Receiver {
         payload: BytesMut,
     ) -> Result<Option<Incoming>, ProtocolError> {
         let FrameHeader { fin, opcode, .. } = frame.header;
-        if opcode.is_control() {
-            return Ok(Some(Incoming::Control(opcode, payload.freeze())));
+        match opcode {
+            OpCode::Ping => return Ok(Some(Incoming::Ping(payload.freeze()))),
+            OpCode::Pong => return Ok(Some(Incoming::Pong(payload.freeze()))),
+            OpCode::Close => return read_close(&payload).map(|frame| Some(Incoming::Close(frame))),
+            _ => {}
         }
         #[cfg(feature = "deflate")]
         if frame.header.rsv != 0 || matches!(&self.assembly, Some(a) if a.compressed) {
@@ -241,7 +248,8 @@ impl Receiver {
                 assembly.data
             }
             _ if !fin => {
-                let kind = if is_text { MessageKind::Text } else { MessageKind::Binary };
+                // `check_header` let only a text or binary frame start it.
+                let kind = MessageKind::of(opcode).unwrap_or(MessageKind::Binary);
                 self.assembly = Some(Box::new(Assembly { kind, data: payload, compressed: false }));
                 return Ok(None);
             }
@@ -294,4 +302,58 @@ fn text_message(data: BytesMut) -> Result<Incoming, ProtocolError> {
     String::from_utf8(Vec::from(data))
         .map(|text| Incoming::Message(Message::Text(text)))
         .map_err(|_| ProtocolError::InvalidUtf8)
+}
+
+/// Reads a received Close payload (RFC 6455 §5.5.1): empty, or a 2-byte
+/// code followed by a UTF-8 reason.
+fn read_close(payload: &[u8]) -> Result<Option<CloseFrame>, ProtocolError> {
+    match payload {
+        [] => Ok(None),
+        // RFC 6455 §5.5.1: if there is a body, its first two bytes are a code.
+        [_] => Err(ProtocolError::CloseBodyTooShort),
+        [hi, lo, reason @ ..] => {
+            let code = CloseCode(u16::from_be_bytes([*hi, *lo]));
+            // RFC 6455 §7.4: codes not allowed on the wire fail the connection.
+            if !code.is_valid() {
+                return Err(ProtocolError::InvalidCloseCode(code.0));
+            }
+            // RFC 6455 §5.5.1, §8.1: the reason is UTF-8.
+            Utf8Validator::new().finish(reason).map_err(|_| ProtocolError::InvalidUtf8)?;
+            let reason = String::from_utf8_lossy(reason).into_owned();
+            Ok(Some(CloseFrame { code, reason }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_an_empty_close_and_a_code_with_a_reason() {
+        assert_eq!(read_close(b""), Ok(None));
+        assert_eq!(read_close(&[0x03, 0xE8]), Ok(Some(CloseFrame::new(1000, ""))));
+        let mut p = vec![0x0F, 0xA0]; // 4000
+        p.extend_from_slice("bye ✓".as_bytes());
+        assert_eq!(read_close(&p), Ok(Some(CloseFrame::new(4000, "bye ✓"))));
+    }
+
+    #[test]
+    fn refuses_a_one_byte_close_body() {
+        assert_eq!(read_close(&[0x03]), Err(ProtocolError::CloseBodyTooShort));
+    }
+
+    #[test]
+    fn refuses_codes_not_allowed_on_the_wire() {
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            let p = code.to_be_bytes();
+            assert_eq!(read_close(&p), Err(ProtocolError::InvalidCloseCode(code)));
+        }
+    }
+
+    #[test]
+    fn refuses_a_reason_that_is_not_utf8() {
+        assert_eq!(read_close(&[0x03, 0xE8, 0xCE, 0xBA, 0xFF]), Err(ProtocolError::InvalidUtf8));
+        assert_eq!(read_close(&[0x03, 0xE8, 0xCE]), Err(ProtocolError::InvalidUtf8));
+    }
 }

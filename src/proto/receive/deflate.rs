@@ -7,7 +7,7 @@ use bytes::BytesMut;
 
 use super::{text_message, Assembly, Incoming, Receiver};
 use crate::proto::error::ProtocolError;
-use crate::proto::frame::{FrameHeader, OpCode};
+use crate::proto::frame::FrameHeader;
 use crate::proto::message::{Message, MessageKind};
 
 impl Receiver {
@@ -21,8 +21,8 @@ impl Receiver {
         let mut assembly = match self.assembly.take() {
             Some(assembly) => assembly,
             None => {
-                let kind =
-                    if header.opcode == OpCode::Text { MessageKind::Text } else { MessageKind::Binary };
+                // `check_header` let only a text or binary frame start it.
+                let kind = MessageKind::of(header.opcode).unwrap_or(MessageKind::Binary);
                 Box::new(Assembly { kind, data: BytesMut::new(), compressed: true })
             }
         };

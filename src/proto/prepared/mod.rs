@@ -8,17 +8,22 @@
 //!
 //! With permessage-deflate, [`PreparedMessage::with_deflate`] also
 //! compresses the message once per window size its recipients need (see
-//! `prepared_deflate.rs`).
+//! `deflate.rs` beside this file).
+
+#[cfg(feature = "deflate")]
+mod deflate;
 
 #[cfg(feature = "deflate")]
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use super::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
-use super::message::{Message, MessageKind};
 #[cfg(feature = "deflate")]
-use super::{deflate::DeflateConfig, prepared_deflate::Compressed};
+use self::deflate::Compressed;
+#[cfg(feature = "deflate")]
+use super::deflate::{DeflateConfig, DeflateParams, MAX_WINDOW_BITS};
+use super::frame::FrameHeader;
+use super::message::{Message, MessageKind};
 
 /// One unmasked, unfragmented data frame (FIN set, RSV bits clear), encoded
 /// once. Cloning it clones a [`Bytes`] handle, not the frame.
@@ -40,7 +45,7 @@ pub struct PreparedMessage {
     /// The compressed frames, made on demand and shared by every clone;
     /// `None` when this message always goes out plain.
     #[cfg(feature = "deflate")]
-    pub(super) compressed: Option<Arc<Compressed>>,
+    compressed: Option<Arc<Compressed>>,
 }
 
 /// Equal when the messages are: same kind, same payload.
@@ -54,23 +59,12 @@ impl Eq for PreparedMessage {}
 
 impl PreparedMessage {
     /// Frames `message` as a single final frame (RFC 6455 §5.2), ignoring
-    /// [`Config::max_send_frame_size`](super::Config::max_send_frame_size).
+    /// [`Config::max_send_frame_size`](crate::Config::max_send_frame_size).
     pub fn new(message: &Message) -> Self {
         let kind = message.kind();
-        let opcode = match kind {
-            MessageKind::Text => OpCode::Text,
-            MessageKind::Binary => OpCode::Binary,
-        };
-        let payload = message.as_bytes();
-        // RFC 6455 §5.1: server-to-client frames are not masked.
-        let header = FrameHeader { fin: true, rsv: 0, opcode, mask: None, len: payload.len() as u64 };
-        let mut head = [0u8; MAX_HEADER_LEN];
-        let header_len = header.encode(&mut head);
-        let mut frame = BytesMut::with_capacity(header_len + payload.len());
-        frame.extend_from_slice(&head[..header_len]);
-        frame.extend_from_slice(payload);
+        let (frame, header_len) = FrameHeader::server_frame(0, kind.opcode(), message.as_bytes());
         PreparedMessage {
-            frame: frame.freeze(),
+            frame,
             header_len,
             kind,
             #[cfg(feature = "deflate")]
@@ -119,11 +113,35 @@ impl PreparedMessage {
         self.kind
     }
 
-    pub(crate) fn opcode(&self) -> OpCode {
-        match self.kind {
-            MessageKind::Text => OpCode::Text,
-            MessageKind::Binary => OpCode::Binary,
+    /// The frame to send on a server connection that agreed to `params`
+    /// (`None`: no permessage-deflate): the shared compressed frame where
+    /// that is valid, else the plain one.
+    #[cfg(feature = "deflate")]
+    pub(crate) fn frame_for(&self, params: Option<&DeflateParams>) -> &Bytes {
+        match params {
+            // RFC 7692 §7.1.1.1: with server_no_context_takeover the
+            // server's compressor starts every message with an empty
+            // window, so a message compressed alone fits in between. With
+            // context takeover it does not (see deflate.rs): plain.
+            Some(params) if params.server_no_context_takeover => {
+                // RFC 7692 §7.1.2.1: absent means a 32 KiB window (15 bits).
+                let bits = params.server_max_window_bits.unwrap_or(MAX_WINDOW_BITS);
+                self.compressed_frame(bits).unwrap_or(self.frame())
+            }
+            _ => self.frame(),
         }
+    }
+
+    /// The whole frame compressed for a receiver that agreed to a window
+    /// of 2^`window_bits` bytes (8–15): RSV1 set, the payload compressed
+    /// from an empty window. Made on the first call for that size (the
+    /// calls for one size made at once wait for the first), then shared by
+    /// every clone of this message. `None` if this message is not to be
+    /// compressed (made with [`new`](Self::new), under the threshold, or
+    /// compressing did not make it smaller).
+    #[cfg(feature = "deflate")]
+    pub fn compressed_frame(&self, window_bits: u8) -> Option<&Bytes> {
+        self.compressed.as_deref()?.frame(self.payload(), self.kind.opcode(), window_bits)
     }
 }
 
@@ -136,8 +154,8 @@ impl From<Message> for PreparedMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{Config, Connection, Event, SendError, State};
-    use crate::CloseCode;
+    use crate::proto::OpCode;
+    use crate::{CloseCode, Config, Connection, Event, SendError, State};
 
     #[test]
     fn frame_uses_minimal_length_encoding() {

@@ -1,4 +1,4 @@
-//! permessage-deflate for [`PreparedMessage`]: a message compressed once
+//! permessage-deflate for a prepared message: a message compressed once
 //! and shared by every recipient of a fan-out.
 //!
 //! A connection's own compressor keeps its history between messages
@@ -15,11 +15,10 @@
 
 use std::sync::{Arc, OnceLock};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use super::deflate::{compress_alone, DeflateConfig, DeflateParams, MAX_WINDOW_BITS, MIN_WINDOW_BITS};
-use super::frame::{FrameHeader, MAX_HEADER_LEN};
-use super::prepared::PreparedMessage;
+use crate::proto::deflate::{compress_alone, DeflateConfig, MAX_WINDOW_BITS, MIN_WINDOW_BITS};
+use crate::proto::frame::{FrameHeader, OpCode};
 
 /// RFC 7692 §6: RSV1 is the "Per-Message Compressed" bit.
 const RSV1: u8 = 0b100;
@@ -41,73 +40,37 @@ impl Compressed {
         (len >= config.threshold)
             .then(|| Arc::new(Compressed { level: config.level, frames: Default::default() }))
     }
+
+    /// The frame of `payload` compressed for a window of 2^`window_bits`
+    /// bytes, made on the first call for that size; `None` when compressing
+    /// does not make it smaller.
+    pub(super) fn frame(&self, payload: &[u8], opcode: OpCode, window_bits: u8) -> Option<&Bytes> {
+        let bits = window_bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS);
+        let slot = &self.frames[usize::from(bits - MIN_WINDOW_BITS)];
+        slot.get_or_init(|| compress(self.level, bits, opcode, payload)).as_ref()
+    }
 }
 
-impl PreparedMessage {
-    /// The frame to send on a server connection that agreed to `params`:
-    /// the shared compressed frame where that is valid, else the plain one.
-    pub(crate) fn frame_for(&self, params: Option<&DeflateParams>) -> &Bytes {
-        match params {
-            // RFC 7692 §7.1.1.1: with server_no_context_takeover the
-            // server's compressor starts every message with an empty
-            // window, so a message compressed alone fits in between. With
-            // context takeover it does not (see the module comment): plain.
-            Some(params) if params.server_no_context_takeover => {
-                // RFC 7692 §7.1.2.1: absent means a 32 KiB window (15 bits).
-                let bits = params.server_max_window_bits.unwrap_or(MAX_WINDOW_BITS);
-                self.compressed_frame(bits).unwrap_or(self.frame())
-            }
-            _ => self.frame(),
-        }
+fn compress(level: u32, window_bits: u8, opcode: OpCode, payload: &[u8]) -> Option<Bytes> {
+    let mut compressed = Vec::new();
+    // RFC 7692 §7.2.1: DEFLATE, flushed, the 00 00 ff ff tail removed.
+    if !compress_alone(level, window_bits, payload, &mut compressed) {
+        return None;
     }
-
-    /// The whole frame compressed for a receiver that agreed to a window
-    /// of 2^`window_bits` bytes (8–15): RSV1 set, the payload compressed
-    /// from an empty window. Made on the first call for that size (the
-    /// calls for one size made at once wait for the first), then shared by
-    /// every clone of this message. `None` if this message is not to be
-    /// compressed (made with [`new`](Self::new), under the threshold, or
-    /// compressing did not make it smaller).
-    pub fn compressed_frame(&self, window_bits: u8) -> Option<&Bytes> {
-        let compressed = self.compressed.as_deref()?;
-        let bits = window_bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS);
-        let slot = &compressed.frames[usize::from(bits - MIN_WINDOW_BITS)];
-        slot.get_or_init(|| self.compress(compressed.level, bits)).as_ref()
+    // Not worth it: the plain frame is sent instead (RFC 7692 §6).
+    if compressed.len() >= payload.len() {
+        return None;
     }
-
-    fn compress(&self, level: u32, window_bits: u8) -> Option<Bytes> {
-        let mut payload = Vec::new();
-        // RFC 7692 §7.2.1: DEFLATE, flushed, the 00 00 ff ff tail removed.
-        if !compress_alone(level, window_bits, self.payload(), &mut payload) {
-            return None;
-        }
-        // Not worth it: the plain frame is sent instead (RFC 7692 §6).
-        if payload.len() >= self.payload().len() {
-            return None;
-        }
-        // RFC 7692 §6.1: RSV1 on the first frame of a compressed message
-        // (here the only one); RFC 6455 §5.1: a server's frame is unmasked.
-        let header = FrameHeader {
-            fin: true,
-            rsv: RSV1,
-            opcode: self.opcode(),
-            mask: None,
-            len: payload.len() as u64,
-        };
-        let mut head = [0u8; MAX_HEADER_LEN];
-        let head_len = header.encode(&mut head);
-        let mut frame = BytesMut::with_capacity(head_len + payload.len());
-        frame.extend_from_slice(&head[..head_len]);
-        frame.extend_from_slice(&payload);
-        Some(frame.freeze())
-    }
+    // RFC 7692 §6.1: RSV1 on the first frame of a compressed message
+    // (here the only one); RFC 6455 §5.1: a server's frame is unmasked.
+    Some(FrameHeader::server_frame(RSV1, opcode, &compressed).0)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::proto::deflate::Compressor;
-    use crate::proto::{Config, Connection, Event, Message};
+    use crate::proto::deflate::{Compressor, MAX_WINDOW_BITS};
+    use crate::proto::frame::FrameHeader;
+    use crate::{Config, Connection, DeflateConfig, DeflateParams, Event, Message, PreparedMessage};
 
     /// Compressible JSON-like text of about `len` bytes, with changing numbers.
     fn json(len: usize, seed: u64) -> String {
