@@ -18,7 +18,7 @@ const WINDOW: usize = 1 << super::MAX_WINDOW_BITS;
 
 #[derive(Debug)]
 pub(crate) struct Inflater {
-    /// Created on the first compressed message (about 50 KiB with its
+    /// Created on the first compressed message (about 54 KiB with its
     /// 32 KiB window: RFC 7692 §7.2.2 lets us always use the full window).
     raw: Option<Box<Decompress>>,
     scratch: Vec<u8>,

@@ -1,0 +1,76 @@
+//! Heap that permessage-deflate holds per connection: the compressor, made
+//! on the first compressed message sent, and the inflater, made on the
+//! first compressed message received (both kept until the connection is
+//! dropped). Counted by a global allocator around the public sans-IO API,
+//! for each window size a peer may ask for.
+//!
+//!     cargo bench --bench deflate_memory
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use sabai::{Config, Connection, DeflateParams, Event, Message};
+
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// About 2 KiB of JSON readings: compressible, as dashboards send.
+fn readings() -> String {
+    (0..16)
+        .map(|i| format!(r#"{{"device":"d{i}","temp":{}.{},"seq":{}}}"#, 20 + i % 7, i % 10, 1000 + i))
+        .collect()
+}
+
+fn main() {
+    println!("| window bits | compressor, bytes | inflater and the receive path after one message, bytes |");
+    println!("|---:|---:|---:|");
+    for bits in [15u8, 12, 9] {
+        let params = DeflateParams {
+            server_max_window_bits: Some(bits),
+            client_max_window_bits: Some(bits),
+            ..Default::default()
+        };
+        let mut server = Connection::server(Config::default()).with_deflate(params);
+        let mut client = Connection::client(Config::default(), [7; 32]).with_deflate(params);
+        let text = readings();
+
+        // The server's first compressed message makes its compressor.
+        let before = live();
+        server.send(Message::text(text.clone())).unwrap();
+        let mut wire = Vec::new();
+        while let Some(bytes) = server.poll_transmit() {
+            wire.extend_from_slice(&bytes);
+        }
+        let compressor = live() - before - wire.capacity() as isize;
+        assert!(wire[0] & 0x40 != 0, "the message went out compressed (RSV1)");
+
+        // The client's first compressed message received makes its inflater
+        // (counted once the message itself is dropped).
+        let before = live();
+        client.receive(&wire);
+        let event = client.poll_event().unwrap();
+        assert_eq!(event, Some(Event::Message(Message::text(text))));
+        drop(event);
+        let inflater = live() - before;
+        println!("| {bits} | {compressor} | {inflater} |");
+    }
+}
