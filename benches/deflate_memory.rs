@@ -1,8 +1,9 @@
 //! Heap that permessage-deflate holds per connection: the compressor, made
 //! on the first compressed message sent, and the inflater, made on the
 //! first compressed message received (both kept until the connection is
-//! dropped). Counted by a global allocator around the public sans-IO API,
-//! for each window size a peer may ask for.
+//! dropped, unless the peer compresses each message alone). Counted by a
+//! global allocator around the public sans-IO API, for each window size a
+//! peer may ask for.
 //!
 //!     cargo bench --bench deflate_memory
 
@@ -72,5 +73,29 @@ fn main() {
         drop(event);
         let inflater = live() - before;
         println!("| {bits} | {compressor} | {inflater} |");
+    }
+
+    // A server's side of a client's messages, with and without the
+    // client's context takeover: what stays held once the message is read.
+    println!();
+    println!("| client_no_context_takeover | held by the server after one compressed message, bytes |");
+    println!("|---|---:|");
+    for reset in [false, true] {
+        let params = DeflateParams { client_no_context_takeover: reset, ..Default::default() };
+        let mut server = Connection::server(Config::default()).with_deflate(params);
+        let mut client = Connection::client(Config::default(), [7; 32]).with_deflate(params);
+        let text = readings();
+        client.send(Message::text(text.clone())).unwrap();
+        let mut wire = Vec::new();
+        while let Some(bytes) = client.poll_transmit() {
+            wire.extend_from_slice(&bytes);
+        }
+        assert!(wire[0] & 0x40 != 0, "the message went out compressed (RSV1)");
+        let before = live();
+        server.receive(&wire);
+        let event = server.poll_event().unwrap();
+        assert_eq!(event, Some(Event::Message(Message::text(text))));
+        drop(event);
+        println!("| {reset} | {} |", live() - before);
     }
 }

@@ -558,6 +558,11 @@ impl Args {
         if !self.no_deflate {
             let mut deflate = DeflateConfig::default();
             deflate.threshold = self.deflate_threshold.unwrap_or(DEFLATE_THRESHOLD);
+            // RFC 7692 §7.1.1.2: the server may ask every client to compress
+            // each message on its own. Clients send little here (a chat line,
+            // a subscribe), and then no connection keeps an inflater (about
+            // 54 KiB) between its messages.
+            deflate.client_no_context_takeover = true;
             hub.deflate = Some(deflate);
         }
         let history = match (self.no_history, self.history.is_empty()) {

@@ -104,8 +104,10 @@ async fn deflate_is_agreed_through_the_hyper_upgrade_unless_turned_off() {
     let (_app, addr) = start(&["--no-simulator", "--max-message", "200000"]).await;
     let mut ann = connect_deflate(&addr, "?user=ann").await;
     let mut bob = connect(&addr, "?user=bob").await;
-    // RFC 7692 §7.1.1.1: the hub always answers with server_no_context_takeover.
-    assert!(ann.deflate().is_some_and(|d| d.server_no_context_takeover));
+    // RFC 7692 §7.1.1.1: the hub always answers with server_no_context_takeover;
+    // §7.1.1.2: and asks the client for client_no_context_takeover, so it
+    // keeps no inflater between a client's messages.
+    assert!(ann.deflate().is_some_and(|d| d.server_no_context_takeover && d.client_no_context_takeover));
     assert_eq!(bob.deflate(), None);
     for ws in [&mut ann, &mut bob] {
         send(ws, json!({"type": "subscribe", "payload": {"rooms": ["chat:big"]}})).await;
@@ -119,6 +121,9 @@ async fn deflate_is_agreed_through_the_hyper_upgrade_unless_turned_off() {
     for ws in [&mut ann, &mut bob] {
         assert_eq!(next_of(ws, "message").await["payload"]["text"].as_str(), Some(text.as_str()));
     }
+    // Each of ann's messages compressed alone: a second one still arrives.
+    send(&mut ann, json!({"type": "publish", "room": "chat:big", "payload": {"text": text}})).await;
+    assert_eq!(next_of(&mut bob, "message").await["payload"]["text"].as_str(), Some(text.as_str()));
 
     let (_app, addr) = start(&["--no-simulator", "--no-deflate"]).await;
     assert_eq!(connect_deflate(&addr, "").await.deflate(), None);

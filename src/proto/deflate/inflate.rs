@@ -58,9 +58,11 @@ impl Inflater {
     pub(crate) fn finish(&mut self, out: &mut BytesMut) -> Result<(), ProtocolError> {
         self.run(&TAIL, out)?;
         if self.reset_each_message {
-            if let Some(raw) = self.raw.as_mut() {
-                raw.reset(false);
-            }
+            // The peer's next message starts with an empty window, so there
+            // is nothing to keep: the state (about 54 KiB) is freed until the
+            // next compressed message, and an idle connection holds none.
+            self.raw = None;
+            self.scratch = Vec::new();
         } else {
             self.earlier |= !out.is_empty();
         }
@@ -237,6 +239,19 @@ pub(crate) mod tests {
         let mut out = BytesMut::new();
         let finished = i.inflate(&data, &mut out).and_then(|()| i.finish(&mut out));
         assert_eq!(finished, Err(ProtocolError::MessageTooLarge { len: 65698, max: 65536 }));
+    }
+
+    #[test]
+    fn a_peer_that_resets_each_message_leaves_nothing_held_between_messages() {
+        let mut i = Inflater::new(true, 1 << 20);
+        for _ in 0..2 {
+            assert_eq!(inflate_all(&mut i, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).unwrap(), b"Hello");
+            assert!(i.raw.is_none() && i.scratch.capacity() == 0);
+        }
+        // With context takeover the window is the next message's dictionary.
+        let mut i = Inflater::new(false, 1 << 20);
+        assert_eq!(inflate_all(&mut i, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).unwrap(), b"Hello");
+        assert!(i.raw.is_some());
     }
 
     #[test]
