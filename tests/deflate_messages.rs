@@ -125,19 +125,6 @@ fn rfc_example_hello_goes_out_plain_because_it_would_grow() {
     assert_eq!(inflate(&mut Decompress::new(false), &frames[0].payload), hello.as_bytes());
 }
 
-/// Bytes that do not compress: xorshift, seeded.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// RFC 7692 §6: the sender chooses per message. sabai never sends a
 /// compressed message that is not smaller than the message: 1 MiB of
 /// random bytes goes out as itself, RSV1 clear. With context takeover its
@@ -599,7 +586,7 @@ fn context_takeover_survives_a_bfinal_block() {
 
 /// The same two messages with the first flushed the usual way (BFINAL
 /// clear): the window is kept and the reference resolves. The control for
-/// the ignored test above.
+/// the test above.
 #[test]
 fn context_takeover_resolves_the_rfcs_second_hello() {
     let mut s = server(DeflateParams::default());

@@ -2,6 +2,8 @@
 //! tokio-rustls server running `sabai::accept`, with a CA and certificates
 //! made at test time. Every wait is bounded.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -217,15 +219,7 @@ fn configs() -> Vec<(WebSocketConfig, bool)> {
 
 /// Bytes that do not compress: a large message really is large on the wire.
 fn noise(len: usize) -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    support::noise(len, 0x9E37_79B9_7F4A_7C15)
 }
 
 /// The rustls error inside a TLS error, and the error's text; a failure

@@ -9,8 +9,25 @@
 pub mod frames;
 pub mod peers;
 
+// Not every test file uses both.
+#[allow(unused_imports)]
 pub use frames::*;
+#[allow(unused_imports)]
 pub use peers::*;
+
+/// Bytes that do not compress (xorshift from `seed`): a message that is as
+/// large on the wire as in memory.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
 
 /// Runs one scenario against every kind of peer: generates
 /// `mod $name { fn memory(); fn tcp(); }`.
