@@ -20,7 +20,7 @@ port="${PORT:-9331}"
 printf '| connections | RSS before, KiB | RSS idle, KiB | bytes/conn idle | bytes/conn after one echo |\n|---:|---:|---:|---:|---:|\n'
 for n in "${@:-10 100 1000 10000}"; do
     for count in $n; do
-        taskset -c 0 "$root/target/release/examples/echo_server" "$port" >/dev/null 2>&1 &
+        taskset -c 0 "${CARGO_TARGET_DIR:-$root/target}/release/examples/echo_server" "$port" >/dev/null 2>&1 &
         pid=$!
         for _ in $(seq 50); do ss -Hltn "sport = :$port" | grep -q . && break; sleep 0.1; done
         line=$(taskset -c 1 "$loadgen" --port "$port" --idle "$count" --hold 2 --server-pid "$pid")

@@ -264,3 +264,23 @@ async fn send_applies_backpressure_when_the_peer_does_not_read() {
     };
     assert!(tokio::time::timeout(Duration::from_millis(200), sent).await.is_err(), "send never blocked");
 }
+
+// Every connection's task holds a `recv` or a `send` future, so their size
+// is part of the idle memory per connection (BENCHMARKS.md): `send` holds
+// its message once, and `recv` little more than its `&mut self`. (An
+// `async fn` that passed the message on to another `async fn` held it
+// twice, and made the echo server's task a 128-byte step larger.)
+#[test]
+fn the_futures_every_connection_holds_stay_small() {
+    let (io, _peer) = tokio::io::duplex(64);
+    let mut ws = server_over(io);
+    let word = std::mem::size_of::<usize>();
+    let send = std::mem::size_of_val(&ws.send(Message::text("hi")));
+    assert!(send <= std::mem::size_of::<Message>() + 4 * word, "send future: {send} bytes");
+    let recv = std::mem::size_of_val(&ws.recv());
+    assert!(recv <= 3 * word, "recv future: {recv} bytes");
+    // Held across awaits in a task's `Result`s; with every feature on too
+    // (rustls' error, unboxed, made it 64).
+    let error = std::mem::size_of::<sabai::Error>();
+    assert!(error <= 4 * word, "Error: {error} bytes");
+}

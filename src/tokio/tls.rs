@@ -24,7 +24,10 @@ use super::error::Error;
 /// midway), or no trusted roots could be loaded.
 #[derive(Debug)]
 pub struct TlsError {
-    inner: Inner,
+    /// Boxed: rustls' error is large, and `Error`'s size is in every
+    /// connection's task (any `Result<_, Error>` held across an await):
+    /// unboxed it doubled `Error` to 64 bytes.
+    inner: Box<Inner>,
 }
 
 #[derive(Debug)]
@@ -41,7 +44,7 @@ impl TlsError {
     /// rustls' own error, to match on, for example
     /// `rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)`.
     pub fn rustls_error(&self) -> Option<&rustls::Error> {
-        match &self.inner {
+        match &*self.inner {
             Inner::Rustls(e) => Some(e),
             _ => None,
         }
@@ -54,7 +57,7 @@ impl TlsError {
             Some(e) => Inner::Rustls(e),
             None => Inner::Io(error),
         };
-        TlsError { inner }
+        TlsError { inner: Box::new(inner) }
     }
 }
 
@@ -80,7 +83,7 @@ fn hint(error: &rustls::Error) -> Option<&'static str> {
 
 impl fmt::Display for TlsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.inner {
+        match &*self.inner {
             Inner::Rustls(e) => match hint(e) {
                 Some(hint) => write!(f, "{e} ({hint})"),
                 None => write!(f, "{e}"),
@@ -96,7 +99,7 @@ impl fmt::Display for TlsError {
 
 impl std::error::Error for TlsError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.inner {
+        match &*self.inner {
             Inner::Rustls(e) => Some(e),
             Inner::Io(e) => Some(e),
             Inner::NoRoots(_) => None,
@@ -133,7 +136,7 @@ pub(super) fn default_config() -> Result<Arc<ClientConfig>, Error> {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     });
-    config.clone().map_err(|why| Error::Tls(TlsError { inner: Inner::NoRoots(why) }))
+    config.clone().map_err(|why| Error::Tls(TlsError { inner: Box::new(Inner::NoRoots(why)) }))
 }
 
 /// Runs the TLS handshake over `tcp`, verifying the server's certificate
