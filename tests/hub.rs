@@ -44,6 +44,10 @@ async fn handle(hub: Hub, conn: ConnId, message: Message) {
         hub.send_to(conn, format!("left {room}"));
     } else if let Some((room, said)) = text.strip_prefix("say:").and_then(|t| t.rsplit_once(':')) {
         hub.publish(room, said.to_owned()).await.unwrap();
+    } else if text == "hang" {
+        // A handler that never returns: the connection's read loop is stuck.
+        hub.send_to(conn, "hanging");
+        std::future::pending::<()>().await;
     }
 }
 
@@ -400,6 +404,23 @@ async fn shutdown_is_bounded_when_a_client_never_answers() {
     let all_gone = hub.shutdown(Duration::from_secs(5)).await;
     // The hub gives up on it after its close timeout, well within the wait.
     assert!(all_gone);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(hub.connection_count(), 0);
+}
+
+// The read loop is stuck in a handler that never returns, and the client
+// never answers the Close: the write loop's wait (`WriteHalf::closed`) is
+// bounded by the connection's close timeout all the same.
+#[tokio::test]
+async fn shutdown_is_bounded_when_a_handler_hangs() {
+    let mut config = HubConfig::default();
+    config.close_timeout = Duration::from_millis(200);
+    let (hub, url) = start(config).await;
+    let mut hung = client(&url).await;
+    say(&mut hung, "hang").await;
+    assert_eq!(next(&mut hung).await, "hanging");
+    let started = Instant::now();
+    assert!(hub.shutdown(Duration::from_secs(5)).await);
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(hub.connection_count(), 0);
 }

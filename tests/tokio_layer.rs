@@ -284,3 +284,115 @@ fn the_futures_every_connection_holds_stay_small() {
     let error = std::mem::size_of::<sabai::Error>();
     assert!(error <= 4 * word, "Error: {error} bytes");
 }
+
+/// A transport scripted for the tests below: reads give `input` forever
+/// (`None`: they never complete), writes succeed or fail. Every 16th read
+/// yields to the runtime first, so that a test's own time bound can fire.
+struct Scripted {
+    input: Option<Vec<u8>>,
+    writes_fail: bool,
+    reads: u64,
+}
+
+impl tokio::io::AsyncRead for Scripted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.reads += 1;
+        if self.reads.is_multiple_of(16) {
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        match &self.input {
+            Some(bytes) => {
+                let n = bytes.len().min(buf.remaining());
+                buf.put_slice(&bytes[..n]);
+                std::task::Poll::Ready(Ok(()))
+            }
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Scripted {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(match self.writes_fail {
+            true => Err(ErrorKind::BrokenPipe.into()),
+            false => Ok(data.len()),
+        })
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+fn server_with_close_timeout(io: Scripted, close_timeout: Duration) -> WebSocket<Scripted> {
+    let mut config = Config::default();
+    config.close_timeout = close_timeout;
+    WebSocket::from_connection(io, Connection::server(config))
+}
+
+// A write that fails under the write half ends the connection for the
+// read half too, at once, although its own reads would never complete:
+// without a closing handshake (1006, §7.1.5), then `Ok(None)`.
+#[tokio::test]
+async fn a_write_half_failure_ends_the_read_half() {
+    let io = Scripted { input: None, writes_fail: true, reads: 0 };
+    let (mut read, mut write) = server_with_close_timeout(io, Duration::from_secs(3600)).split();
+    let reading = tokio::spawn(async move {
+        let first = read.recv_event().await;
+        (first, read.recv_event().await)
+    });
+    tokio::task::yield_now().await;
+    let sent = write.send(Message::text("lost")).await;
+    assert!(matches!(sent, Err(sabai::Error::Io(ref e)) if e.kind() == ErrorKind::BrokenPipe), "{sent:?}");
+    let (first, then) =
+        tokio::time::timeout(TIMEOUT, reading).await.expect("the reader was not woken").unwrap();
+    assert!(matches!(first, Err(sabai::Error::AbnormalClosure)), "{first:?}");
+    assert!(matches!(then, Ok(None)), "{then:?}");
+    // Nothing more can be sent.
+    assert!(matches!(write.send(Message::text("after")).await, Err(sabai::Error::Send(SendError::Closed))));
+}
+
+// `WriteHalf::closed` is bounded by the connection's close timeout even
+// when nobody polls the read half (a hub handler that hangs): the peer
+// never answers our Close.
+#[tokio::test(start_paused = true)]
+async fn write_half_closed_returns_at_the_close_timeout() {
+    let io = Scripted { input: None, writes_fail: false, reads: 0 };
+    let (_read, mut write) = server_with_close_timeout(io, Duration::from_secs(7)).split();
+    write.start_close(CloseCode::NORMAL, "bye").unwrap();
+    let started = tokio::time::Instant::now();
+    write.closed().await;
+    assert_eq!(started.elapsed().as_secs(), 7, "returned at the close timeout, not before or long after");
+}
+
+// A peer that keeps sending after our Close does not keep the connection
+// open past the close timeout (the hub's refusal of a connection over its
+// limits relies on it): the transport makes the reader wait now and then,
+// as tokio's cooperative budget makes a socket do, and the timer is
+// checked then.
+#[tokio::test]
+async fn a_peer_flooding_after_our_close_is_cut_at_the_close_timeout() {
+    let flood = Frame::text("still talking").encode().repeat(256);
+    let io = Scripted { input: Some(flood), writes_fail: false, reads: 0 };
+    let mut ws = server_with_close_timeout(io, Duration::from_millis(100));
+    let closed = tokio::time::timeout(TIMEOUT, ws.close(CloseCode::NORMAL, "")).await;
+    let error = closed.expect("close() never ended under the flood").unwrap_err();
+    assert!(matches!(error, sabai::Error::Timeout(sabai::TimeoutKind::Close)), "{error}");
+}

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{interval_at, sleep, sleep_until, timeout, Instant, MissedTickBehavior};
+use tokio::time::{interval_at, sleep_until, Instant, MissedTickBehavior};
 
 use super::config::{codes, ConnId, HubEvent};
 use super::info::Transport;
@@ -143,12 +143,12 @@ impl Hub {
         H: FnMut(Hub, ConnId, Message) -> F,
         F: Future<Output = ()>,
     {
-        let config = &self.shared.config;
         let admitted = self.admit(&slot, user.as_deref(), Transport::WebSocket);
         let Some((id, outbox)) = admitted else {
             let mut ws = ws;
             let code = codes::TOO_MANY_CONNECTIONS;
-            let _ = timeout(config.close_timeout * 2, ws.close(code, "Too many connections")).await;
+            // Bounded by the connection's close timeout.
+            let _ = ws.close(code, "Too many connections").await;
             self.shared.counters.close_code(code.0);
             drop(slot);
             return Some(code);
@@ -314,14 +314,14 @@ impl Hub {
                             // it is the first writer to take it.
                             match write.feed_prepared(frame.message()) {
                                 Ok(len) => bytes += len as u64,
-                                Err(_) => return self.linger().await,
+                                Err(_) => return wind_down(&mut write).await,
                             }
                         }
                         // A peer that does not read must not keep an abort
                         // or the heartbeat from being seen: the flush gives
                         // way (its bytes stay buffered) and the loop goes on.
                         tokio::select! {
-                            flushed = write.flush() => if flushed.is_err() { return self.linger().await },
+                            flushed = write.flush() => if flushed.is_err() { return wind_down(&mut write).await },
                             () = outbox.aborted() => {}
                             () = sleep_until(deadline) => {}
                         }
@@ -331,13 +331,13 @@ impl Hub {
                     }
                     Next::Close(code, reason) => {
                         timers.first_code(code);
-                        let _ = timeout(config.close_timeout, write.close(code, &reason)).await;
-                        return self.linger().await;
+                        let _ = write.start_close(code, &reason);
+                        return write.closed().await;
                     }
                 },
                 _ = ping.tick() => {
                     tokio::select! {
-                        sent = write.ping(b"") => if sent.is_err() { return self.linger().await },
+                        sent = write.ping(b"") => if sent.is_err() { return wind_down(&mut write).await },
                         () = outbox.aborted() => {}
                         () = sleep_until(deadline) => {}
                     }
@@ -353,12 +353,16 @@ impl Hub {
             }
         }
     }
+}
 
-    /// Gives the read loop the close timeout to finish the closing
-    /// handshake, then gives up on the connection.
-    async fn linger(&self) {
-        sleep(self.shared.config.close_timeout).await
-    }
+/// After a failed write: the transport failed (the connection is aborted,
+/// and `closed` returns at once), or the connection is closing already
+/// (the read loop finishes it, within its close timeout). A connection
+/// still open here met an error the hub never causes; it is closed as
+/// an internal error rather than left without a writer.
+async fn wind_down<S: AsyncRead + AsyncWrite>(write: &mut WriteHalf<S>) {
+    let _ = write.start_close(CloseCode::INTERNAL_ERROR, "");
+    write.closed().await
 }
 
 /// A registered connection; dropping it removes it from every index,

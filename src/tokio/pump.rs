@@ -106,12 +106,22 @@ impl Pump {
         Pump { conn: Box::new(conn), timer: None }
     }
 
-    /// Writes everything queued and flushes the transport.
+    /// Writes everything queued and flushes the transport. A transport that
+    /// fails aborts the connection: what was queued can no longer arrive
+    /// whole, and whichever half reads next learns that it ended.
     pub(crate) fn poll_write_out(
         &mut self,
         cx: &mut Context<'_>,
         io: &mut impl WriteIo,
     ) -> Poll<io::Result<()>> {
+        let result = ready!(self.poll_write_queued(cx, io));
+        if result.is_err() {
+            self.conn.abort();
+        }
+        Poll::Ready(result)
+    }
+
+    fn poll_write_queued(&mut self, cx: &mut Context<'_>, io: &mut impl WriteIo) -> Poll<io::Result<()>> {
         // Written straight from the connection's buffer, which is then
         // reused: no copy, no reference count.
         let buffers = self.conn.buffers_mut();
@@ -164,7 +174,12 @@ impl Pump {
                     self.conn.abort();
                     // Report the failure unless the connection had already
                     // ended otherwise: then that ending is what it reports.
+                    // Reported here, it is not reported again as the
+                    // ending: the transport is done with, and the next
+                    // call returns `Ok(None)`.
                     if self.conn.ending() == Some(&Ending::Aborted) {
+                        self.conn.directive_done(Directive::Close);
+                        self.timer = None;
                         return Poll::Ready(Err(Error::Io(error)));
                     }
                     continue;
@@ -242,6 +257,9 @@ fn outcome(ending: Option<&Ending>) -> Result<Option<Event>, Error> {
         Some(Ending::Failed(error)) => Err(Error::Protocol(*error)),
         Some(Ending::Abnormal) => Err(Error::AbnormalClosure),
         Some(Ending::TimedOut) => Err(Error::Timeout(TimeoutKind::Close)),
+        // The transport failed under the other half (a split write half),
+        // or under a send: no closing handshake, as after an EOF (§7.1.5).
+        Some(Ending::Aborted) => Err(Error::AbnormalClosure),
         _ => Ok(None),
     }
 }

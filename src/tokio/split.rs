@@ -5,7 +5,9 @@
 //! transport and drives the connection's lifecycle (its directives and its
 //! close timer). Both halves write it: the write half its messages, the
 //! read half the Pongs, the Close echo and the closing steps the protocol
-//! requires.
+//! requires. A write that fails, in either half, aborts the connection and
+//! wakes the other half. [`WriteHalf::closed`] also passes the time in, to
+//! bound a close whose read half is not being polled.
 //!
 //! The pitfall (tokio-websockets #92, #106): a socket keeps one waker per
 //! direction, so when both halves wait to write, the second registration
@@ -13,17 +15,21 @@
 //! poll goes through one waker that wakes both halves; a half woken for
 //! nothing just polls again.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{ready, Context, Poll, Wake, Waker};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use super::error::Error;
 use super::pump::{poll_read_into, Pump, ReadIo, WriteIo};
-use crate::{CloseCode, Connection, Event, Message, MessageKind, PreparedMessage, SendError};
+use crate::{
+    CloseCode, Connection, Directive, Event, Message, MessageKind, PreparedMessage, SendError, State,
+};
 
 /// The wakers of the two halves, woken together on write readiness.
 #[derive(Debug, Default)]
@@ -151,7 +157,15 @@ impl<S: AsyncRead + AsyncWrite> ReadHalf<S> {
         let mut locked = lock(&self.halves.locked);
         let Locked { pump, write } = &mut *locked;
         let writer = SharedWriter { write, wake_both: &self.halves.wake_both };
-        pump.poll_recv_event(cx, &mut ReaderIo { read: &mut self.read, writer })
+        let polled = pump.poll_recv_event(cx, &mut ReaderIo { read: &mut self.read, writer });
+        if polled.is_ready() && pump.conn.state() != State::Open {
+            // A write half waiting in `closed` learns that the connection
+            // left `Open`, or ended.
+            if let Some(waker) = lock(&self.halves.wakers.writer).take() {
+                waker.wake();
+            }
+        }
+        polled
     }
 }
 
@@ -221,20 +235,82 @@ impl<S: AsyncRead + AsyncWrite> WriteHalf<S> {
     /// first poll queues the Close; if cancelled after that, it goes out
     /// with the next write of either half.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.start_close(code, reason)?;
+        self.flush().await
+    }
+
+    /// Queues a Close frame without writing it: it goes out with the next
+    /// write of either half, or with [`closed`](Self::closed).
+    pub fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
         self.queue(|conn| conn.close(code, reason))?;
         // Wake the reader: the connection's close timer starts at its next
         // poll, even if it is idle.
         self.halves.wakers.wake_by_ref();
-        self.flush().await
+        Ok(())
     }
 
-    /// Writes everything queued. Cancel-safe.
+    /// Writes what is queued (a Close, say) until the connection is over
+    /// or its close timer has passed, and returns then: the moment to drop
+    /// both halves. The read half does the closing handshake and closes the
+    /// transport; this only bounds the wait by the connection's own close
+    /// timeout, for a driver that might stop polling the read half (a
+    /// handler that hangs). A failed transport returns at once. While the
+    /// connection is open, it waits for it to leave `Open`. Cancel-safe.
+    pub async fn closed(&mut self) {
+        // The writer's own wake-up at the deadline, made only if it must
+        // wait for one.
+        let mut timer: Option<Pin<Box<Sleep>>> = None;
+        poll_fn(|cx| loop {
+            *lock(&self.halves.wakers.writer) = Some(cx.waker().clone());
+            let mut locked = lock(&self.halves.locked);
+            let Locked { pump, write } = &mut *locked;
+            if let Poll::Ready(Err(_)) =
+                pump.poll_write_out(cx, &mut SharedWriter { write, wake_both: &self.halves.wake_both })
+            {
+                self.halves.wakers.wake_by_ref();
+            }
+            let conn = &mut pump.conn;
+            if conn.state() == State::Open {
+                return Poll::Pending;
+            }
+            // Arms the timer once the connection has left `Open`, or
+            // notes that it passed.
+            conn.handle_timeout(Instant::now().into_std());
+            if matches!(conn.poll_directive(), Directive::Close | Directive::Done) {
+                return Poll::Ready(());
+            }
+            let Some(deadline) = conn.poll_timeout() else {
+                // Not open and no timer running: it has passed.
+                return Poll::Ready(());
+            };
+            drop(locked);
+            let deadline = Instant::from_std(deadline);
+            let timer = timer.get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        })
+        .await
+    }
+
+    /// Writes everything queued. Cancel-safe. A transport that fails ends
+    /// the connection: the read half then returns [`Error::AbnormalClosure`].
     pub async fn flush(&mut self) -> Result<(), Error> {
         poll_fn(|cx| {
             *lock(&self.halves.wakers.writer) = Some(cx.waker().clone());
             let mut locked = lock(&self.halves.locked);
             let Locked { pump, write } = &mut *locked;
-            pump.poll_write_out(cx, &mut SharedWriter { write, wake_both: &self.halves.wake_both })
+            let result = ready!(
+                pump.poll_write_out(cx, &mut SharedWriter { write, wake_both: &self.halves.wake_both })
+            );
+            if result.is_err() {
+                // The reader may be waiting for input that will not come.
+                self.halves.wakers.wake_by_ref();
+            }
+            Poll::Ready(result)
         })
         .await
         .map_err(Error::Io)
