@@ -7,8 +7,9 @@
 //!   too large, bad UTF-8), each with its close code;
 //! - the outcome does not depend on how the bytes were chunked;
 //! - when a plain decoder (miniz_oxide, output capped past the limit)
-//!   decodes the payload without reaching a final block, sabai's message
-//!   is exactly that output (or "too large" exactly when it is);
+//!   decodes the payload without reaching a final block and ending at a
+//!   block boundary, sabai's message is exactly that output (or "too
+//!   large" exactly when it is);
 //! - the input sent as a message through sabai's compressor, with the
 //!   input-chosen window bits and context takeover, arrives unchanged.
 //!
@@ -60,26 +61,42 @@ fn run(params: DeflateParams, wire: &[u8], plan: &[u8]) -> Result<Option<Event>,
 
 /// miniz_oxide on its own (an implementation sabai does not use): the
 /// inflated bytes (capped at LIMIT + 1), or `None` if the data is not
-/// DEFLATE or contains a final block. The whole output is one flat buffer,
-/// so a distance reaching before its first byte is an error (RFC 1951
-/// §3.2.5), as it is for sabai.
+/// DEFLATE, contains a final block, or does not end at a block boundary.
+/// The whole output is one flat buffer, so a distance reaching before its
+/// first byte is an error (RFC 1951 §3.2.5), as it is for sabai.
 fn reference(data: &[u8]) -> Option<Vec<u8>> {
     let mut input = data.to_vec();
     input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let flags = TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF | TINFL_FLAG_HAS_MORE_INPUT;
+    let (status, mut out) = inflate(&input, flags);
+    match status {
+        // All input used, no final block: the message (a sync flush's end),
+        // if it ends at a block boundary (below).
+        TINFLStatus::NeedsMoreInput => {}
+        // LIMIT + 1 bytes made: over the limit.
+        TINFLStatus::HasMoreOutput => return Some(out),
+        _ => return None,
+    }
+    // RFC 7692 §7.2.2's tail (an empty stored block) ends a message at a
+    // block boundary: then an empty final stored block of our own after
+    // it adds nothing and ends the stream exactly there. This sets aside
+    // data that stops inside a block, and a block whose code has no
+    // end-of-block symbol (it can never end): zlib, so sabai, refuses that
+    // code as soon as it reads it ("invalid code -- missing end-of-block"),
+    // while miniz_oxide only notices when it needs the symbol.
+    input.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    let (ended, whole) = inflate(&input, TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF);
+    (ended == TINFLStatus::Done && whole == out).then(|| std::mem::take(&mut out))
+}
+
+/// One miniz_oxide pass over `input`: its status and output (at most
+/// LIMIT + 1 bytes).
+fn inflate(input: &[u8], flags: u32) -> (TINFLStatus, Vec<u8>) {
     let mut out = vec![0; LIMIT + 1];
     let mut raw = Box::<DecompressorOxide>::default();
-    let flags = TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF | TINFL_FLAG_HAS_MORE_INPUT;
-    let (status, _, made) = decompress(&mut raw, &input, &mut out, 0, flags);
-    match status {
-        // All input used, no final block: the message (a sync flush's end).
-        TINFLStatus::NeedsMoreInput => {
-            out.truncate(made);
-            Some(out)
-        }
-        // LIMIT + 1 bytes made: over the limit.
-        TINFLStatus::HasMoreOutput => Some(out),
-        _ => None,
-    }
+    let (status, _, made) = decompress(&mut raw, input, &mut out, 0, flags);
+    out.truncate(made);
+    (status, out)
 }
 
 /// An outcome, without megabytes of payload.
