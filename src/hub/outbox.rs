@@ -338,6 +338,10 @@ impl Outbox {
                     }
                     return Next::Frames(taken);
                 }
+                // Nothing queued: the writer is about to wait, maybe for
+                // long. The queue's room from the last burst is freed
+                // (the next push allocates afresh).
+                state.frames = VecDeque::new();
             }
             // notify_one stores a permit when nobody waits, so a push
             // between the check above and this await is not missed.

@@ -270,7 +270,10 @@ impl Hub {
                         }
                         continue;
                     }
-                    handler(self.clone(), id, message).await;
+                    // Boxed: the handler's future (the server's can hold
+                    // a whole request) would otherwise be part of every
+                    // connection's task, idle or not.
+                    Box::pin(handler(self.clone(), id, message)).await;
                 }
                 Ok(Some(Event::Close(frame))) => {
                     timers.first_code(frame.map_or(CloseCode::NO_STATUS, |f| f.code));

@@ -106,4 +106,10 @@ impl Buffers {
         self.receiver.release_if_empty();
         self.transmit.release_if_empty();
     }
+
+    /// Frees the output buffer if it holds no bytes: for a writer that
+    /// does not read (the write half of a split connection).
+    pub(crate) fn release_transmit(&mut self) {
+        self.transmit.release_if_empty();
+    }
 }

@@ -306,9 +306,14 @@ impl<S: AsyncRead + AsyncWrite> WriteHalf<S> {
             let result = ready!(
                 pump.poll_write_out(cx, &mut SharedWriter { write, wake_both: &self.halves.wake_both })
             );
-            if result.is_err() {
+            match result {
+                // All written: the output buffer is freed, as the unsplit
+                // connection frees its buffers when a read would wait, so
+                // a connection between bursts holds none (the next send
+                // allocates afresh).
+                Ok(()) => pump.conn.buffers_mut().release_transmit(),
                 // The reader may be waiting for input that will not come.
-                self.halves.wakers.wake_by_ref();
+                Err(_) => self.halves.wakers.wake_by_ref(),
             }
             Poll::Ready(result)
         })
