@@ -12,12 +12,14 @@
 #
 #   benches/hub_idle_memory.sh                # 10,000 connections, 0 and 3 rooms, 3 rounds
 #   CONNECTIONS=1000 ROUNDS=1 benches/hub_idle_memory.sh
+#   DEFLATE=1 SETUPS=server-memory benches/hub_idle_memory.sh   # permessage-deflate agreed,
+#                                             # one compressed message each way (server setups only)
 #
 # Results: $OUT (default target/cluster/<date-time>-memory).
 source "$(dirname "$0")/cluster_common.sh"
 out="${OUT:-$root/target/cluster/$(date +%Y%m%d-%H%M%S)-memory}"
 run_cluster "$out" memory --connections "${CONNECTIONS:-10000}" --rooms "${ROOMS:-0,3}" --rounds "${ROUNDS:-3}" \
-    ${SETUPS:+--setups "$SETUPS"}
+    ${SETUPS:+--setups "$SETUPS"} ${DEFLATE:+--deflate}
 # The harness's load generator: built in its tree, or into ours (see idle_memory.sh).
 for candidate in "${LOADGEN:-}" "$root/../shared/wsbench/target/release/loadgen" "$root/target/wsbench/release/loadgen"; do
     [ -n "$candidate" ] && [ -x "$candidate" ] && { export LOADGEN="$candidate"; break; }

@@ -377,6 +377,23 @@ where
     F: Fn(usize, Ws) -> Fut + Clone + 'static,
     Fut: std::future::Future<Output = Ws> + 'static,
 {
+    open_many_with(n, urls, false, setup).await
+}
+
+/// [`open_many`], offering permessage-deflate (as browsers do; every
+/// message compressed on the client's side) when `deflate`.
+async fn open_many_with<F, Fut>(n: usize, urls: &[String], deflate: bool, setup: F) -> Vec<Ws>
+where
+    F: Fn(usize, Ws) -> Fut + Clone + 'static,
+    Fut: std::future::Future<Output = Ws> + 'static,
+{
+    let mut config = sabai::WebSocketConfig::default();
+    if deflate {
+        let mut offer = sabai::DeflateConfig::default();
+        offer.threshold = 0;
+        config.protocol.deflate = Some(offer);
+    }
+    let config = Arc::new(config);
     let gate = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
     let mut handles = Vec::with_capacity(n);
     let local = tokio::task::LocalSet::new();
@@ -384,9 +401,10 @@ where
         let url = urls[i % urls.len()].clone();
         let gate = gate.clone();
         let setup = setup.clone();
+        let config = config.clone();
         handles.push(local.spawn_local(async move {
             let _permit = gate.acquire().await.expect("open gate");
-            let ws = timeout(Duration::from_secs(20), sabai::connect(&url))
+            let ws = timeout(Duration::from_secs(20), sabai::connect_with(&url, &config, |r| r))
                 .await
                 .unwrap_or_else(|_| panic!("connect {i} to {url}: timed out"))
                 .unwrap_or_else(|e| panic!("connect {i} to {url}: {e}"));
@@ -1482,6 +1500,14 @@ async fn memory(args: Args) {
     let rounds: usize = args.num("--rounds", 3);
     let setups = args.list("--setups", &MEMORY_SETUPS.join(","));
     let server_cpu = cpu_of(&args, "--server-cpu", 0);
+    // `--deflate`: the clients offer permessage-deflate and exchange one
+    // compressed message each way (the JSON protocol's ping and pong, so
+    // the server's setups only).
+    let deflate = args.has("--deflate");
+    assert!(
+        !deflate || setups.iter().all(|s| s.starts_with("server")),
+        "--deflate measures the server's setups only (the plain hub sends nothing large enough to compress)"
+    );
     let mut raw = Raw::open(args.out_dir(), "memory.jsonl");
     let mut results = Vec::new();
     eprintln!(
@@ -1495,7 +1521,7 @@ async fn memory(args: Args) {
         }
         for &rooms in &rooms_per {
             for setup in &order {
-                let mut result = memory_run(setup, n, rooms, server_cpu).await;
+                let mut result = memory_run(setup, n, rooms, server_cpu, deflate).await;
                 result["round"] = json!(round);
                 eprintln!("{result}");
                 raw.write(&result);
@@ -1504,7 +1530,8 @@ async fn memory(args: Args) {
             }
         }
     }
-    println!("\n{n} idle connections; medians of {rounds} rounds [min-max]\n");
+    let with = if deflate { ", permessage-deflate agreed and one compressed message each way" } else { "" };
+    println!("\n{n} idle connections{with}; medians of {rounds} rounds [min-max]\n");
     println!(
         "| server | rooms per connection | RSS before, KiB | RSS idle, KiB | bytes per idle connection |"
     );
@@ -1543,7 +1570,7 @@ fn rooms_of(i: usize, count: usize) -> Vec<String> {
         .collect()
 }
 
-async fn memory_run(setup: &str, n: usize, rooms: usize, server_cpu: Option<u32>) -> Value {
+async fn memory_run(setup: &str, n: usize, rooms: usize, server_cpu: Option<u32>, deflate: bool) -> Value {
     let redis = setup.ends_with("redis").then(|| Redis::start(server_cpu));
     let (proc_, url) = if setup.starts_with("server") {
         let mut flags: Vec<String> =
@@ -1568,7 +1595,7 @@ async fn memory_run(setup: &str, n: usize, rooms: usize, server_cpu: Option<u32>
     let pid = proc_.pid();
     sleep(Duration::from_millis(500)).await;
     let before = rss_kib(pid);
-    let clients = open_idle(n, &url, rooms, setup.starts_with("server")).await;
+    let clients = open_idle(n, &url, rooms, setup.starts_with("server"), deflate).await;
     // Idle: the clients keep reading (and answering pings) meanwhile.
     let live = Arc::new(AtomicU64::new(clients.len() as u64));
     let mut readers = Vec::new();
@@ -1591,6 +1618,7 @@ async fn memory_run(setup: &str, n: usize, rooms: usize, server_cpu: Option<u32>
         "setup": setup,
         "connections": n,
         "rooms": rooms,
+        "deflate": deflate,
         "open_at_the_end": still,
         "rss_before_kib": before,
         "rss_idle_kib": idle,
@@ -1602,8 +1630,8 @@ async fn memory_run(setup: &str, n: usize, rooms: usize, server_cpu: Option<u32>
 /// Opens `n` connections to `url`, each in the rooms `rooms_of` gives:
 /// through the JSON protocol (`server`), or one line of room names (the
 /// plain hub).
-async fn open_idle(n: usize, url: &str, rooms: usize, server: bool) -> Vec<Ws> {
-    open_many(n, &[url.to_owned()], move |i, mut ws| async move {
+async fn open_idle(n: usize, url: &str, rooms: usize, server: bool, deflate: bool) -> Vec<Ws> {
+    open_many_with(n, &[url.to_owned()], deflate, move |i, mut ws| async move {
         let names = rooms_of(i, rooms);
         if server {
             next_of(&mut ws, "connected").await;
@@ -1611,6 +1639,16 @@ async fn open_idle(n: usize, url: &str, rooms: usize, server: bool) -> Vec<Ws> {
                 send_json(&mut ws, &json!({ "v": 1, "type": "subscribe", "payload": { "rooms": names } }))
                     .await;
                 next_of(&mut ws, "subscribed").await;
+            }
+            if deflate {
+                // One compressed message each way, as a page's first
+                // exchange: a ping whose request_id makes both it and the
+                // pong (which echoes it) longer than the server's 128-byte
+                // threshold.
+                assert!(ws.deflate().is_some(), "the server did not agree to permessage-deflate");
+                let id = format!("{i:08}-").repeat(24);
+                send_json(&mut ws, &json!({ "v": 1, "type": "ping", "request_id": id })).await;
+                next_of(&mut ws, "pong").await;
             }
         } else {
             ws.send(Message::text(names.join(" "))).await.expect("send");
@@ -1637,7 +1675,7 @@ async fn hold(args: Args) {
     let rooms: usize = args.0[2].parse().expect("a room count");
     let server = args.0[3] == "server";
     let secs: u64 = args.0[4].parse().expect("seconds");
-    let clients = open_idle(n, &url, rooms, server).await;
+    let clients = open_idle(n, &url, rooms, server, false).await;
     println!("READY {}", clients.len());
     let mut readers = Vec::new();
     for mut ws in clients {
