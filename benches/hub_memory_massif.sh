@@ -6,6 +6,7 @@
 # to ROOMS rooms, subtracted site by site (benches/massif_sites.py).
 #
 #   benches/hub_memory_massif.sh [N] [ROOMS] [SETUPS]   # default: 2000 3 "hub-memory hub-redis server-memory server-redis"
+#   DEFLATE=1 benches/hub_memory_massif.sh 2000 3 server-memory   # deflate agreed, one compressed message each way
 #
 # Slow (the servers run under valgrind): a few minutes. Snapshots and
 # summaries go to $OUT (default target/cluster/<date-time>-massif).
@@ -68,7 +69,7 @@ for setup in $setups; do
     wait_for "$log.server.txt" "listening on" 60
     sleep 2
     vgdb --pid="$server_pid" detailed_snapshot "$log.before.txt" >/dev/null
-    taskset -c 1 "$bench" hold "$(url_of)" "$n" "$rooms" "$protocol" 600 >"$log.hold.txt" 2>&1 &
+    taskset -c 1 "$bench" hold "$(url_of)" "$n" "$rooms" "$protocol" 600 ${DEFLATE:+deflate} >"$log.hold.txt" 2>&1 &
     hold_pid=$!; pids+=("$hold_pid")
     wait_for "$log.hold.txt" READY 300
     sleep 3

@@ -1666,16 +1666,18 @@ async fn open_idle(n: usize, url: &str, rooms: usize, server: bool, deflate: boo
     .await
 }
 
-/// `hold URL N ROOMS (server|plain) SECS`: opens idle connections to a
-/// server started elsewhere (under valgrind's massif, for the breakdown
-/// in BENCHMARKS.md), says READY, and holds them for SECS.
+/// `hold URL N ROOMS (server|plain) SECS [deflate]`: opens idle
+/// connections to a server started elsewhere (under valgrind's massif, for
+/// the breakdown in BENCHMARKS.md), says READY, and holds them for SECS.
+/// `deflate`: as `memory --deflate`.
 async fn hold(args: Args) {
     let url = args.0[0].clone();
     let n: usize = args.0[1].parse().expect("a connection count");
     let rooms: usize = args.0[2].parse().expect("a room count");
     let server = args.0[3] == "server";
     let secs: u64 = args.0[4].parse().expect("seconds");
-    let clients = open_idle(n, &url, rooms, server, false).await;
+    let deflate = args.0.get(5).is_some_and(|a| a == "deflate");
+    let clients = open_idle(n, &url, rooms, server, deflate).await;
     println!("READY {}", clients.len());
     let mut readers = Vec::new();
     for mut ws in clients {
