@@ -21,8 +21,13 @@ use crate::{CloseCode, PreparedMessage};
 
 /// One message queued for a connection: the frame, encoded once for every
 /// recipient, and for a publication the rooms it went to with its offsets.
+/// Cloning it clones one `Arc`: a publication fanned out to N connections
+/// is held once, and each queue holds a pointer to it.
 #[derive(Clone, Debug)]
-pub struct Delivery {
+pub struct Delivery(Arc<Shared>);
+
+#[derive(Clone, Debug)]
+struct Shared {
     message: PreparedMessage,
     rooms: Option<Arc<[Placement]>>,
     coalesce: Option<Arc<str>>,
@@ -30,29 +35,30 @@ pub struct Delivery {
 
 impl Delivery {
     pub(crate) fn new(message: PreparedMessage, rooms: Option<Arc<[Placement]>>) -> Delivery {
-        Delivery { message, rooms, coalesce: None }
+        Delivery(Arc::new(Shared { message, rooms, coalesce: None }))
     }
 
-    /// With a coalescing key (see the module docs).
-    pub(crate) fn coalescing(mut self, key: Option<Arc<str>>) -> Delivery {
-        self.coalesce = key;
-        self
+    /// With a coalescing key (see the module docs). Set before the
+    /// delivery is shared.
+    pub(crate) fn coalescing(self, key: Option<Arc<str>>) -> Delivery {
+        let Shared { message, rooms, .. } = Arc::unwrap_or_clone(self.0);
+        Delivery(Arc::new(Shared { message, rooms, coalesce: key }))
     }
 
     /// Its coalescing key ([`Publish::coalesce`](super::Publish::coalesce)), if any.
     pub fn coalesce_key(&self) -> Option<&str> {
-        self.coalesce.as_deref()
+        self.0.coalesce.as_deref()
     }
 
     /// The message, framed (and perhaps compressed) once.
     pub fn message(&self) -> &PreparedMessage {
-        &self.message
+        &self.0.message
     }
 
     /// For a publication: its rooms and positions; empty for a message
     /// sent to one connection.
     pub fn rooms(&self) -> &[Placement] {
-        self.rooms.as_deref().unwrap_or_default()
+        self.0.rooms.as_deref().unwrap_or_default()
     }
 
     /// Whether it has an offset in some room: it can be recovered from
@@ -62,15 +68,26 @@ impl Delivery {
     }
 }
 
-/// A queued delivery; a replayed one does not count against the capacity
-/// (a recovery may replay a whole history at once).
+/// A queued delivery: 16 bytes, what a connection's queue costs per
+/// message it holds (a burst to 10,000 subscribers is that many items).
 #[derive(Debug)]
 struct Item {
     delivery: Delivery,
-    replay: bool,
-    /// Its number in this queue, increasing from front to back: how a
-    /// coalescing key finds its item.
-    seq: u64,
+    /// Its number in this queue times two, plus one if it is replayed.
+    /// Numbers increase from front to back: how a coalescing key finds its
+    /// item. A replayed delivery does not count against the capacity (a
+    /// recovery may replay a whole history at once).
+    tag: u64,
+}
+
+impl Item {
+    fn seq(&self) -> u64 {
+        self.tag >> 1
+    }
+
+    fn replay(&self) -> bool {
+        self.tag & 1 == 1
+    }
 }
 
 /// The result of a push.
@@ -129,8 +146,8 @@ enum Life {
 impl State {
     /// Forgets the key of an item that leaves the queue.
     fn unkey(&mut self, item: &Item) {
-        if let Some(key) = &item.delivery.coalesce {
-            if self.keyed.get(key) == Some(&item.seq) {
+        if let Some(key) = &item.delivery.0.coalesce {
+            if self.keyed.get(key) == Some(&item.seq()) {
                 self.keyed.remove(key);
             }
         }
@@ -200,10 +217,10 @@ impl Outbox {
         if !matches!(state.life, Life::Open) {
             return Pushed::Closing;
         }
-        if let Some(key) = delivery.coalesce.as_ref().filter(|_| !replay) {
+        if let Some(key) = delivery.0.coalesce.as_ref().filter(|_| !replay) {
             if let Some(&seq) = state.keyed.get(key) {
                 // Seqs increase from front to back, whatever was removed.
-                if let Ok(index) = state.frames.binary_search_by_key(&seq, |i| i.seq) {
+                if let Ok(index) = state.frames.binary_search_by_key(&seq, Item::seq) {
                     state.frames[index].delivery = delivery;
                     return Pushed::Replaced;
                 }
@@ -211,9 +228,9 @@ impl Outbox {
         }
         let seq = state.next_seq;
         state.next_seq += 1;
-        let item = Item { delivery, replay, seq };
+        let item = Item { delivery, tag: seq << 1 | u64::from(replay) };
         let mut pushed = Pushed::Queued;
-        if !item.replay && state.frames.len() - state.replayed >= self.capacity {
+        if !replay && state.frames.len() - state.replayed >= self.capacity {
             // Drop-oldest never drops what history could replay: a room
             // with history closes its slow consumer, which then recovers.
             let droppable = match self.policy {
@@ -236,13 +253,18 @@ impl Outbox {
                 }
             }
         }
-        state.replayed += usize::from(item.replay);
-        if let Some(key) = item.delivery.coalesce.as_ref().filter(|_| !item.replay) {
-            state.keyed.insert(key.clone(), item.seq);
+        state.replayed += usize::from(replay);
+        if let Some(key) = item.delivery.0.coalesce.as_ref().filter(|_| !replay) {
+            state.keyed.insert(key.clone(), seq);
         }
+        let was_empty = state.frames.is_empty();
         state.frames.push_back(item);
         drop(state);
-        self.notify.notify_one();
+        // The writer takes everything queued when it runs: one wake-up for
+        // a burst, not one per message. It waits only on an empty queue.
+        if was_empty {
+            self.notify.notify_one();
+        }
         pushed
     }
 
@@ -325,14 +347,14 @@ impl Outbox {
                 if !state.frames.is_empty() {
                     let mut bytes = 0;
                     let n = state.frames.iter().take(max.max(1)).take_while(|i| {
-                        bytes += i.delivery.message.frame().len();
+                        bytes += i.delivery.message().frame().len();
                         bytes <= max_bytes
                     });
                     let n = n.count().max(1);
                     let mut taken = Vec::with_capacity(n);
                     for _ in 0..n {
                         let Some(item) = state.frames.pop_front() else { break };
-                        state.replayed -= usize::from(item.replay);
+                        state.replayed -= usize::from(item.replay());
                         state.unkey(&item);
                         taken.push(item.delivery);
                     }
@@ -386,6 +408,18 @@ mod tests {
             }
             Next::Close(..) => panic!("expected frames"),
         }
+    }
+
+    #[test]
+    fn a_queued_delivery_costs_sixteen_bytes_and_shares_its_frame() {
+        // A burst to N subscribers is N items per message: their size is
+        // most of a fan-out's memory (BENCHMARKS.md, uWebSockets' pub/sub).
+        assert_eq!(mem::size_of::<Item>(), 16);
+        let delivery = frame(7);
+        let copy = delivery.clone();
+        assert!(Arc::ptr_eq(&delivery.0, &copy.0));
+        let item = Item { delivery: copy, tag: 41 << 1 | 1 };
+        assert_eq!((item.seq(), item.replay()), (41, true));
     }
 
     #[tokio::test]

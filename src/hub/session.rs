@@ -2,15 +2,16 @@
 //! heartbeat and idle timers, and the cleanup of every index at the end.
 
 use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{interval_at, sleep_until, Instant, MissedTickBehavior};
+use tokio::time::{interval_at, sleep_until, Instant, MissedTickBehavior, Sleep};
 
 use super::config::{codes, ConnId, HubEvent};
 use super::info::Transport;
 use super::limit::Limiter;
-use super::outbox::{Next, Outbox};
+use super::outbox::{Delivery, Next, Outbox};
 use super::stats::Counters;
 use super::Hub;
 use crate::handshake::{Accept, HandshakeError, Reject, Request};
@@ -303,34 +304,36 @@ impl Hub {
         let counters = &self.shared.counters;
         let mut ping = interval_at(Instant::now() + config.ping_interval, config.ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // One timer for the heartbeat and idle deadlines, kept across the
+        // loop: registering a timer per batch was a large part of a
+        // delivery's cost. The deadlines only move later, so it is armed
+        // at the earliest they can be and moved on when it fires early.
+        let mut heartbeat = pin!(sleep_until(deadline(config, timers)));
+        let mut expired = false;
         loop {
-            let mut deadline = timers.seen.get() + config.pong_timeout;
-            if let Some(idle) = config.idle_timeout {
-                deadline = deadline.min(timers.spoke.get() + idle);
-            }
             tokio::select! {
+                // Timers first: a queue that is never empty must not keep
+                // the heartbeat from being checked.
+                biased;
+                () = heartbeat.as_mut(), if !expired => expired = expire(config, timers, outbox, heartbeat.as_mut()),
+                _ = ping.tick() => {
+                    if give_way(pin!(write.ping(b"")), outbox, config, timers, heartbeat.as_mut(), &mut expired).await.is_err() {
+                        return wind_down(&mut write).await;
+                    }
+                }
                 next = outbox.next(BATCH, BATCH_BYTES) => match next {
                     Next::Frames(frames) => {
-                        let mut bytes = 0;
-                        for frame in &frames {
-                            // Compressed here, once for all recipients, if
-                            // it is the first writer to take it.
-                            match write.feed_prepared(frame.message()) {
-                                Ok(len) => bytes += len as u64,
-                                Err(_) => return wind_down(&mut write).await,
-                            }
-                        }
-                        // A peer that does not read must not keep an abort
-                        // or the heartbeat from being seen: the flush gives
-                        // way (its bytes stay buffered) and the loop goes on.
-                        tokio::select! {
-                            flushed = write.flush() => if flushed.is_err() { return wind_down(&mut write).await },
-                            () = outbox.aborted() => {}
-                            () = sleep_until(deadline) => {}
+                        // Compressed here, once for all recipients, if it is
+                        // the first writer to take it.
+                        let Ok(bytes) = write.feed_prepared_all(frames.iter().map(Delivery::message)) else {
+                            return wind_down(&mut write).await;
+                        };
+                        if give_way(pin!(write.flush()), outbox, config, timers, heartbeat.as_mut(), &mut expired).await.is_err() {
+                            return wind_down(&mut write).await;
                         }
                         Counters::add(&counters.messages_out, frames.len() as u64);
-                        Counters::add(&counters.bytes_out, bytes);
-                        outbox.traffic.sent(frames.len(), bytes);
+                        Counters::add(&counters.bytes_out, bytes as u64);
+                        outbox.traffic.sent(frames.len(), bytes as u64);
                     }
                     Next::Close(code, reason) => {
                         timers.first_code(code);
@@ -338,24 +341,57 @@ impl Hub {
                         return write.closed().await;
                     }
                 },
-                _ = ping.tick() => {
-                    tokio::select! {
-                        sent = write.ping(b"") => if sent.is_err() { return wind_down(&mut write).await },
-                        () = outbox.aborted() => {}
-                        () = sleep_until(deadline) => {}
-                    }
-                }
-                () = sleep_until(deadline) => {
-                    let now = Instant::now();
-                    if now >= timers.seen.get() + config.pong_timeout {
-                        outbox.abort(codes::HEARTBEAT_TIMEOUT, "Heartbeat timeout");
-                    } else if config.idle_timeout.is_some_and(|idle| now >= timers.spoke.get() + idle) {
-                        outbox.abort(codes::IDLE_TIMEOUT, "Idle timeout");
-                    }
-                }
             }
         }
     }
+}
+
+/// Waits for a write (a flush, a ping), but gives way to an abort or an
+/// expired heartbeat: a peer that does not read must not keep them from
+/// being seen. Given way, the write's bytes stay buffered and go out with
+/// the next one.
+async fn give_way(
+    mut write: Pin<&mut impl Future<Output = Result<(), Error>>>,
+    outbox: &Outbox,
+    config: &super::HubConfig,
+    timers: &Timers,
+    mut heartbeat: Pin<&mut Sleep>,
+    expired: &mut bool,
+) -> Result<(), Error> {
+    while !*expired {
+        tokio::select! {
+            biased;
+            written = write.as_mut() => return written,
+            () = outbox.aborted() => break,
+            () = heartbeat.as_mut() => *expired = expire(config, timers, outbox, heartbeat.as_mut()),
+        }
+    }
+    Ok(())
+}
+
+/// When the heartbeat timer fires: aborts the connection and returns
+/// `true` if the peer went silent for too long, else moves the timer on
+/// to the new deadline.
+fn expire(config: &super::HubConfig, timers: &Timers, outbox: &Outbox, heartbeat: Pin<&mut Sleep>) -> bool {
+    let now = Instant::now();
+    if now >= timers.seen.get() + config.pong_timeout {
+        outbox.abort(codes::HEARTBEAT_TIMEOUT, "Heartbeat timeout");
+    } else if config.idle_timeout.is_some_and(|idle| now >= timers.spoke.get() + idle) {
+        outbox.abort(codes::IDLE_TIMEOUT, "Idle timeout");
+    } else {
+        heartbeat.reset(deadline(config, timers));
+        return false;
+    }
+    true
+}
+
+/// The earliest the heartbeat or the idle timeout can expire.
+fn deadline(config: &super::HubConfig, timers: &Timers) -> Instant {
+    let mut deadline = timers.seen.get() + config.pong_timeout;
+    if let Some(idle) = config.idle_timeout {
+        deadline = deadline.min(timers.spoke.get() + idle);
+    }
+    deadline
 }
 
 /// After a failed write: the transport failed (the connection is aborted,

@@ -12,6 +12,10 @@ use bytes::{Buf, Bytes, BytesMut};
 /// Payloads at least this long are queued by reference rather than copied.
 /// Below it, a copy is cheaper than an extra slice in the write.
 const ZERO_COPY_MIN: usize = 8 * 1024;
+/// Prepared frames at least this long are queued by reference: one frame
+/// sent to many connections is then held once, however many of them have
+/// not written it yet, and each holds a 32-byte handle instead of a copy.
+const SHARE_PREPARED_MIN: usize = 512;
 /// The first allocation of the output buffer (freed again when idle).
 const TAIL_MIN: usize = 4 * 1024;
 
@@ -51,6 +55,17 @@ impl Transmit {
             let out = self.tail(head.len() + payload.len());
             out.extend_from_slice(head);
             out.extend_from_slice(&payload);
+        }
+    }
+
+    /// Queues a whole frame encoded once for many connections (a
+    /// [`PreparedMessage`](crate::PreparedMessage)'s): shared unless it is
+    /// so short that a copy costs less than a handle and a slice.
+    pub(super) fn push_prepared(&mut self, frame: &Bytes) {
+        if frame.len() >= SHARE_PREPARED_MIN {
+            self.push_shared(frame.clone());
+        } else {
+            self.tail(frame.len()).extend_from_slice(frame);
         }
     }
 
@@ -188,6 +203,27 @@ mod tests {
         assert_eq!(t.front(), b"f");
         assert_eq!(t.pop().unwrap(), &b"f"[..]);
         assert!(t.pop().is_none() && t.is_empty());
+    }
+
+    #[test]
+    fn a_prepared_frame_is_shared_unless_it_is_short() {
+        let long = Bytes::from(vec![1u8; SHARE_PREPARED_MIN]);
+        let short = Bytes::from(vec![2u8; SHARE_PREPARED_MIN - 1]);
+        let mut t = Transmit::default();
+        t.push_prepared(&short);
+        t.push_prepared(&long);
+        t.push_prepared(&short);
+        // The long one is the caller's bytes, not a copy; the short ones
+        // sit in the buffer around it.
+        let queue = t.queue.as_ref().unwrap();
+        assert_eq!(queue.len(), 2);
+        assert_eq!(queue[1].as_ptr(), long.as_ptr());
+        assert_eq!(t.tail.len(), short.len());
+        let mut wire = drain_by_chunks(&mut t, 100);
+        assert_eq!(wire.len(), 2 * short.len() + long.len());
+        assert!(wire.drain(..short.len()).all(|b| b == 2));
+        assert!(wire.drain(..long.len()).all(|b| b == 1));
+        assert!(wire.iter().all(|&b| b == 2));
     }
 
     #[test]

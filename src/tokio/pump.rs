@@ -38,8 +38,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// a large frame is read in few system calls into one buffer that does not
 /// move, while a declared length that never arrives costs at most this.
 const READ_AHEAD_MAX: usize = 1024 * 1024;
-/// Slices per vectored write.
-const WRITE_SLICES: usize = 16;
+/// Slices per vectored write: enough for a hub's batch of 64 shared frames
+/// in one system call.
+const WRITE_SLICES: usize = 64;
 
 /// Reading side of a transport.
 pub(crate) trait ReadIo {

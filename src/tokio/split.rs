@@ -208,6 +208,18 @@ impl<S: AsyncRead + AsyncWrite> WriteHalf<S> {
         self.queue(|conn| conn.send_prepared(message))
     }
 
+    /// Queues prepared messages without writing, under one lock (a batch
+    /// taken from a queue, say); returns the bytes queued. Stops at the
+    /// first that cannot be sent; those before it stay queued.
+    pub fn feed_prepared_all<'a>(
+        &mut self,
+        messages: impl IntoIterator<Item = &'a PreparedMessage>,
+    ) -> Result<usize, Error> {
+        self.queue(|conn| {
+            messages.into_iter().try_fold(0, |queued, message| Ok(queued + conn.send_prepared(message)?))
+        })
+    }
+
     /// Sends one fragment of a message (see
     /// [`Connection::send_fragment`](crate::Connection::send_fragment)).
     /// Cancel safety: as [`send`](Self::send).

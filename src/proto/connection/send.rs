@@ -1,6 +1,7 @@
 //! The send path: every command ends in one frame encoder
 //! (`Connection::encode_frame`) and one output queue, which alone decides
-//! whether a payload is copied or shared (`Transmit::push_frame`).
+//! whether a payload is copied or shared (`Transmit::push_frame`,
+//! `Transmit::push_prepared`).
 
 use bytes::Bytes;
 
@@ -79,8 +80,7 @@ impl Connection {
             let frame = message.frame_for(self.deflate());
             #[cfg(not(feature = "deflate"))]
             let frame = message.frame();
-            // Shared by every recipient when it is large, and never copied.
-            self.buffers.transmit.push_frame(&[], frame.clone());
+            self.buffers.transmit.push_prepared(frame);
         }
         Ok(self.buffers.transmit.len() - before)
     }
