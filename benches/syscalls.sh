@@ -6,11 +6,13 @@
 #   benches/syscalls.sh SERVER_BINARY PORT "PAYLOAD CONNS INFLIGHT"...
 #   benches/syscalls.sh target/release/examples/echo_server 9423 "262144 16 1" "1024 16 16"
 #
-# Needs perf (Debian: linux-perf) with syscall tracepoints, and the harness
-# built (../shared/wsbench, or $WSBENCH).
+# Needs perf (Debian: linux-perf) with syscall tracepoints, and the harness's
+# load generator built: $LOADGEN, else $WSBENCH/target/release/loadgen
+# (WSBENCH defaults to ../shared/wsbench).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-loadgen="${WSBENCH:-$root/../shared/wsbench}/target/release/loadgen"
+loadgen="${LOADGEN:-${WSBENCH:-$root/../shared/wsbench}/target/release/loadgen}"
+[ -x "$loadgen" ] || { echo "syscalls.sh: no load generator at $loadgen (set LOADGEN)" >&2; exit 1; }
 bin=$1 port=$2
 shift 2
 taskset -c 0 "$bin" "$port" >/dev/null 2>&1 &

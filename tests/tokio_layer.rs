@@ -398,6 +398,127 @@ async fn a_peer_flooding_after_our_close_is_cut_at_the_close_timeout() {
     assert!(matches!(error, sabai::Error::Timeout(sabai::TimeoutKind::Close)), "{error}");
 }
 
+/// A transport that counts system calls the way tokio's `TcpStream` makes
+/// them: a read while the socket is marked ready is one call; it marks the
+/// socket not ready when it finds nothing (WouldBlock) or fills less than
+/// the buffer offered (tokio takes a short read as a drained socket), and
+/// new input marks it ready again.
+#[derive(Clone, Default)]
+struct Counted(std::rc::Rc<std::cell::RefCell<Socket>>);
+
+#[derive(Default)]
+struct Socket {
+    input: Vec<u8>,
+    ready: bool,
+    reads: usize,
+    writes: usize,
+    written: Vec<u8>,
+}
+
+impl Socket {
+    fn arrive(&mut self, bytes: &[u8]) {
+        self.input.extend_from_slice(bytes);
+        self.ready = true;
+    }
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let mut socket = self.0.borrow_mut();
+        if !socket.ready {
+            return std::task::Poll::Pending;
+        }
+        socket.reads += 1;
+        let n = socket.input.len().min(buf.remaining());
+        if n < buf.remaining() {
+            socket.ready = false;
+        }
+        if n == 0 {
+            return std::task::Poll::Pending;
+        }
+        buf.put_slice(&socket.input[..n]);
+        socket.input.drain(..n);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.poll_write_vectored(cx, &[std::io::IoSlice::new(data)])
+    }
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        data: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let mut socket = self.0.borrow_mut();
+        socket.writes += 1;
+        data.iter().for_each(|slice| socket.written.extend_from_slice(slice));
+        std::task::Poll::Ready(Ok(data.iter().map(|slice| slice.len()).sum()))
+    }
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+// Request–response with one message in flight, each request arriving
+// whole: one read and one write per echo, and the `recv` after it waits
+// without another read (issue 16). A read sized exactly to a large frame
+// came back full, so the next `recv` paid a read that only said WouldBlock.
+#[test]
+fn an_echo_costs_one_read_and_one_write() {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let socket = Counted::default();
+    let mut ws = server_over(socket.clone());
+    // Up to the 1 MiB that reads reserve ahead of the data at most.
+    for size in [20, 1024, 16 * 1024, 70_000, 256 * 1024, 1_000_000] {
+        let request = Frame::binary(noise(size, size as u64)).encode();
+        // The first frame of a size sizes the reads for the next ones.
+        for round in 0..4 {
+            socket.0.borrow_mut().arrive(&request);
+            let (reads, writes) = (socket.0.borrow().reads, socket.0.borrow().writes);
+            let std::task::Poll::Ready(Ok(Some(Event::Message(message)))) = ws.poll_recv_event(&mut cx)
+            else {
+                panic!("{size} B: the request was not received whole");
+            };
+            let sent = std::future::Future::poll(std::pin::pin!(ws.send(message)), &mut cx);
+            assert!(
+                matches!(sent, std::task::Poll::Ready(Ok(()))),
+                "{size} B: the echo did not go out at once"
+            );
+            assert!(ws.poll_recv_event(&mut cx).is_pending());
+            let mut io = socket.0.borrow_mut();
+            let (reads, writes) = (io.reads - reads, io.writes - writes);
+            assert_eq!(writes, 1, "{size} B, round {round}: writes per echo");
+            if round > 0 {
+                assert_eq!(reads, 1, "{size} B, round {round}: reads per echo");
+            }
+            let reply = Frame::decode(&std::mem::take(&mut io.written)).expect("a whole frame").0;
+            assert_eq!(reply.payload.len(), size);
+        }
+    }
+}
+
 /// Accepts every write whole; counts vectored writes and their slices.
 #[derive(Clone, Default)]
 struct CountingWrites(std::sync::Arc<std::sync::Mutex<Written>>);

@@ -38,6 +38,11 @@ const READ_CHUNK: usize = 64 * 1024;
 /// a large frame is read in few system calls into one buffer that does not
 /// move, while a declared length that never arrives costs at most this.
 const READ_AHEAD_MAX: usize = 1024 * 1024;
+/// Room asked for beyond the bytes a read is sized for (a frame header).
+/// A read that fills its buffer exactly leaves tokio unsure the socket is
+/// drained, so the next poll costs a system call that only says
+/// WouldBlock; a short read marks the socket not ready without one.
+const READ_SLACK: usize = crate::proto::MAX_HEADER_LEN;
 /// Slices per vectored write: enough for a hub's batch of 64 shared frames
 /// in one system call.
 const WRITE_SLICES: usize = 64;
@@ -243,9 +248,10 @@ impl Pump {
 
 /// Makes room in the connection's read buffer: the rest of a frame in
 /// progress, or room for a frame like the last one (up to a bound), or at
-/// least a chunk.
+/// least a chunk; and always [`READ_SLACK`] more, so a read that gets the
+/// whole frame still comes back short of its buffer.
 fn reserve_for_read(buffers: &mut crate::Buffers) {
-    let want = buffers.read_hint().clamp(READ_MIN, READ_AHEAD_MAX);
+    let want = buffers.read_hint().clamp(READ_MIN, READ_AHEAD_MAX) + READ_SLACK;
     let buf = buffers.read_buffer();
     if buf.capacity() - buf.len() < want {
         buf.reserve(want.max(READ_CHUNK));
