@@ -6,7 +6,7 @@ use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{interval_at, sleep_until, Instant, MissedTickBehavior, Sleep};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use super::config::{codes, ConnId, HubEvent};
 use super::info::Transport;
@@ -302,23 +302,34 @@ impl Hub {
     ) {
         let config = &self.shared.config;
         let counters = &self.shared.counters;
-        let mut ping = interval_at(Instant::now() + config.ping_interval, config.ping_interval);
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        // One timer for the heartbeat and idle deadlines, kept across the
-        // loop: registering a timer per batch was a large part of a
-        // delivery's cost. The deadlines only move later, so it is armed
-        // at the earliest they can be and moved on when it fires early.
-        let mut heartbeat = pin!(sleep_until(deadline(config, timers)));
+        // One timer for the connection's life, at the next ping or the
+        // heartbeat or idle deadline, whichever comes first: a timer
+        // registered per batch was a large part of a delivery's cost, and
+        // a second one (an interval for pings) costs every connection.
+        let mut next_ping = Instant::now() + config.ping_interval;
+        let mut timer = pin!(sleep_until(next_ping.min(deadline(config, timers))));
         let mut expired = false;
         loop {
+            // Moving a registered timer later is cheap in tokio (no new
+            // registration); the deadlines only move later, except that a
+            // ping skipped while a write was stuck is due at once.
+            let due = next_ping.min(deadline(config, timers));
+            if !expired && timer.deadline() != due {
+                timer.as_mut().reset(due);
+            }
             tokio::select! {
-                // Timers first: a queue that is never empty must not keep
-                // the heartbeat from being checked.
+                // The timer first: a queue that is never empty must not
+                // keep the heartbeat from being checked.
                 biased;
-                () = heartbeat.as_mut(), if !expired => expired = expire(config, timers, outbox, heartbeat.as_mut()),
-                _ = ping.tick() => {
-                    if give_way(pin!(write.ping(b"")), outbox, config, timers, heartbeat.as_mut(), &mut expired).await.is_err() {
-                        return wind_down(&mut write).await;
+                () = timer.as_mut(), if !expired => {
+                    let now = Instant::now();
+                    expired = overdue(config, timers, outbox, now);
+                    if !expired && now >= next_ping {
+                        next_ping = now + config.ping_interval;
+                        timer.as_mut().reset(next_ping.min(deadline(config, timers)));
+                        if give_way(pin!(write.ping(b"")), outbox, config, timers, timer.as_mut(), &mut expired).await.is_err() {
+                            return wind_down(&mut write).await;
+                        }
                     }
                 }
                 next = outbox.next(BATCH, BATCH_BYTES) => match next {
@@ -328,7 +339,7 @@ impl Hub {
                         let Ok(bytes) = write.feed_prepared_all(frames.iter().map(Delivery::message)) else {
                             return wind_down(&mut write).await;
                         };
-                        if give_way(pin!(write.flush()), outbox, config, timers, heartbeat.as_mut(), &mut expired).await.is_err() {
+                        if give_way(pin!(write.flush()), outbox, config, timers, timer.as_mut(), &mut expired).await.is_err() {
                             return wind_down(&mut write).await;
                         }
                         Counters::add(&counters.messages_out, frames.len() as u64);
@@ -349,13 +360,13 @@ impl Hub {
 /// Waits for a write (a flush, a ping), but gives way to an abort or an
 /// expired heartbeat: a peer that does not read must not keep them from
 /// being seen. Given way, the write's bytes stay buffered and go out with
-/// the next one.
+/// the next one. A ping that falls due meanwhile waits for the write.
 async fn give_way(
     mut write: Pin<&mut impl Future<Output = Result<(), Error>>>,
     outbox: &Outbox,
     config: &super::HubConfig,
     timers: &Timers,
-    mut heartbeat: Pin<&mut Sleep>,
+    mut timer: Pin<&mut Sleep>,
     expired: &mut bool,
 ) -> Result<(), Error> {
     while !*expired {
@@ -363,23 +374,24 @@ async fn give_way(
             biased;
             written = write.as_mut() => return written,
             () = outbox.aborted() => break,
-            () = heartbeat.as_mut() => *expired = expire(config, timers, outbox, heartbeat.as_mut()),
+            () = timer.as_mut() => {
+                *expired = overdue(config, timers, outbox, Instant::now());
+                timer.as_mut().reset(deadline(config, timers));
+            }
         }
     }
     Ok(())
 }
 
-/// When the heartbeat timer fires: aborts the connection and returns
-/// `true` if the peer went silent for too long, else moves the timer on
-/// to the new deadline.
-fn expire(config: &super::HubConfig, timers: &Timers, outbox: &Outbox, heartbeat: Pin<&mut Sleep>) -> bool {
-    let now = Instant::now();
+/// Aborts the connection and returns `true` if the peer went silent for
+/// too long (no frame within `pong_timeout`, or no message within
+/// `idle_timeout`).
+fn overdue(config: &super::HubConfig, timers: &Timers, outbox: &Outbox, now: Instant) -> bool {
     if now >= timers.seen.get() + config.pong_timeout {
         outbox.abort(codes::HEARTBEAT_TIMEOUT, "Heartbeat timeout");
     } else if config.idle_timeout.is_some_and(|idle| now >= timers.spoke.get() + idle) {
         outbox.abort(codes::IDLE_TIMEOUT, "Idle timeout");
     } else {
-        heartbeat.reset(deadline(config, timers));
         return false;
     }
     true
