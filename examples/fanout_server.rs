@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sabai::hub::{Hub, HubConfig, HubEvent, SlowConsumer};
-use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 
 const ROOM: &str = "room";
@@ -71,7 +71,12 @@ async fn main() -> std::io::Result<()> {
         _ => {}
     });
 
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    // A backlog for 10,000 subscribers connecting at once (tokio's `bind`
+    // asks for 128: SYNs beyond it were dropped and retried after 1 s).
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(([127, 0, 0, 1], port).into())?;
+    let listener = socket.listen(4096)?;
     eprintln!("sabai: listening on 127.0.0.1:{port}");
     let mut term = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -79,7 +84,8 @@ async fn main() -> std::io::Result<()> {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                stream.set_nodelay(true)?;
+                // One socket's error is that socket's: it is served anyway.
+                let _ = stream.set_nodelay(true);
                 let hub = hub.clone();
                 tokio::spawn(async move {
                     if let Ok(accepted) = hub.accept(stream, |_| Ok(None)).await {
