@@ -30,40 +30,44 @@ thread_local! {
     /// server: about 4.5 KB of RSS per idle connection; BENCHMARKS.md). At
     /// most [`SPARES`] are kept, each reset, so nothing of one peer's data
     /// reaches another.
-    static SPARE: RefCell<Vec<(Box<Decompress>, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
+    static SPARE: RefCell<Vec<Live>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A decompressor and its output step: a spare one if this thread has one.
-fn take_spare() -> (Box<Decompress>, Vec<u8>) {
+/// A decompressor and its output step, made or taken together.
+#[derive(Debug)]
+struct Live {
+    raw: Box<Decompress>,
+    scratch: Vec<u8>,
+}
+
+/// A spare decompressor if this thread has one, else a new one.
+fn take_spare() -> Live {
     // `try_with`: a thread being torn down has no spares, and no panic.
     SPARE
         .try_with(|spare| spare.borrow_mut().pop())
         .ok()
         .flatten()
-        .unwrap_or_else(|| (Box::new(Decompress::new(false)), vec![0; STEP]))
+        .unwrap_or_else(|| Live { raw: Box::new(Decompress::new(false)), scratch: vec![0; STEP] })
 }
 
 /// Keeps a decompressor for the next message on this thread, reset, or
 /// frees it when enough are kept.
-fn give_back(mut raw: Box<Decompress>, scratch: Vec<u8>) {
-    if scratch.len() != STEP {
-        return;
-    }
-    raw.reset(false);
+fn give_back(mut live: Live) {
+    live.raw.reset(false);
     let _ = SPARE.try_with(|spare| {
         let mut spare = spare.borrow_mut();
         if spare.len() < SPARES {
-            spare.push((raw, scratch));
+            spare.push(live);
         }
     });
 }
 
 #[derive(Debug)]
 pub(crate) struct Inflater {
-    /// Created on the first compressed message (about 54 KiB with its
-    /// 32 KiB window: RFC 7692 §7.2.2 lets us always use the full window).
-    raw: Option<Box<Decompress>>,
-    scratch: Vec<u8>,
+    /// Taken on the first compressed message, from this thread's spares or
+    /// new (about 54 KiB with its 32 KiB window: RFC 7692 §7.2.2 lets us
+    /// always use the full window).
+    live: Option<Live>,
     /// RFC 7692 §7.2.2: the peer starts each message with an empty window,
     /// so ours may start empty too.
     reset_each_message: bool,
@@ -79,14 +83,7 @@ pub(crate) struct Inflater {
 
 impl Inflater {
     pub(crate) fn new(reset_each_message: bool, max_message_size: usize) -> Self {
-        Inflater {
-            raw: None,
-            scratch: Vec::new(),
-            reset_each_message,
-            max_message_size,
-            earlier: false,
-            history: None,
-        }
+        Inflater { live: None, reset_each_message, max_message_size, earlier: false, history: None }
     }
 
     /// Inflates the next piece of a compressed message, appending to `out`,
@@ -139,7 +136,7 @@ impl Inflater {
             let history = self.history.get_or_insert_with(|| out[tail(out)..].to_vec());
             &history[tail(history)..]
         };
-        if let Some(raw) = self.raw.as_mut() {
+        if let Some(Live { raw, .. }) = self.live.as_mut() {
             raw.reset(false);
             if !dictionary.is_empty() {
                 raw.set_dictionary(dictionary).map_err(|_| ProtocolError::InvalidCompressedData)?;
@@ -150,24 +147,17 @@ impl Inflater {
 
     /// Gives the decompressor back to this thread's spares.
     fn release(&mut self) {
-        if let Some(raw) = self.raw.take() {
-            give_back(raw, std::mem::take(&mut self.scratch));
+        if let Some(live) = self.live.take() {
+            give_back(live);
         }
-        self.scratch = Vec::new();
     }
 
     fn run(&mut self, mut input: &[u8], out: &mut BytesMut) -> Result<(), ProtocolError> {
         let max = self.max_message_size;
-        if self.raw.is_none() {
-            let (raw, scratch) = take_spare();
-            self.raw = Some(raw);
-            self.scratch = scratch;
-        }
-        self.scratch.resize(STEP, 0);
         loop {
-            let raw = self.raw.get_or_insert_with(|| Box::new(Decompress::new(false)));
+            let Live { raw, scratch } = self.live.get_or_insert_with(take_spare);
             let (in_before, out_before) = (raw.total_in(), raw.total_out());
-            let result = raw.decompress(input, &mut self.scratch, FlushDecompress::Sync);
+            let result = raw.decompress(input, scratch, FlushDecompress::Sync);
             let used = (raw.total_in() - in_before) as usize;
             let made = (raw.total_out() - out_before) as usize;
             // RFC 7692 §7.2.2 step 2: what is not DEFLATE fails the
@@ -190,9 +180,9 @@ impl Inflater {
                     return Err(ProtocolError::MessageTooLarge { len: len as u64, max });
                 }
                 grow_capped(out, made, max);
-                out.extend_from_slice(&self.scratch[..made]);
+                out.extend_from_slice(&scratch[..made]);
                 if let Some(history) = self.history.as_mut() {
-                    history.extend_from_slice(&self.scratch[..made]);
+                    history.extend_from_slice(&scratch[..made]);
                     if history.len() > 2 * WINDOW {
                         history.drain(..history.len() - WINDOW);
                     }
@@ -308,12 +298,12 @@ pub(crate) mod tests {
         let mut i = Inflater::new(true, 1 << 20);
         for _ in 0..2 {
             assert_eq!(inflate_all(&mut i, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).unwrap(), b"Hello");
-            assert!(i.raw.is_none() && i.scratch.capacity() == 0);
+            assert!(i.live.is_none());
         }
         // With context takeover the window is the next message's dictionary.
         let mut i = Inflater::new(false, 1 << 20);
         assert_eq!(inflate_all(&mut i, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]).unwrap(), b"Hello");
-        assert!(i.raw.is_some());
+        assert!(i.live.is_some());
     }
 
     #[test]
