@@ -73,7 +73,7 @@ fn info(id: ConnId, member: &super::registry::Member) -> ConnectionInfo {
     ConnectionInfo {
         id,
         user: member.user.clone(),
-        rooms: member.rooms.keys().cloned().collect(),
+        rooms: member.rooms.keys().map(str::to_owned).collect(),
         queued: member.outbox.len(),
         messages_in: traffic.messages_in.load(Relaxed),
         bytes_in: traffic.bytes_in.load(Relaxed),

@@ -291,7 +291,7 @@ impl Hub {
 
     /// The rooms a connection is in, sorted; `None` if it is gone.
     pub fn rooms_of(&self, conn: ConnId) -> Option<Vec<String>> {
-        self.registry().conns.get(&conn).map(|m| m.rooms.keys().cloned().collect())
+        self.registry().conns.get(&conn).map(|m| m.rooms.keys().map(str::to_owned).collect())
     }
 
     /// The user a connection was authenticated as.
@@ -301,7 +301,7 @@ impl Hub {
 
     /// Every room with members on this node, with their number, sorted by name.
     pub fn rooms(&self) -> Vec<(String, usize)> {
-        let mut rooms: Vec<_> = self.registry().rooms.iter().map(|(r, m)| (r.clone(), m.len())).collect();
+        let mut rooms: Vec<_> = self.registry().rooms.iter().map(|(r, m)| (r.to_string(), m.len())).collect();
         rooms.sort();
         rooms
     }
@@ -367,7 +367,7 @@ impl Hub {
         let registry = &mut *guard;
         let mut queued = 0;
         for (i, placement) in publication.rooms.iter().enumerate() {
-            let Some(ids) = registry.rooms.get(&placement.room) else { continue };
+            let Some(ids) = registry.rooms.get(placement.room.as_str()) else { continue };
             let earlier = &publication.rooms[..i];
             for id in ids {
                 let Some(member) = registry.conns.get_mut(id) else { continue };

@@ -11,8 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::mem;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use tokio::sync::Notify;
+use std::task::{Context, Poll, Waker};
 
 use super::config::{codes, SlowConsumer};
 use super::engine::Placement;
@@ -118,10 +117,27 @@ struct State {
     replayed: usize,
     /// The `seq` of the next item pushed.
     next_seq: u64,
-    /// Coalescing keys of queued live items, and their `seq`.
-    keyed: HashMap<Arc<str>, u64>,
+    /// Coalescing keys of queued live items, and their `seq`: boxed, and
+    /// only once a keyed delivery comes (most connections never get one).
+    #[allow(clippy::box_collection)] // 8 bytes here where a map is 48
+    keyed: Option<Box<HashMap<Arc<str>, u64>>>,
     /// Where the outbox is in its life: its one state beside the queue.
     life: Life,
+    /// The writer, waiting in `next` or `aborted`. An outbox has one
+    /// writer, so one slot does (a `Notify` cost every connection's task
+    /// about 100 bytes per waiting future).
+    waker: Option<Waker>,
+}
+
+impl State {
+    /// Registers the writer; called under the lock that `push` and
+    /// `request` take to wake it, so no wake-up falls between.
+    fn wait(&mut self, cx: &Context<'_>) {
+        match &mut self.waker {
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => self.waker = Some(cx.waker().clone()),
+        }
+    }
 }
 
 /// Where an outbox is in its life. Only `Outbox::request` and `Outbox::next`
@@ -146,9 +162,9 @@ enum Life {
 impl State {
     /// Forgets the key of an item that leaves the queue.
     fn unkey(&mut self, item: &Item) {
-        if let Some(key) = &item.delivery.0.coalesce {
-            if self.keyed.get(key) == Some(&item.seq()) {
-                self.keyed.remove(key);
+        if let (Some(key), Some(keyed)) = (&item.delivery.0.coalesce, &mut self.keyed) {
+            if keyed.get(key) == Some(&item.seq()) {
+                keyed.remove(key);
             }
         }
     }
@@ -179,7 +195,6 @@ impl Traffic {
 #[derive(Debug)]
 pub(crate) struct Outbox {
     state: Mutex<State>,
-    notify: Notify,
     capacity: usize,
     policy: SlowConsumer,
     /// This connection's counters.
@@ -190,7 +205,6 @@ impl Outbox {
     pub(crate) fn new(capacity: usize, policy: SlowConsumer) -> Self {
         Outbox {
             state: Mutex::new(State::default()),
-            notify: Notify::new(),
             capacity: capacity.max(1),
             policy,
             traffic: Traffic::default(),
@@ -218,7 +232,7 @@ impl Outbox {
             return Pushed::Closing;
         }
         if let Some(key) = delivery.0.coalesce.as_ref().filter(|_| !replay) {
-            if let Some(&seq) = state.keyed.get(key) {
+            if let Some(&seq) = state.keyed.as_ref().and_then(|keyed| keyed.get(key)) {
                 // Seqs increase from front to back, whatever was removed.
                 if let Ok(index) = state.frames.binary_search_by_key(&seq, Item::seq) {
                     state.frames[index].delivery = delivery;
@@ -255,15 +269,16 @@ impl Outbox {
         }
         state.replayed += usize::from(replay);
         if let Some(key) = item.delivery.0.coalesce.as_ref().filter(|_| !replay) {
-            state.keyed.insert(key.clone(), seq);
+            state.keyed.get_or_insert_default().insert(key.clone(), seq);
         }
         let was_empty = state.frames.is_empty();
         state.frames.push_back(item);
-        drop(state);
         // The writer takes everything queued when it runs: one wake-up for
         // a burst, not one per message. It waits only on an empty queue.
-        if was_empty {
-            self.notify.notify_one();
+        let waker = if was_empty { state.waker.take() } else { None };
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
         }
         pushed
     }
@@ -303,14 +318,16 @@ impl Outbox {
         };
         if abort {
             state.frames.clear();
-            state.keyed.clear();
+            state.keyed = None;
             state.replayed = 0;
         }
         state.life = life;
+        // The writer may wait in `next` or in `aborted`.
+        let waker = state.waker.take();
         drop(state);
-        // Both waiters may be parked: `next` and `aborted`.
-        self.notify.notify_waiters();
-        self.notify.notify_one();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
         first
     }
 
@@ -328,60 +345,60 @@ impl Outbox {
     /// empty (at once for an abort, which emptied it).
     /// Cancel-safe: nothing is taken until it returns.
     pub(crate) async fn next(&self, max: usize, max_bytes: usize) -> Next {
-        loop {
-            {
-                let mut state = self.lock();
-                if state.frames.is_empty() {
-                    match mem::take(&mut state.life) {
-                        Life::Closing(code, reason) => {
-                            state.life = Life::Closed;
-                            return Next::Close(code, reason);
-                        }
-                        Life::Aborting(code, reason) => {
-                            state.life = Life::Aborted;
-                            return Next::Close(code, reason);
-                        }
-                        life => state.life = life,
-                    }
+        std::future::poll_fn(|cx| self.poll_next(cx, max, max_bytes)).await
+    }
+
+    fn poll_next(&self, cx: &Context<'_>, max: usize, max_bytes: usize) -> Poll<Next> {
+        let mut state = self.lock();
+        if state.frames.is_empty() {
+            match mem::take(&mut state.life) {
+                Life::Closing(code, reason) => {
+                    state.life = Life::Closed;
+                    return Poll::Ready(Next::Close(code, reason));
                 }
-                if !state.frames.is_empty() {
-                    let mut bytes = 0;
-                    let n = state.frames.iter().take(max.max(1)).take_while(|i| {
-                        bytes += i.delivery.message().frame().len();
-                        bytes <= max_bytes
-                    });
-                    let n = n.count().max(1);
-                    let mut taken = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        let Some(item) = state.frames.pop_front() else { break };
-                        state.replayed -= usize::from(item.replay());
-                        state.unkey(&item);
-                        taken.push(item.delivery);
-                    }
-                    return Next::Frames(taken);
+                Life::Aborting(code, reason) => {
+                    state.life = Life::Aborted;
+                    return Poll::Ready(Next::Close(code, reason));
                 }
-                // Nothing queued: the writer is about to wait, maybe for
-                // long. The queue's room from the last burst is freed
-                // (the next push allocates afresh).
-                state.frames = VecDeque::new();
+                life => state.life = life,
             }
-            // notify_one stores a permit when nobody waits, so a push
-            // between the check above and this await is not missed.
-            self.notify.notified().await;
         }
+        if state.frames.is_empty() {
+            // Nothing queued: the writer is about to wait, maybe for long.
+            // The queue's room from the last burst is freed (the next push
+            // allocates afresh).
+            state.frames = VecDeque::new();
+            state.wait(cx);
+            return Poll::Pending;
+        }
+        let mut bytes = 0;
+        let n = state.frames.iter().take(max.max(1)).take_while(|i| {
+            bytes += i.delivery.message().frame().len();
+            bytes <= max_bytes
+        });
+        let n = n.count().max(1);
+        let mut taken = Vec::with_capacity(n);
+        for _ in 0..n {
+            let Some(item) = state.frames.pop_front() else { break };
+            state.replayed -= usize::from(item.replay());
+            state.unkey(&item);
+            taken.push(item.delivery);
+        }
+        Poll::Ready(Next::Frames(taken))
     }
 
     /// Resolves once an abort has been requested.
     pub(crate) async fn aborted(&self) {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if matches!(self.lock().life, Life::Aborting(..) | Life::Aborted) {
-                return;
-            }
-            notified.await;
+        std::future::poll_fn(|cx| self.poll_aborted(cx)).await
+    }
+
+    pub(crate) fn poll_aborted(&self, cx: &Context<'_>) -> Poll<()> {
+        let mut state = self.lock();
+        if matches!(state.life, Life::Aborting(..) | Life::Aborted) {
+            return Poll::Ready(());
         }
+        state.wait(cx);
+        Poll::Pending
     }
 }
 
@@ -608,7 +625,7 @@ mod tests {
         assert_eq!(texts(outbox.next(10, usize::MAX).await), ["r1", "r2", "live"]);
         outbox.push(keyed("x", "k"));
         outbox.abort(codes::IDLE_TIMEOUT, "Idle timeout");
-        assert!(outbox.lock().keyed.is_empty());
+        assert!(outbox.lock().keyed.as_ref().is_none_or(|keyed| keyed.is_empty()));
     }
 
     #[tokio::test]

@@ -185,7 +185,7 @@ impl Hub {
             outcome[i].recovered = recovered;
         }
         let outbox = member.outbox.clone();
-        let now_in: Vec<String> = member.rooms.keys().cloned().collect();
+        let now_in: Vec<String> = member.rooms.keys().map(str::to_owned).collect();
         if let Some(message) = reply(outcome, &now_in) {
             self.queue(&outbox, Delivery::new(self.prepare(message), None), true);
         }

@@ -2,7 +2,7 @@
 //! connections. Plain data under one lock; every change keeps the three
 //! consistent, and removing a connection cleans all of them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -23,10 +23,60 @@ pub(crate) struct Membership {
     pub(crate) reset: bool,
 }
 
+/// A connection's rooms, sorted by name: a short list, since a connection
+/// is in a few rooms, and each name shared with the registry's index of
+/// rooms rather than copied. (A `BTreeMap` spent a 600-byte node on the
+/// first room of every connection.)
+#[derive(Debug, Default)]
+pub(crate) struct Rooms(Vec<(Arc<str>, Membership)>);
+
+impl Rooms {
+    fn find(&self, room: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(name, _)| (**name).cmp(room))
+    }
+
+    pub(crate) fn get(&self, room: &str) -> Option<&Membership> {
+        self.find(room).ok().map(|i| &self.0[i].1)
+    }
+
+    pub(crate) fn get_mut(&mut self, room: &str) -> Option<&mut Membership> {
+        self.find(room).ok().map(|i| &mut self.0[i].1)
+    }
+
+    pub(crate) fn contains_key(&self, room: &str) -> bool {
+        self.find(room).is_ok()
+    }
+
+    /// Adds a room it is not in yet.
+    fn insert(&mut self, room: Arc<str>, membership: Membership) {
+        if let Err(i) = self.find(&room) {
+            self.0.insert(i, (room, membership));
+        }
+    }
+
+    pub(crate) fn remove(&mut self, room: &str) -> Option<Membership> {
+        let i = self.find(room).ok()?;
+        let (_, membership) = self.0.remove(i);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(membership)
+    }
+
+    /// The names, sorted.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(name, _)| &**name)
+    }
+
+    pub(crate) fn into_keys(self) -> impl Iterator<Item = String> {
+        self.0.into_iter().map(|(name, _)| name.to_string())
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Member {
     pub(crate) user: Option<String>,
-    pub(crate) rooms: BTreeMap<String, Membership>,
+    pub(crate) rooms: Rooms,
     pub(crate) outbox: Arc<Outbox>,
     /// Rooms recovering now.
     pub(crate) recovering: usize,
@@ -68,8 +118,10 @@ impl Member {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     pub(crate) conns: HashMap<ConnId, Member>,
-    pub(crate) rooms: HashMap<String, BTreeSet<ConnId>>,
-    pub(crate) users: HashMap<String, BTreeSet<ConnId>>,
+    pub(crate) rooms: HashMap<Arc<str>, BTreeSet<ConnId>>,
+    /// A user's connections, in no order. Usually a few, so a list (a set
+    /// kept a 100-byte node per user); leaving scans it.
+    pub(crate) users: HashMap<String, Vec<ConnId>>,
 }
 
 /// What a join did.
@@ -85,16 +137,16 @@ pub(crate) enum Joined {
 
 impl Registry {
     pub(crate) fn user_connections(&self, user: &str) -> usize {
-        self.users.get(user).map_or(0, BTreeSet::len)
+        self.users.get(user).map_or(0, Vec::len)
     }
 
     pub(crate) fn insert(&mut self, id: ConnId, user: Option<String>, outbox: Arc<Outbox>) {
         if let Some(user) = &user {
-            self.users.entry(user.clone()).or_default().insert(id);
+            self.users.entry(user.clone()).or_default().push(id);
         }
         let member = Member {
             user,
-            rooms: BTreeMap::new(),
+            rooms: Rooms::default(),
             outbox,
             recovering: 0,
             held: Vec::new(),
@@ -108,11 +160,14 @@ impl Registry {
     /// that have no member left.
     pub(crate) fn remove(&mut self, id: ConnId) -> Option<(Member, Vec<String>)> {
         let member = self.conns.remove(&id)?;
-        let emptied = member.rooms.keys().filter(|room| self.leave_index(room, id)).cloned().collect();
+        let emptied =
+            member.rooms.keys().filter(|room| self.leave_index(room, id)).map(str::to_owned).collect();
         if let Some(user) = &member.user {
-            if let Some(set) = self.users.get_mut(user) {
-                set.remove(&id);
-                if set.is_empty() {
+            if let Some(ids) = self.users.get_mut(user) {
+                if let Some(i) = ids.iter().position(|&c| c == id) {
+                    ids.swap_remove(i);
+                }
+                if ids.is_empty() {
                     self.users.remove(user);
                 }
             }
@@ -126,9 +181,11 @@ impl Registry {
         if member.rooms.contains_key(room) {
             return Some(Joined::Already);
         }
-        member.rooms.insert(room.to_owned(), Membership { recovering, ..Membership::default() });
+        // One copy of the name, shared by the index and its members.
+        let name = self.rooms.get_key_value(room).map_or_else(|| Arc::from(room), |(name, _)| name.clone());
+        member.rooms.insert(name.clone(), Membership { recovering, ..Membership::default() });
         member.recovering += usize::from(recovering);
-        let members = self.rooms.entry(room.to_owned()).or_default();
+        let members = self.rooms.entry(name).or_default();
         members.insert(id);
         Some(if members.len() == 1 { Joined::First } else { Joined::Member })
     }
@@ -191,7 +248,7 @@ mod tests {
         assert_eq!(registry.join(ConnId(1), "a", false), Some(Joined::Already));
         assert_eq!(registry.user_connections("ann"), 2);
         let (member, emptied) = registry.remove(ConnId(1)).unwrap();
-        assert_eq!(member.rooms.keys().map(String::as_str).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(member.rooms.keys().collect::<Vec<_>>(), ["a", "b"]);
         assert!(emptied.is_empty());
         assert_eq!(registry.user_connections("ann"), 1);
         assert_eq!(registry.room_members("a").map(|(id, _)| id).collect::<Vec<_>>(), [ConnId(2)]);

@@ -3,7 +3,10 @@
 
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep_until, Instant, Sleep};
@@ -64,13 +67,14 @@ pub struct Accepted<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Accepted<S> {
     /// Runs the connection until it ends; see [`Hub::serve`] (and its
     /// cancel safety).
-    pub async fn serve<H, F>(self, handler: H) -> Option<CloseCode>
+    pub fn serve<H, F>(self, handler: H) -> impl Future<Output = Option<CloseCode>>
     where
         H: FnMut(Hub, ConnId, Message) -> F,
         F: Future<Output = ()>,
     {
-        let hub = self.slot.hub.clone();
-        hub.serve(self.slot, self.ws, self.user, handler).await
+        let Accepted { slot, ws, user } = self;
+        let hub = slot.hub.clone();
+        session(hub, slot, ws, user, handler)
     }
 }
 
@@ -132,38 +136,19 @@ impl Hub {
     /// Cancel safety: dropping the future drops the connection without a
     /// Close frame; it still leaves every room and index, is reported as
     /// [`HubEvent::Disconnected`] (counted under 1006), and frees its place.
-    pub async fn serve<S, H, F>(
+    pub fn serve<S, H, F>(
         &self,
         slot: Slot,
         ws: WebSocket<S>,
         user: Option<String>,
         handler: H,
-    ) -> Option<CloseCode>
+    ) -> impl Future<Output = Option<CloseCode>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
         H: FnMut(Hub, ConnId, Message) -> F,
         F: Future<Output = ()>,
     {
-        let admitted = self.admit(&slot, user.as_deref(), Transport::WebSocket);
-        let Some((id, outbox)) = admitted else {
-            let mut ws = ws;
-            let code = codes::TOO_MANY_CONNECTIONS;
-            // Bounded by the connection's close timeout.
-            let _ = ws.close(code, "Too many connections").await;
-            self.shared.counters.close_code(code.0);
-            drop(slot);
-            return Some(code);
-        };
-        Counters::add(&self.shared.counters.connections_total, 1);
-        // Cleans the indexes even if this future is dropped midway.
-        let mut registered = Registered { hub: self, id, code: None, _slot: slot };
-        self.emit(HubEvent::Connected { conn: id, user });
-        if self.is_shutting_down() {
-            let (code, reason) = self.closing_code();
-            outbox.close(code, reason);
-        }
-        registered.code = self.run(id, ws, &outbox, handler).await;
-        registered.code
+        session(self.clone(), slot, ws, user, handler)
     }
 
     /// Registers a connection unless its user is at the per-user limit.
@@ -199,56 +184,91 @@ impl Hub {
         }
         self.emit(HubEvent::Disconnected { conn: id, user: member.user, code });
     }
+}
 
-    /// The read and write loops of one connection, on this task.
-    async fn run<S, H, F>(
-        &self,
-        id: ConnId,
-        ws: WebSocket<S>,
-        outbox: &Outbox,
-        handler: H,
-    ) -> Option<CloseCode>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-        H: FnMut(Hub, ConnId, Message) -> F,
-        F: Future<Output = ()>,
-    {
-        let (read, write) = ws.split();
-        let timers = Timers {
-            seen: SyncCell::new(Instant::now()),
-            spoke: SyncCell::new(Instant::now()),
-            code: SyncCell::new(None),
+// The connection's task is mostly this future, so its pieces are functions
+// returning `async move` blocks rather than `async fn`s: an `async fn`
+// keeps its arguments twice for as long as it runs (once as passed, once
+// bound), and these run for the connection's life.
+
+/// One connection, from its admission to its cleanup, on this task.
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+fn session<S, H, F>(
+    hub: Hub,
+    slot: Slot,
+    ws: WebSocket<S>,
+    user: Option<String>,
+    handler: H,
+) -> impl Future<Output = Option<CloseCode>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: FnMut(Hub, ConnId, Message) -> F,
+    F: Future<Output = ()>,
+{
+    // Split now: the future holds the two halves (24 bytes), not the
+    // WebSocket (64) beside them.
+    let (mut read, mut write) = ws.split();
+    async move {
+        let admitted = hub.admit(&slot, user.as_deref(), Transport::WebSocket);
+        let Some((id, outbox)) = admitted else {
+            let code = codes::TOO_MANY_CONNECTIONS;
+            let _ = write.start_close(code, "Too many connections");
+            // The read half answers the peer's Close and closes the
+            // transport; `closed` bounds the wait by the close timeout.
+            tokio::select! {
+                () = async { while let Ok(Some(_)) = read.recv_event().await {} } => {}
+                () = write.closed() => {}
+            }
+            hub.shared.counters.close_code(code.0);
+            drop(slot);
+            return Some(code);
         };
-        tokio::select! {
-            () = self.read_loop(id, read, outbox, &timers, handler) => {}
-            () = self.write_loop(write, outbox, &timers) => {}
+        Counters::add(&hub.shared.counters.connections_total, 1);
+        // Cleans the indexes even if this future is dropped midway.
+        let mut registered = Registered { hub: &hub, id, code: None, _slot: slot };
+        hub.emit(HubEvent::Connected { conn: id, user });
+        if hub.is_shutting_down() {
+            let (code, reason) = hub.closing_code();
+            outbox.close(code, reason);
         }
-        timers.code.get()
+        let timers = Timers::new(Instant::now());
+        tokio::select! {
+            () = read_loop(&hub, id, read, &outbox, &timers, handler) => {}
+            () = write_loop(&hub, write, &outbox, &timers) => {}
+        }
+        registered.code = timers.code();
+        registered.code
     }
+}
 
-    async fn read_loop<S, H, F>(
-        &self,
-        id: ConnId,
-        mut read: ReadHalf<S>,
-        outbox: &Outbox,
-        timers: &Timers,
-        mut handler: H,
-    ) where
-        S: AsyncRead + AsyncWrite,
-        H: FnMut(Hub, ConnId, Message) -> F,
-        F: Future<Output = ()>,
-    {
-        let counters = &self.shared.counters;
-        let config = &self.shared.config;
+/// Reads the peer's frames: hands data messages to `handler`, in order,
+/// and notes the times the heartbeat and idle timers look at.
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+fn read_loop<'a, S, H, F>(
+    hub: &'a Hub,
+    id: ConnId,
+    mut read: ReadHalf<S>,
+    outbox: &'a Outbox,
+    timers: &'a Timers,
+    mut handler: H,
+) -> impl Future<Output = ()> + 'a
+where
+    S: AsyncRead + AsyncWrite + 'a,
+    H: FnMut(Hub, ConnId, Message) -> F + 'a,
+    F: Future<Output = ()>,
+{
+    async move {
+        let counters = &hub.shared.counters;
+        let config = &hub.shared.config;
         let mut limiter =
             config.rate_limit.map(|l| Limiter::new(&l, config.max_message_size, Instant::now()));
         loop {
             let event = read.recv_event().await;
             let now = Instant::now();
-            timers.seen.set(now);
+            timers.saw(now);
             match event {
                 Ok(Some(Event::Message(message))) => {
-                    timers.spoke.set(now);
+                    timers.heard(now);
                     Counters::add(&counters.messages_in, 1);
                     Counters::add(&counters.bytes_in, message.len() as u64);
                     outbox.traffic.received(message.len());
@@ -267,14 +287,14 @@ impl Hub {
                         // and what it sends after this is read and ignored.
                         if outbox.abort(CloseCode::POLICY_VIOLATION, "Rate limit") {
                             Counters::add(&counters.rate_limited, 1);
-                            self.emit(HubEvent::RateLimited { conn: id, user: self.user_of(id) });
+                            hub.emit(HubEvent::RateLimited { conn: id, user: hub.user_of(id) });
                         }
                         continue;
                     }
                     // Boxed: the handler's future (the server's can hold
                     // a whole request) would otherwise be part of every
                     // connection's task, idle or not.
-                    Box::pin(handler(self.clone(), id, message)).await;
+                    Box::pin(handler(hub.clone(), id, message)).await;
                 }
                 Ok(Some(Event::Close(frame))) => {
                     timers.first_code(frame.map_or(CloseCode::NO_STATUS, |f| f.code));
@@ -290,18 +310,21 @@ impl Hub {
             }
         }
     }
+}
 
-    /// Writes queued frames, pings, and turns close requests and expired
-    /// timers into a Close frame. Returns only when the connection must be
-    /// dropped: its Close went unanswered, or the transport failed.
-    async fn write_loop<S: AsyncRead + AsyncWrite>(
-        &self,
-        mut write: WriteHalf<S>,
-        outbox: &Outbox,
-        timers: &Timers,
-    ) {
-        let config = &self.shared.config;
-        let counters = &self.shared.counters;
+/// Writes queued frames, pings, and turns close requests and expired
+/// timers into a Close frame. Returns only when the connection must be
+/// dropped: its Close went unanswered, or the transport failed.
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+fn write_loop<'a, S: AsyncRead + AsyncWrite + 'a>(
+    hub: &'a Hub,
+    mut write: WriteHalf<S>,
+    outbox: &'a Outbox,
+    timers: &'a Timers,
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        let config = &hub.shared.config;
+        let counters = &hub.shared.counters;
         // One timer for the connection's life, at the next ping or the
         // heartbeat or idle deadline, whichever comes first: a timer
         // registered per batch was a large part of a delivery's cost, and
@@ -361,35 +384,58 @@ impl Hub {
 /// expired heartbeat: a peer that does not read must not keep them from
 /// being seen. Given way, the write's bytes stay buffered and go out with
 /// the next one. A ping that falls due meanwhile waits for the write.
-async fn give_way(
-    mut write: Pin<&mut impl Future<Output = Result<(), Error>>>,
-    outbox: &Outbox,
-    config: &super::HubConfig,
-    timers: &Timers,
-    mut timer: Pin<&mut Sleep>,
-    expired: &mut bool,
-) -> Result<(), Error> {
-    while !*expired {
-        tokio::select! {
-            biased;
-            written = write.as_mut() => return written,
-            () = outbox.aborted() => break,
-            () = timer.as_mut() => {
-                *expired = overdue(config, timers, outbox, Instant::now());
-                timer.as_mut().reset(deadline(config, timers));
+///
+/// A plain future (48 bytes) rather than an `async` select, which took 112
+/// of every connection's task.
+fn give_way<'a, W: Future<Output = Result<(), Error>>>(
+    write: Pin<&'a mut W>,
+    outbox: &'a Outbox,
+    config: &'a super::HubConfig,
+    timers: &'a Timers,
+    timer: Pin<&'a mut Sleep>,
+    expired: &'a mut bool,
+) -> GiveWay<'a, W> {
+    GiveWay { write, outbox, config, timers, timer, expired }
+}
+
+struct GiveWay<'a, W> {
+    write: Pin<&'a mut W>,
+    outbox: &'a Outbox,
+    config: &'a super::HubConfig,
+    timers: &'a Timers,
+    timer: Pin<&'a mut Sleep>,
+    expired: &'a mut bool,
+}
+
+impl<W: Future<Output = Result<(), Error>>> Future for GiveWay<'_, W> {
+    type Output = Result<(), Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every field is a reference or a `Pin` of one: moving them is fine.
+        let this = self.get_mut();
+        // In this order: the write, then an abort, then the heartbeat.
+        while !*this.expired {
+            if let Poll::Ready(written) = this.write.as_mut().poll(cx) {
+                return Poll::Ready(written);
             }
+            if this.outbox.poll_aborted(cx).is_ready() {
+                break;
+            }
+            ready!(this.timer.as_mut().poll(cx));
+            *this.expired = overdue(this.config, this.timers, this.outbox, Instant::now());
+            this.timer.as_mut().reset(deadline(this.config, this.timers));
         }
+        Poll::Ready(Ok(()))
     }
-    Ok(())
 }
 
 /// Aborts the connection and returns `true` if the peer went silent for
 /// too long (no frame within `pong_timeout`, or no message within
 /// `idle_timeout`).
 fn overdue(config: &super::HubConfig, timers: &Timers, outbox: &Outbox, now: Instant) -> bool {
-    if now >= timers.seen.get() + config.pong_timeout {
+    if now >= timers.seen() + config.pong_timeout {
         outbox.abort(codes::HEARTBEAT_TIMEOUT, "Heartbeat timeout");
-    } else if config.idle_timeout.is_some_and(|idle| now >= timers.spoke.get() + idle) {
+    } else if config.idle_timeout.is_some_and(|idle| now >= timers.spoke() + idle) {
         outbox.abort(codes::IDLE_TIMEOUT, "Idle timeout");
     } else {
         return false;
@@ -399,9 +445,9 @@ fn overdue(config: &super::HubConfig, timers: &Timers, outbox: &Outbox, now: Ins
 
 /// The earliest the heartbeat or the idle timeout can expire.
 fn deadline(config: &super::HubConfig, timers: &Timers) -> Instant {
-    let mut deadline = timers.seen.get() + config.pong_timeout;
+    let mut deadline = timers.seen() + config.pong_timeout;
     if let Some(idle) = config.idle_timeout {
-        deadline = deadline.min(timers.spoke.get() + idle);
+        deadline = deadline.min(timers.spoke() + idle);
     }
     deadline
 }
@@ -431,35 +477,50 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// Times and the closing code, shared by the two loops of one task. A
-/// plain `Cell` would do, but the task must stay `Send`.
+/// Times and the closing code, shared by the two loops of one task:
+/// atomics, where a `Cell` would do, because the task must be `Send`.
+/// The times count from the connection's start, in nanoseconds.
 struct Timers {
+    start: Instant,
     /// Last frame of any kind from the peer (heartbeat).
-    seen: SyncCell<Instant>,
+    seen: AtomicU64,
     /// Last data message from the peer (idle timeout).
-    spoke: SyncCell<Instant>,
-    code: SyncCell<Option<CloseCode>>,
+    spoke: AtomicU64,
+    /// The first close code, 0 until there is one (no close code is 0:
+    /// RFC 6455 §7.4.2 leaves 0-999 unused).
+    code: AtomicU16,
 }
 
 impl Timers {
+    fn new(start: Instant) -> Timers {
+        Timers { start, seen: AtomicU64::new(0), spoke: AtomicU64::new(0), code: AtomicU16::new(0) }
+    }
+
+    fn since_start(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn saw(&self, now: Instant) {
+        self.seen.store(self.since_start(now), Relaxed);
+    }
+
+    fn heard(&self, now: Instant) {
+        self.spoke.store(self.since_start(now), Relaxed);
+    }
+
+    fn seen(&self) -> Instant {
+        self.start + Duration::from_nanos(self.seen.load(Relaxed))
+    }
+
+    fn spoke(&self) -> Instant {
+        self.start + Duration::from_nanos(self.spoke.load(Relaxed))
+    }
+
     fn first_code(&self, code: CloseCode) {
-        let mut slot = self.code.0.lock().unwrap_or_else(|p| p.into_inner());
-        slot.get_or_insert(code);
+        let _ = self.code.compare_exchange(0, code.0, Relaxed, Relaxed);
     }
-}
 
-/// A `Copy` value behind a lock that is never held across an await: a
-/// `Cell` the task can share between its two loops and still be `Send`.
-struct SyncCell<T>(Mutex<T>);
-
-impl<T: Copy> SyncCell<T> {
-    fn new(value: T) -> Self {
-        SyncCell(Mutex::new(value))
-    }
-    fn get(&self) -> T {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    fn set(&self, value: T) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = value;
+    fn code(&self) -> Option<CloseCode> {
+        Some(self.code.load(Relaxed)).filter(|&c| c != 0).map(CloseCode)
     }
 }

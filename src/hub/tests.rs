@@ -505,3 +505,22 @@ async fn a_reset_does_not_take_a_member_back_within_its_epoch() {
     node.deliver(publication("n1", "r", Position::new(1, "new")));
     assert_eq!(texts(&outbox).await, ["n1 r=1"]);
 }
+
+/// Every hub connection's task is mostly this future, for the
+/// connection's whole life: what it grows by, every idle connection
+/// costs (BENCHMARKS.md, "Memory per idle connection"). 880 bytes when
+/// written (a test build), against 1,312 before its layers stopped
+/// repeating their arguments, the outbox stopped waiting on a `Notify`
+/// and a stuck write stopped waiting in an `async` select.
+#[test]
+fn a_connections_serving_future_stays_small() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _entered = runtime.enter();
+    let hub = Hub::new(HubConfig::default());
+    let (io, _peer) = tokio::io::duplex(64);
+    let ws = crate::WebSocket::from_connection(io, crate::Connection::server(crate::Config::default()));
+    let slot = hub.reserve().unwrap();
+    let serving = hub.serve(slot, ws, None, |_, _, _| async {});
+    let size = std::mem::size_of_val(&serving);
+    assert!(size <= 960, "the serving future is {size} bytes");
+}
