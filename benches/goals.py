@@ -22,11 +22,13 @@ import statistics
 import sys
 from collections import defaultdict
 
-PEERS = ["tokio-tungstenite", "fastwebsockets", "tokio-websockets"]
-# uWebSockets (C++) on this machine, from the issue's table (2026-11-22);
-# not rerun here: it is not part of the harness.
+PEERS = ["tokio-tungstenite", "fastwebsockets", "tokio-websockets", "yawc"]
+# uWebSockets (C++) on this machine, from an earlier issue's table
+# (2026-11-22), used when the run has no uWebSockets server of its own
+# (`uWebSockets uws/uws_echo` in the servers file).
 UWS = {(20, 16, 16): 1.77e6, (1024, 16, 16): 1.04e6}
 IDLE_LIMIT = 1024
+GEO_GOAL = 1.5  # issue 16 (it was 1.25 before)
 
 
 def main(path):
@@ -62,15 +64,11 @@ def main(path):
         best, who = max(peers)
         ratio = ours / best
         ratios.append(ratio)
-        # A miss whose rounds overlap the peer's may be the machine's noise;
-        # one where sabai's best round is below the peer's worst is not.
-        overlap = max(cells[("sabai",) + case]) >= min(cells[(who,) + case])
-        mark = "" if ratio >= 1 else " (below, rounds overlap)" if overlap else " (below, no overlap)"
         ok &= ratio >= 1
-        print(f"| {size(case[0])} | {case[1]} | {case[2]} | {ours:,.0f} | {best:,.0f} ({who}) | {ratio:.2f}{mark} |")
+        print(f"| {size(case[0])} | {case[1]} | {case[2]} | {ours:,.0f} | {best:,.0f} ({who}) | {ratio:.2f}{below(cells, case, who, best)} |")
     geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-    ok &= geo >= 1.25
-    print(f"\nGeometric mean of the ratios over {len(ratios)} cases: {geo:.2f} (goal: at least 1.25)")
+    ok &= geo >= GEO_GOAL
+    print(f"\nGeometric mean of the ratios over {len(ratios)} cases: {geo:.2f} (goal: at least {GEO_GOAL})")
 
     lowest = [0, 0]
     for case in cases:
@@ -82,13 +80,26 @@ def main(path):
 
     print_cpu(cases, cpu)
 
-    print("\n| case | sabai | uWebSockets (issue's table) | ratio |")
-    print("|---|---:|---:|---:|")
-    for case, figure in UWS.items():
-        if ("sabai",) + case in med:
-            ours = med[("sabai",) + case]
-            ok &= ours >= figure
-            print(f"| {size(case[0])} x {case[1]} x {case[2]} | {ours:,.0f} | {figure:,.0f} | {ours / figure:.2f} |")
+    if any(k[0] == "uWebSockets" for k in med):
+        print("\n| payload | conns | in flight | sabai | uWebSockets, same run | ratio |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        above = 0
+        for case in cases:
+            if ("uWebSockets",) + case not in med:
+                continue
+            ours, theirs = med[("sabai",) + case], med[("uWebSockets",) + case]
+            above += ours >= theirs
+            ok &= ours >= theirs
+            print(f"| {size(case[0])} | {case[1]} | {case[2]} | {ours:,.0f} | {theirs:,.0f} | {ours / theirs:.2f}{below(cells, case, 'uWebSockets', theirs)} |")
+        print(f"\nAt least uWebSockets' in {above} of {len(cases)} cases")
+    else:
+        print("\n| case | sabai | uWebSockets (issue's table) | ratio |")
+        print("|---|---:|---:|---:|")
+        for case, figure in UWS.items():
+            if ("sabai",) + case in med:
+                ours = med[("sabai",) + case]
+                ok &= ours >= figure
+                print(f"| {size(case[0])} x {case[1]} x {case[2]} | {ours:,.0f} | {figure:,.0f} | {ours / figure:.2f} |")
 
     print("\n| server | bytes per idle connection (median) |")
     print("|---|---:|")
@@ -100,6 +111,19 @@ def main(path):
     ok &= errors.get("sabai", 0) == 0
     print("\nAll goals met." if ok else "\nSome goals missed (see above).")
     return 0 if ok else 1
+
+
+def below(cells, case, who, theirs):
+    """How a cell below the other server's median reads (issue 16's rule:
+    it is noise only if sabai's best round beats that median, shown with
+    the rounds)."""
+    ours = cells[("sabai",) + case]
+    if statistics.median(ours) >= theirs:
+        return ""
+    rounds = "/".join(f"{x / 1000:.0f}k" for x in sorted(ours))
+    if max(ours) >= theirs:
+        return f" (below; noise: sabai's rounds {rounds})"
+    return f" (below; sabai's rounds {rounds})"
 
 
 def print_cpu(cases, cpu):

@@ -74,7 +74,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Accepted<S> {
     {
         let Accepted { slot, ws, user } = self;
         let hub = slot.hub.clone();
-        session(hub, slot, ws, user, handler)
+        hub.serve(slot, ws, user, handler)
     }
 }
 
@@ -136,6 +136,12 @@ impl Hub {
     /// Cancel safety: dropping the future drops the connection without a
     /// Close frame; it still leaves every room and index, is reported as
     /// [`HubEvent::Disconnected`] (counted under 1006), and frees its place.
+    //
+    // The connection's task is mostly this future, so it and its pieces
+    // are functions returning `async move` blocks rather than `async fn`s:
+    // an `async fn` keeps its arguments twice for as long as it runs (once
+    // as passed, once bound), and these run for the connection's life.
+    #[allow(clippy::manual_async_fn)]
     pub fn serve<S, H, F>(
         &self,
         slot: Slot,
@@ -148,7 +154,41 @@ impl Hub {
         H: FnMut(Hub, ConnId, Message) -> F,
         F: Future<Output = ()>,
     {
-        session(self.clone(), slot, ws, user, handler)
+        let hub = self.clone();
+        // Split now: the future holds the two halves (24 bytes), not the
+        // WebSocket (64) beside them.
+        let (mut read, mut write) = ws.split();
+        async move {
+            let admitted = hub.admit(&slot, user.as_deref(), Transport::WebSocket);
+            let Some((id, outbox)) = admitted else {
+                let code = codes::TOO_MANY_CONNECTIONS;
+                let _ = write.start_close(code, "Too many connections");
+                // The read half answers the peer's Close and closes the
+                // transport; `closed` bounds the wait by the close timeout.
+                tokio::select! {
+                    () = async { while let Ok(Some(_)) = read.recv_event().await {} } => {}
+                    () = write.closed() => {}
+                }
+                hub.shared.counters.close_code(code.0);
+                drop(slot);
+                return Some(code);
+            };
+            Counters::add(&hub.shared.counters.connections_total, 1);
+            // Cleans the indexes even if this future is dropped midway.
+            let mut registered = Registered { hub: &hub, id, code: None, _slot: slot };
+            hub.emit(HubEvent::Connected { conn: id, user });
+            if hub.is_shutting_down() {
+                let (code, reason) = hub.closing_code();
+                outbox.close(code, reason);
+            }
+            let timers = Timers::new(Instant::now());
+            tokio::select! {
+                () = read_loop(&hub, id, read, &outbox, &timers, handler) => {}
+                () = write_loop(&hub, write, &outbox, &timers) => {}
+            }
+            registered.code = timers.code();
+            registered.code
+        }
     }
 
     /// Registers a connection unless its user is at the per-user limit.
@@ -183,61 +223,6 @@ impl Hub {
             self.emit(HubEvent::Left { conn: id, user: member.user.clone(), room });
         }
         self.emit(HubEvent::Disconnected { conn: id, user: member.user, code });
-    }
-}
-
-// The connection's task is mostly this future, so its pieces are functions
-// returning `async move` blocks rather than `async fn`s: an `async fn`
-// keeps its arguments twice for as long as it runs (once as passed, once
-// bound), and these run for the connection's life.
-
-/// One connection, from its admission to its cleanup, on this task.
-#[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
-fn session<S, H, F>(
-    hub: Hub,
-    slot: Slot,
-    ws: WebSocket<S>,
-    user: Option<String>,
-    handler: H,
-) -> impl Future<Output = Option<CloseCode>>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    H: FnMut(Hub, ConnId, Message) -> F,
-    F: Future<Output = ()>,
-{
-    // Split now: the future holds the two halves (24 bytes), not the
-    // WebSocket (64) beside them.
-    let (mut read, mut write) = ws.split();
-    async move {
-        let admitted = hub.admit(&slot, user.as_deref(), Transport::WebSocket);
-        let Some((id, outbox)) = admitted else {
-            let code = codes::TOO_MANY_CONNECTIONS;
-            let _ = write.start_close(code, "Too many connections");
-            // The read half answers the peer's Close and closes the
-            // transport; `closed` bounds the wait by the close timeout.
-            tokio::select! {
-                () = async { while let Ok(Some(_)) = read.recv_event().await {} } => {}
-                () = write.closed() => {}
-            }
-            hub.shared.counters.close_code(code.0);
-            drop(slot);
-            return Some(code);
-        };
-        Counters::add(&hub.shared.counters.connections_total, 1);
-        // Cleans the indexes even if this future is dropped midway.
-        let mut registered = Registered { hub: &hub, id, code: None, _slot: slot };
-        hub.emit(HubEvent::Connected { conn: id, user });
-        if hub.is_shutting_down() {
-            let (code, reason) = hub.closing_code();
-            outbox.close(code, reason);
-        }
-        let timers = Timers::new(Instant::now());
-        tokio::select! {
-            () = read_loop(&hub, id, read, &outbox, &timers, handler) => {}
-            () = write_loop(&hub, write, &outbox, &timers) => {}
-        }
-        registered.code = timers.code();
-        registered.code
     }
 }
 
