@@ -21,7 +21,9 @@
 //!   aborted. No timer while open; once the clock passes a deadline the
 //!   connection moves on; at the end every connection reaches
 //!   `Directive::Done` within twice the close timeout of fake time, and
-//!   unless a side timed out or was aborted nothing was lost on the way.
+//!   unless a side timed out or was aborted nothing was lost on the way
+//!   (a side whose close timer ran out during the teardown timed out too,
+//!   though its handshake ended `Clean`: what it had not flushed is dropped).
 //!
 //! Input layout: `flags, frame_size, operations...`. flags bit 0: the client
 //! sends with `max_send_frame_size = Some(frame_size + 1)`; bit 1: the server does.
@@ -81,6 +83,10 @@ struct Side {
     shut: bool,
     /// The peer was told EOF.
     eof_sent: bool,
+    /// Its close timer ran out: from then on the connection may drop what
+    /// it still had to write (a closing handshake that completed but was
+    /// not flushed in time ends `Clean`, not `TimedOut`).
+    gave_up: bool,
 }
 
 impl Side {
@@ -95,6 +101,7 @@ impl Side {
             deflate,
             shut: false,
             eof_sent: false,
+            gave_up: false,
         }
     }
 
@@ -175,6 +182,7 @@ impl Side {
         if let Some(deadline) = deadline {
             assert!(deadline <= now + CLOSE_TIMEOUT, "a deadline past the close timeout");
             if now >= deadline {
+                self.gave_up = true;
                 // It moved on, or its timer ran out and the step under
                 // way gets one try, given up at the next tick.
                 let moved = self.conn.poll_directive() != before;
@@ -187,9 +195,10 @@ impl Side {
         }
     }
 
-    /// The side lost something on the way: it timed out or was aborted.
+    /// The side lost something on the way: it timed out (its closing
+    /// handshake, or the teardown after it) or was aborted.
     fn lossy(&self) -> bool {
-        matches!(self.conn.ending(), Some(Ending::TimedOut | Ending::Aborted))
+        self.gave_up || matches!(self.conn.ending(), Some(Ending::TimedOut | Ending::Aborted))
     }
 
     /// Checks a command's result: refused only when closed or mid-message.
